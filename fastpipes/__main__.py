@@ -1,0 +1,3 @@
+from fastpipes.cli.main import main
+
+raise SystemExit(main())

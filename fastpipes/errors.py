@@ -1,0 +1,87 @@
+"""Every error a user can reach, in one module.
+
+All derive from :class:`FastpipesError`, so ``except fastpipes.FastpipesError`` catches
+anything fastpipes raises on purpose. Internal invariants use ``assert`` instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FastpipesError(Exception):
+    """Base class of every error fastpipes raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe: where, what value, and what is allowed."""
+
+    file: str  # the YAML file (or "<overrides>", "<api>") the value came from
+    key: str  # dotted key path, e.g. "compile.mode"
+    message: str  # what is wrong, e.g. "unknown value 'fast'"
+    allowed: str = ""  # what would be accepted, e.g. "one of: default, reduce-overhead"
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        text = f"{where}: {self.message}"
+        return f"{text} (allowed: {self.allowed})" if self.allowed else text
+
+
+class RecipeError(FastpipesError):
+    """A recipe could not be loaded or is invalid. Lists every problem at once."""
+
+    def __init__(self, problems: list[Problem] | Problem | str, recipe: str = ""):
+        if isinstance(problems, str):
+            problems = [Problem(recipe or "<recipe>", "", problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = list(problems)
+        self.recipe = recipe
+        head = f"recipe {recipe!r} is invalid" if recipe else "recipe is invalid"
+        n = len(self.problems)
+        lines = [f"{head}: {n} problem{'s' if n != 1 else ''}"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class RecipeNotFoundError(RecipeError):
+    """A recipe name or path that resolves to nothing."""
+
+
+class UnknownNameError(FastpipesError, KeyError):
+    """A name looked up in a registry that does not hold it."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class UnsupportedPipelineError(FastpipesError, TypeError):
+    """accelerate() got an object no adapter understands."""
+
+
+class HardwareError(FastpipesError):
+    """This machine lacks what a recipe requires (raised with strict=True)."""
+
+
+class PassError(FastpipesError):
+    """A pass failed while being applied; the pipeline has been restored."""
+
+    def __init__(self, pass_name: str, reason: str):
+        self.pass_name = pass_name
+        self.reason = reason
+        super().__init__(
+            f"pass {pass_name!r} failed: {reason}\n"
+            "The pipeline was restored exactly as it was before accelerate()."
+        )
+
+
+class ConflictError(RecipeError):
+    """Two passes of one recipe cannot be combined."""
+
+
+class InputError(FastpipesError, ValueError):
+    """Bad input to a pipeline fastpipes wraps (wrong shape, dtype, missing step)."""
+
+
+class BenchmarkError(FastpipesError):
+    """A benchmark could not be set up or run."""

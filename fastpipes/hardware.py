@@ -1,0 +1,179 @@
+"""What this machine can do: CPU model and ISA, native low-precision matmul, torch, packages.
+
+Nothing here runs at import time; :func:`detect` reads the machine when asked.
+
+>>> info = detect()                       # doctest: +SKIP
+>>> info.bf16_native, info.isa["avx2"]    # doctest: +SKIP
+(False, True)
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
+             "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "avx_vnni")
+# optional packages: (distribution name, import name)
+OPTIONAL_PACKAGES = (("segment-anything", "segment_anything"), ("diffusers", "diffusers"),
+                     ("transformers", "transformers"), ("safetensors", "safetensors"),
+                     ("intel-extension-for-pytorch", "intel_extension_for_pytorch"),
+                     ("torchvision", "torchvision"))
+
+
+def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
+    """(model name, set of ISA flags) from /proc/cpuinfo text (first processor block)."""
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def bf16_native_from_flags(flags: set[str]) -> bool:
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def fp16_native_from_flags(flags: set[str]) -> bool:
+    return "amx_fp16" in flags or "avx512_fp16" in flags
+
+
+@dataclass
+class PackageInfo:
+    name: str
+    version: str | None  # None: not installed
+    importable: bool | None = None  # None: not probed
+    error: str = ""
+
+
+@dataclass
+class MachineInfo:
+    cpu_model: str
+    machine: str
+    logical_cpus: int
+    torch_threads: int
+    isa: dict[str, bool]
+    bf16_native: bool
+    fp16_native: bool
+    torch_version: str
+    torch_cpu_capability: str
+    cuda_devices: list[str] = field(default_factory=list)
+    cuda_bf16: bool = False
+    packages: list[PackageInfo] = field(default_factory=list)
+
+    def native(self, dtype: str, device: str = "cpu") -> bool:
+        """Whether `dtype` ("bf16"/"fp16") matmul is native on `device`."""
+        if device.startswith("cuda"):
+            return bool(self.cuda_devices) and (dtype == "fp16" or self.cuda_bf16)
+        return self.bf16_native if dtype == "bf16" else self.fp16_native
+
+    def low_precision_note(self, dtype: str) -> str:
+        """What a user should expect from `dtype` matmul on this CPU, in words."""
+        if self.native(dtype):
+            return f"{dtype} matmul is native on this CPU"
+        need = "AMX or AVX512-BF16" if dtype == "bf16" else "AMX-FP16 or AVX512-FP16"
+        return (f"{dtype} matmul is NOT native on this CPU ({self.cpu_model or 'unknown'}; "
+                f"needs {need}): expect {dtype} GEMM to be 100x or more slower than FP32 here; "
+                "prefer an FP32 recipe (e.g. *_fp32_fast) or weight-only quantization")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cpu_model_and_flags() -> tuple[str, set[str]]:
+    path = Path("/proc/cpuinfo")
+    if path.exists():
+        return parse_cpuinfo(path.read_text(errors="replace"))
+    return platform.processor(), set()
+
+
+def _probe_import(module: str) -> tuple[bool, str]:
+    """Import `module` in a child process so a broken package cannot hurt this one."""
+    code = f"import {module}"
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"probe failed: {e}"
+    if r.returncode == 0:
+        return True, ""
+    lines = [ln for ln in (r.stderr or "").strip().splitlines() if ln.strip()]
+    return False, lines[-1] if lines else f"exit code {r.returncode}"
+
+
+def packages(probe: bool = False) -> list[PackageInfo]:
+    """Versions of the optional packages; with `probe`, whether each really imports."""
+    import torch
+
+    out = []
+    for dist, module in OPTIONAL_PACKAGES:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out.append(PackageInfo(dist, None))
+            continue
+        info = PackageInfo(dist, version)
+        if probe:
+            info.importable, info.error = _probe_import(module)
+            if dist == "intel-extension-for-pytorch" and not info.importable:
+                needs = ".".join(version.split(".")[:2])
+                info.error = (f"installed but incompatible with torch {torch.__version__} "
+                              f"(needs {needs}.*): {info.error}")
+        out.append(info)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _detect_cached() -> MachineInfo:
+    return _detect(probe=False)
+
+
+def detect(probe_packages: bool = False) -> MachineInfo:
+    """Read this machine. Cached unless `probe_packages` (which spawns import probes)."""
+    return _detect(probe=True) if probe_packages else _detect_cached()
+
+
+def _detect(probe: bool) -> MachineInfo:
+    import torch
+
+    model, flags = _cpu_model_and_flags()
+    cuda, cuda_bf16 = [], False
+    if torch.cuda.is_available():
+        cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        cuda_bf16 = torch.cuda.is_bf16_supported()
+    return MachineInfo(
+        cpu_model=model,
+        machine=platform.machine(),
+        logical_cpus=os.cpu_count() or 1,
+        torch_threads=torch.get_num_threads(),
+        isa={f: f in flags for f in ISA_FLAGS},
+        bf16_native=bf16_native_from_flags(flags),
+        fp16_native=fp16_native_from_flags(flags),
+        torch_version=torch.__version__,
+        torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        cuda_devices=cuda,
+        cuda_bf16=cuda_bf16,
+        packages=packages(probe),
+    )
+
+
+def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list[str]:
+    """Human sentences for each `requires` entry this machine misses (empty when all met)."""
+    out = []
+    dev = getattr(requires.device, "value", requires.device)
+    if dev != "any" and not device.startswith(dev):
+        out.append(f"the recipe is for device {dev!r}, the pipeline is on {device!r}")
+    if requires.native_bf16 and not info.native("bf16", device):
+        out.append(info.low_precision_note("bf16"))
+    if requires.native_fp16 and not info.native("fp16", device):
+        out.append(info.low_precision_note("fp16"))
+    return out

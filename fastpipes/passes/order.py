@@ -1,0 +1,55 @@
+"""The one place that knows in which order passes run and which combinations conflict."""
+from __future__ import annotations
+
+from typing import Callable
+
+from fastpipes.errors import ConflictError, Problem
+from fastpipes.recipe.schema import Recipe
+
+# Why this order:
+#  - ipex first: it rewrites modules wholesale; later passes see its result.
+#  - attention, fuse_qkv: change module structure while weights are still FP32 Linear.
+#  - quantize before precision: it reads FP32 weights and packs them; a later cast then
+#    leaves the packed int weights alone.
+#  - precision before memory_format: a dtype cast would otherwise re-lay out tensors.
+#  - compile last: it must trace the final modules.
+PASS_ORDER: tuple[str, ...] = (
+    "ipex", "attention", "fuse_qkv", "quantize", "precision", "memory_format", "compile",
+)
+
+
+def _get(recipe: Recipe, section: str, key: str, default=None):
+    sec = recipe.section(section)
+    value = getattr(sec, key, default) if sec is not None else default
+    return getattr(value, "value", value)
+
+
+# (description, predicate on the recipe -> message or "")
+CONFLICTS: list[tuple[str, Callable[[Recipe], str]]] = [
+    ("int4 weight-only quantization needs bf16 or fp32 activations",
+     lambda r: "quantize.dtype int4 with precision.dtype float16 is not supported by the CPU "
+               "int4 kernels; use precision.dtype bfloat16"
+     if _get(r, "quantize", "dtype") == "int4" and _get(r, "precision", "dtype") == "float16"
+     else ""),
+    ("ipex with torch.compile uses the ipex backend",
+     lambda r: "ipex and compile.backend=ipex need the ipex pass enabled"
+     if _get(r, "compile", "backend") == "ipex" and r.section("ipex") is None else ""),
+]
+
+
+def ordered(recipe: Recipe) -> list[str]:
+    """The recipe's enabled pass sections in the order they must run."""
+    import fastpipes.passes  # noqa: F401  (registers passes)
+    from fastpipes.passes.base import PASSES
+
+    names = [n for n in recipe.sections if n in PASSES]
+    for n in names:
+        assert n in PASS_ORDER, f"pass {n!r} is registered but has no place in PASS_ORDER"
+    return sorted(names, key=PASS_ORDER.index)
+
+
+def check_conflicts(recipe: Recipe) -> None:
+    """Raise one ConflictError naming every conflicting combination in the recipe."""
+    problems = [Problem(recipe.source, "", msg) for _, rule in CONFLICTS if (msg := rule(recipe))]
+    if problems:
+        raise ConflictError(problems, recipe=recipe.name)

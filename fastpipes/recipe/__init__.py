@@ -1,0 +1,6 @@
+"""Recipes: typed schema, loading with inheritance and overrides, and validation."""
+from fastpipes.recipe.load import available, builtin_dir, load_recipe, resolve
+from fastpipes.recipe.schema import SECTIONS, Device, Family, Recipe, Requires, Section
+
+__all__ = ["SECTIONS", "Device", "Family", "Recipe", "Requires", "Section",
+           "available", "builtin_dir", "load_recipe", "resolve"]

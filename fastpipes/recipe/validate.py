@@ -1,0 +1,162 @@
+"""Check a raw recipe mapping against the typed schema, collecting *every* problem.
+
+Used on each file of an inheritance chain (so each problem names the file it is in) and
+on the command-line overrides. Builds frozen dataclasses from a mapping known to be valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from enum import Enum
+from typing import Any, Union
+
+from fastpipes.errors import Problem
+from fastpipes.recipe.schema import HEADER_KEYS, SECTIONS, RecipeHeader, Section
+from fastpipes.registry import did_you_mean
+
+
+def type_name(tp: Any) -> str:
+    """A short human name of a schema type, for error messages."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = " or ".join(type_name(a) for a in args)
+        return f"{inner} or null" if len(args) < len(typing.get_args(tp)) else inner
+    if origin is list:
+        return f"list of {type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return "one of: " + ", ".join(m.value for m in tp)
+    if dataclasses.is_dataclass(tp):
+        return "mapping with keys: " + ", ".join(f.name for f in dataclasses.fields(tp))
+    return {bool: "true or false", int: "integer", float: "number", str: "string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check(tp: Any, value: Any, key: str, file: str, out: list[Problem]) -> None:
+    """Append a Problem to `out` for each way `value` does not fit type `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _check(non_none[0], value, key, file, out)
+        if not any(not _problems(a, value, key, file) for a in non_none):
+            out.append(Problem(file, key, f"wrong type: {_show(value)}", type_name(tp)))
+        return
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            out.append(Problem(file, key, f"expected a mapping, got {_show(value)}", type_name(tp)))
+            return
+        check_mapping(tp, value, key, file, out)
+        return
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            out.append(Problem(file, key, f"expected a list, got {_show(value)}", type_name(tp)))
+            return
+        (item_tp,) = typing.get_args(tp)
+        for i, item in enumerate(value):
+            _check(item_tp, item, f"{key}[{i}]", file, out)
+        return
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            out.append(Problem(file, key, f"expected a mapping, got {_show(value)}", "mapping"))
+        return
+    if tp is Any:
+        return
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        allowed = [m.value for m in tp]
+        if value not in allowed:
+            hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
+            out.append(Problem(file, key, f"unknown value {_show(value)}{hint}", type_name(tp)))
+        return
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }.get(tp)
+    assert ok is not None, f"schema type {tp!r} is not supported by the validator"
+    if not ok(value):
+        out.append(Problem(file, key, f"wrong type: {_show(value)}", type_name(tp)))
+
+
+def _problems(tp: Any, value: Any, key: str, file: str) -> list[Problem]:
+    out: list[Problem] = []
+    _check(tp, value, key, file, out)
+    return out
+
+
+def check_mapping(cls: type, raw: dict, prefix: str, file: str, out: list[Problem]) -> None:
+    """Check each key of `raw` against the fields of dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            out.append(Problem(file, key, f"unknown key{did_you_mean(k, names)}", ", ".join(names)))
+            continue
+        _check(hints[k], v, key, file, out)
+
+
+def check_recipe_mapping(raw: Any, file: str) -> list[Problem]:
+    """Every problem of one recipe file's (or override set's) raw mapping."""
+    if not isinstance(raw, dict):
+        return [Problem(file, "", f"a recipe must be a mapping of keys, got {_show(raw)}")]
+    out: list[Problem] = []
+    header = {k: v for k, v in raw.items() if k in HEADER_KEYS}
+    check_mapping(RecipeHeader, header, "", file, out)
+    allowed = list(HEADER_KEYS) + SECTIONS.names()
+    for k, v in raw.items():
+        if k in HEADER_KEYS:
+            continue
+        if k not in SECTIONS:
+            hint = did_you_mean(k, allowed)
+            out.append(Problem(file, str(k), f"unknown section{hint}", ", ".join(allowed)))
+        elif v is not None:  # null removes a section inherited from a base
+            _check(SECTIONS.get(k), v, str(k), file, out)
+    return out
+
+
+def build(cls: type, raw: dict) -> Any:
+    """Construct dataclass `cls` from a mapping that passed :func:`check_mapping`."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _convert(hints[k], v) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is not type(None) and not _problems(arg, value, "", ""):
+                return _convert(arg, value)
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(item_tp, v) for v in value]
+    if origin is dict:
+        return dict(value)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(value)
+    if tp is float:
+        return float(value)
+    return value
+
+
+def build_section(name: str, raw: dict) -> Section:
+    return build(SECTIONS.get(name), raw)

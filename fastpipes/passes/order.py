@@ -12,9 +12,11 @@ from fastpipes.recipe.schema import Recipe
 #  - quantize before precision: it reads FP32 weights and packs them; a later cast then
 #    leaves the packed int weights alone.
 #  - precision before memory_format: a dtype cast would otherwise re-lay out tensors.
+#  - kv_cache (static cache for generate) just before compile: shapes become static.
 #  - compile last: it must trace the final modules.
 PASS_ORDER: tuple[str, ...] = (
-    "ipex", "attention", "fuse_qkv", "quantize", "precision", "memory_format", "compile",
+    "ipex", "attention", "fuse_qkv", "quantize", "precision", "memory_format", "kv_cache",
+    "compile",
 )
 
 

@@ -1,0 +1,51 @@
+"""attention: scaled_dot_product_attention in place of eager attention at the sites the
+adapter declares.
+
+Each :class:`~fastpipes.pipelines.base.AttentionSite` has a ``kind``; the handler
+registered for that kind (``passes/attention_sites/<kind>.py``) rewrites the site and
+returns a one-line description of what it changed. Backends:
+
+- ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``; on CPU PyTorch picks its
+  fused flash-attention kernel when it can (the default).
+- ``math``: the same call restricted to the reference math kernel (for checking).
+- ``ipex``: Intel Extension for PyTorch's CPU flash attention, when it imports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from fastpipes.passes.attention_sites import SITE_HANDLERS
+from fastpipes.passes.base import PassContext, SkipPass, register_pass
+from fastpipes.recipe.schema import Section
+
+
+class AttentionBackend(str, Enum):
+    sdpa = "sdpa"
+    math = "math"
+    ipex = "ipex"
+
+
+@dataclass(frozen=True)
+class AttentionConfig(Section):
+    backend: AttentionBackend = AttentionBackend.sdpa
+    components: list[str] = field(default_factory=list)  # [] = every component with sites
+    # SAM rel-pos bias: query rows per block when the additive mask is built block-wise;
+    # 0 = whole mask at once (fastest for small windows, most memory for global attention)
+    block_size: int = 256
+
+    def check(self) -> list[tuple[str, str, str]]:
+        if self.block_size < 0:
+            return [("block_size", f"must be >= 0, got {self.block_size}", "0 or a positive int")]
+        return []
+
+
+@register_pass("attention", AttentionConfig, "SDPA attention (block-wise rel-pos mask for SAM)")
+def apply(ctx: PassContext, cfg: AttentionConfig) -> None:
+    wanted = set(ctx.components("attention", cfg.components)) if cfg.components else None
+    sites = [s for s in ctx.adapter.attention_sites() if wanted is None or s.component in wanted]
+    if not sites:
+        raise SkipPass(f"the {ctx.adapter.name} pipeline declares no attention sites")
+    for site in sites:
+        handler = SITE_HANDLERS.get(site.kind)
+        ctx.change(site.component, handler(ctx, site, cfg))

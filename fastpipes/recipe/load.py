@@ -105,24 +105,23 @@ def read_yaml(path: Path) -> Any:
     return {} if data is None else data
 
 
-def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> dict:
-    """Dotlist (``["compile.mode=max-autotune"]``) or nested mapping -> nested dict."""
+def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> tuple[dict, list[Problem]]:
+    """Dotlist (``["compile.mode=max-autotune"]``) or nested mapping -> (nested dict, problems)."""
     if not overrides:
-        return {}
+        return {}, []
     if isinstance(overrides, Mapping):
-        return OmegaConf.to_container(OmegaConf.create(dict(overrides)), resolve=False)
-    problems = []
-    dotlist = list(overrides)
-    for item in dotlist:
+        return OmegaConf.to_container(OmegaConf.create(dict(overrides)), resolve=False), []
+    problems, good = [], []
+    for item in overrides:
         if "=" not in item or not item.split("=", 1)[0].strip():
             problems.append(Problem(OVERRIDES, item, "an override must look like key.path=value"))
-    if problems:
-        raise RecipeError(problems)
+        else:
+            good.append(item)
     try:
-        cfg = OmegaConf.from_dotlist(dotlist)
+        cfg = OmegaConf.from_dotlist(good)
     except OmegaConfBaseException as e:
-        raise RecipeError([Problem(OVERRIDES, "", f"cannot parse overrides: {e}")]) from None
-    return OmegaConf.to_container(cfg, resolve=False)
+        return {}, problems + [Problem(OVERRIDES, "", f"cannot parse overrides: {e}")]
+    return OmegaConf.to_container(cfg, resolve=False), problems
 
 
 @dataclass
@@ -183,7 +182,8 @@ def load_recipe(
     problems: list[Problem] = []
     for layer in layers:
         problems += check_recipe_mapping(layer.raw, layer.file)
-    over = parse_overrides(overrides)
+    over, bad_overrides = parse_overrides(overrides)
+    problems += bad_overrides
     if over:
         problems += check_recipe_mapping(over, OVERRIDES)
     if problems:

@@ -1,0 +1,32 @@
+"""Every shipped recipe validates, round-trips through `show`, and states what it needs."""
+import pytest
+from omegaconf import OmegaConf
+
+from fastpipes.recipe import available, builtin_dir, load_recipe
+
+BUILTIN = sorted(p.stem for p in builtin_dir().glob("*.yaml"))
+
+
+def test_builtin_recipes_are_found():
+    assert BUILTIN, f"no built-in recipes in {builtin_dir()}"
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_recipe_validates_and_round_trips(name, tmp_path):
+    r = load_recipe(name)
+    assert r.name == name, "a built-in recipe's name must match its file name"
+    assert r.description, "every built-in recipe needs a description"
+    text = (builtin_dir() / f"{name}.yaml").read_text()
+    assert text.startswith("#") and "fastpipes" in text.splitlines()[0], \
+        "each built-in YAML opens with the command that uses it"
+    # resolved YAML written back out loads to the same recipe
+    out = tmp_path / f"{name}.yaml"
+    out.write_text(r.to_yaml())
+    again = load_recipe(str(out))
+    assert again.sections == r.sections and again.requires == r.requires
+    assert again.family == r.family
+    assert OmegaConf.create(r.raw) == OmegaConf.create(again.raw)
+
+
+def test_available_includes_builtins():
+    assert set(BUILTIN) <= set(available())

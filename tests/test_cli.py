@@ -1,0 +1,73 @@
+"""`fastpipes info` and `fastpipes recipes ...` as a user runs them."""
+import json
+import textwrap
+
+import pytest
+
+from fastpipes.cli.main import main
+from fastpipes.hardware import detect
+
+
+def test_validate_prints_every_mistake_and_exits_1(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""
+        name: three_mistakes
+        famly: sam
+        attention: {backend: flash, block_size: 1.5}
+    """))
+    assert main(["recipes", "validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "3 problems" in err
+    assert "famly: unknown key (did you mean 'family'?)" in err or "famly: unknown section" in err
+    assert "attention.backend: unknown value 'flash'" in err
+    assert "attention.block_size: wrong type: 1.5" in err
+
+
+def test_validate_good_file_is_one_line(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text("name: good\nattention: {}\n")
+    assert main(["recipes", "validate", str(good)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].endswith("ok (recipe 'good', family any, passes: attention)")
+
+
+def test_show_resolves_inheritance_and_overrides(recipe_dir, capsys):
+    (recipe_dir / "parent.yaml").write_text("attention: {block_size: 64}\n")
+    (recipe_dir / "kid.yaml").write_text("base: parent\nname: kid\n")
+    assert main(["recipes", "show", "kid", "--set", "attention.backend=math"]) == 0
+    out = capsys.readouterr().out
+    assert "block_size: 64" in out and "backend: math" in out and "base:" not in out
+
+
+def test_new_writes_a_commented_starter_that_validates(recipe_dir, tmp_path, capsys):
+    (recipe_dir / "parent.yaml").write_text("name: parent\ndescription: p\nattention: {}\n")
+    out = tmp_path / "mine.yaml"
+    assert main(["recipes", "new", "mine", "--from", "parent", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# mine:") and "base: parent" in text and "# attention:" in text
+    assert main(["recipes", "validate", str(out)]) == 0
+    assert main(["recipes", "new", "mine", "--from", "parent", "-o", str(out)]) == 1  # exists
+
+
+def test_list_shows_user_recipes(recipe_dir, capsys):
+    (recipe_dir / "listed.yaml").write_text("name: listed\ndescription: shows up\nattention: {}\n")
+    assert main(["recipes", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "listed" in out and "shows up" in out
+
+
+def test_info_json_reports_native_bf16_truthfully(capsys):
+    assert main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["bf16_native"] == detect().bf16_native
+    assert set(data["isa"]) >= {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"}
+    names = {p["name"] for p in data["packages"]}
+    assert {"segment-anything", "diffusers", "transformers", "intel-extension-for-pytorch",
+            "torchvision"} <= names
+
+
+def test_info_table_says_whether_bf16_is_native(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "bf16 matmul" in out
+    assert ("not native" in out.split("bf16 matmul")[1].splitlines()[0]) != detect().bf16_native

@@ -1,0 +1,20 @@
+"""The recipe reference is generated from the schema; a stale committed copy fails here."""
+from pathlib import Path
+
+from fastpipes.recipe.docs import generate
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "recipe-reference.md"
+
+
+def test_recipe_reference_is_up_to_date():
+    assert DOC.exists(), "run: python -m fastpipes.recipe.docs > docs/recipe-reference.md"
+    assert DOC.read_text() == generate(), \
+        "docs/recipe-reference.md is stale; run: python -m fastpipes.recipe.docs > docs/recipe-reference.md"
+
+
+def test_reference_lists_every_section():
+    from fastpipes.recipe.schema import SECTIONS
+
+    text = generate()
+    for name in SECTIONS:
+        assert f"### `{name}`" in text

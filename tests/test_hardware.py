@@ -1,0 +1,56 @@
+"""ISA detection from cpuinfo text: an AMX Xeon, an AVX2-only EPYC, and this machine."""
+from pathlib import Path
+
+import pytest
+
+from fastpipes.hardware import (bf16_native_from_flags, detect, fp16_native_from_flags, parse_cpuinfo,
+                                unmet_requirements)
+from fastpipes.recipe.schema import Requires
+
+XEON_8480 = """processor	: 0
+vendor_id	: GenuineIntel
+model name	: Intel(R) Xeon(R) Platinum 8480+
+flags		: fpu vme sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni avx512_bf16 avx_vnni amx_bf16 avx512_fp16 amx_tile amx_int8
+processor	: 1
+model name	: ignored second block
+"""
+EPYC_AVX2 = """processor	: 0
+vendor_id	: AuthenticAMD
+model name	: AMD EPYC 7B13
+flags		: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 sha_ni
+"""
+
+
+def test_amx_xeon_flags():
+    model, flags = parse_cpuinfo(XEON_8480)
+    assert model == "Intel(R) Xeon(R) Platinum 8480+"
+    assert {"amx_bf16", "amx_int8", "avx512_bf16", "avx_vnni", "avx512_fp16"} <= flags
+    assert bf16_native_from_flags(flags) and fp16_native_from_flags(flags)
+
+
+def test_avx2_epyc_flags():
+    model, flags = parse_cpuinfo(EPYC_AVX2)
+    assert model == "AMD EPYC 7B13" and "avx2" in flags and "avx512f" not in flags
+    assert not bf16_native_from_flags(flags) and not fp16_native_from_flags(flags)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs Linux /proc/cpuinfo")
+def test_this_machine_matches_its_cpuinfo():
+    _, flags = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    info = detect()
+    assert info.isa["avx2"] == ("avx2" in flags)
+    assert info.bf16_native == ("amx_bf16" in flags or "avx512_bf16" in flags)
+    assert info.fp16_native == ("amx_fp16" in flags or "avx512_fp16" in flags)
+    assert info.torch_threads >= 1 and info.torch_version
+    note = info.low_precision_note("bf16")
+    assert ("NOT native" in note) != info.bf16_native
+
+
+def test_unmet_requirements_explain_the_effect():
+    info = detect()
+    fake = type(info)(**{**info.to_dict(), "bf16_native": False, "fp16_native": False,
+                         "packages": []})
+    unmet = unmet_requirements(Requires(native_bf16=True), fake)
+    assert len(unmet) == 1 and "100x or more slower" in unmet[0]
+    assert unmet_requirements(Requires(), fake) == []
+    assert "device 'cuda'" in unmet_requirements(Requires(device="cuda"), fake, "cpu")[0]

@@ -1,0 +1,91 @@
+"""Loading recipes: names, paths, FASTPIPES_RECIPE_PATH, inheritance, overrides."""
+import textwrap
+
+import pytest
+
+from fastpipes.errors import RecipeError, RecipeNotFoundError
+from fastpipes.recipe import Family, load_recipe
+
+
+def write(d, name, text):
+    p = d / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_load_by_path_and_by_name_from_env_path(recipe_dir):
+    write(recipe_dir, "mine.yaml", """
+        name: mine
+        family: any
+        description: my recipe
+        memory_format: {convert_inputs: false}
+    """)
+    by_name = load_recipe("mine")
+    by_path = load_recipe(str(recipe_dir / "mine.yaml"))
+    assert by_name == by_path
+    assert by_name.section("memory_format").convert_inputs is False
+    assert by_name.family is Family.any
+
+
+def test_inheritance_three_levels_child_wins(recipe_dir):
+    write(recipe_dir, "a.yaml", "attention: {block_size: 64}\nmemory_format: {}\n")
+    write(recipe_dir, "b.yaml", "base: a\nattention: {backend: math}\n")
+    write(recipe_dir, "c.yaml", "base: b.yaml\nname: c\nmemory_format: null\n")
+    r = load_recipe("c")
+    att = r.section("attention")
+    assert (att.backend.value, att.block_size) == ("math", 64)
+    assert r.section("memory_format") is None  # null removes an inherited section
+    assert [p.split("/")[-1] for p in r.chain] == ["c.yaml", "b.yaml", "a.yaml"]
+
+
+def test_inheritance_cycle_names_the_chain(recipe_dir):
+    write(recipe_dir, "x.yaml", "base: y\n")
+    write(recipe_dir, "y.yaml", "base: x\n")
+    with pytest.raises(RecipeError, match="cycle") as e:
+        load_recipe("x")
+    assert "x.yaml" in str(e.value) and "y.yaml" in str(e.value)
+
+
+def test_missing_base_names_the_chain(recipe_dir):
+    write(recipe_dir, "orphan.yaml", "base: no_such_recipe\n")
+    with pytest.raises(RecipeNotFoundError, match="no_such_recipe") as e:
+        load_recipe("orphan")
+    assert "orphan.yaml" in str(e.value)
+
+
+def test_unknown_recipe_lists_available_with_did_you_mean(recipe_dir):
+    write(recipe_dir, "speedy.yaml", "memory_format: {}\n")
+    with pytest.raises(RecipeNotFoundError, match="did you mean 'speedy'"):
+        load_recipe("speedyy")
+
+
+def test_dotlist_overrides_apply_and_are_validated(recipe_dir):
+    write(recipe_dir, "o.yaml", "attention: {}\n")
+    r = load_recipe("o", ["attention.block_size=32", "attention.backend=math"])
+    assert r.section("attention").block_size == 32
+    with pytest.raises(RecipeError) as e:
+        load_recipe("o", ["attention.blok_size=32", "attention.backend=fast", "oops"])
+    msg = str(e.value)
+    assert "3 problems" in msg
+    assert "<overrides>: attention.blok_size: unknown key (did you mean 'block_size'?)" in msg
+    assert "unknown value 'fast'" in msg and "sdpa, math, ipex" in msg
+    assert "key.path=value" in msg
+
+
+def test_mapping_overrides_and_disabled_section(recipe_dir):
+    write(recipe_dir, "m.yaml", "memory_format: {}\n")
+    r = load_recipe("m", {"memory_format": {"enabled": False}})
+    assert r.sections["memory_format"].enabled is False
+    assert r.section("memory_format") is None
+
+
+def test_interpolation_is_resolved_and_type_checked(recipe_dir):
+    write(recipe_dir, "i.yaml", "attention: {block_size: 16}\nmemory_format: {enabled: '${attention.block_size}'}\n")
+    with pytest.raises(RecipeError, match="memory_format.enabled: wrong type"):
+        load_recipe("i")
+
+
+def test_yaml_cannot_construct_objects(recipe_dir):
+    write(recipe_dir, "evil.yaml", "attention: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(RecipeError, match="malformed YAML"):
+        load_recipe("evil")

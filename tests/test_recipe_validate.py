@@ -1,0 +1,68 @@
+"""Every class of bad recipe gives one error listing every problem with file, key, value, allowed."""
+import textwrap
+
+import pytest
+
+from fastpipes.errors import RecipeError
+from fastpipes.recipe import load_recipe
+
+
+def bad(tmp_path, text):
+    p = tmp_path / "bad.yaml"
+    p.write_text(textwrap.dedent(text))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(p))
+    return str(e.value), e.value.problems, str(p)
+
+
+def test_all_problems_reported_at_once_with_file_key_value_allowed(tmp_path):
+    msg, problems, path = bad(tmp_path, """
+        name: broken
+        family: vision
+        attentoin: {}
+        attention: {backend: fast, block_size: "big"}
+        memory_format: {enabled: yes please}
+    """)
+    assert len(problems) == 5, msg
+    assert all(p.file == path for p in problems)
+    assert f"{path}: family: unknown value 'vision'" in msg and "sam, sdxl, llama, any" in msg
+    assert "attentoin: unknown section (did you mean 'attention'?)" in msg
+    assert "attention.backend: unknown value 'fast'" in msg
+    assert "attention.block_size: wrong type: 'big' (allowed: integer)" in msg
+    assert "memory_format.enabled: wrong type: 'yes please' (allowed: true or false)" in msg
+
+
+def test_problems_name_the_file_they_are_in(tmp_path):
+    (tmp_path / "parent.yaml").write_text("attention: {backend: nope}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nmemory_format: {convert_inputs: 3}\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(tmp_path / "child.yaml"))
+    files = sorted(p.file.split("/")[-1] for p in e.value.problems)
+    assert files == ["child.yaml", "parent.yaml"]
+
+
+def test_malformed_yaml_reports_line(tmp_path):
+    msg, problems, _ = bad(tmp_path, "name: x\nattention: {backend: sdpa\nmemory_format: {}\n")
+    assert "malformed YAML at line" in msg
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    msg, _, _ = bad(tmp_path, "- attention\n- compile\n")
+    assert "must be a mapping" in msg
+
+
+def test_section_must_be_a_mapping_and_lists_are_checked(tmp_path):
+    msg, problems, _ = bad(tmp_path, "attention: sdpa\nmemory_format: {components: [unet, 3]}\n")
+    assert "attention: expected a mapping, got 'sdpa'" in msg
+    assert "memory_format.components[1]: wrong type: 3 (allowed: string)" in msg
+
+
+def test_cross_field_check_of_a_section(tmp_path):
+    msg, _, _ = bad(tmp_path, "attention: {block_size: -1}\n")
+    assert "attention.block_size: must be >= 0" in msg
+
+
+def test_requires_is_typed(tmp_path):
+    msg, _, _ = bad(tmp_path, "requires: {native_bf16: maybe, gpu: true}\n")
+    assert "requires.native_bf16: wrong type" in msg
+    assert "requires.gpu: unknown key" in msg

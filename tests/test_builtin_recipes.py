@@ -30,3 +30,30 @@ def test_builtin_recipe_validates_and_round_trips(name, tmp_path):
 
 def test_available_includes_builtins():
     assert set(BUILTIN) <= set(available())
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_low_precision_matmul_recipes_declare_what_they_need(name):
+    """A recipe doing BF16/FP16 matmul must say so, so CPUs without it never pick it silently."""
+    r = load_recipe(name)
+    prec = r.section("precision")
+    if prec is None:
+        return
+    dtype = prec.dtype.value
+    if dtype == "bfloat16":
+        assert r.requires.native_bf16 or r.requires.device.value == "cuda"
+    if dtype == "float16":
+        assert r.requires.native_fp16 or r.requires.device.value == "cuda"
+
+
+def test_auto_never_offers_bf16_matmul_recipes_without_native_bf16():
+    from fastpipes.auto import candidate_recipes
+    from fastpipes.hardware import detect
+
+    real = detect()
+    avx2 = type(real)(**{**real.to_dict(), "bf16_native": False, "fp16_native": False,
+                         "packages": []})
+    for family in ("sam", "sdxl", "llama", "any"):
+        for name in candidate_recipes(family, avx2, []):
+            prec = load_recipe(name).section("precision")
+            assert prec is None or prec.dtype.value == "float32", (family, name)

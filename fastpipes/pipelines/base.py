@@ -71,11 +71,51 @@ class Adapter:
         """(component name, module) pairs whose forward is a call boundary for autocast."""
         return list(self.components().items())
 
+    # -- what recipe="auto" needs to measure a pipeline on its own inputs ---------------
+    higher_is_better: ClassVar[bool] = False  # of the score compare() returns
+
+    def example_inputs(self) -> Any:
+        """Inputs to time when the user gives none; families override."""
+        from fastpipes.errors import FastpipesError
+
+        raise FastpipesError(f"recipe='auto' needs example_inputs=... for a {self.name} pipeline "
+                             "(the inputs it will be called with)")
+
+    def call(self, inputs: Any) -> Any:
+        """Run the pipeline once on `inputs` (tuple -> *args, dict -> **kwargs)."""
+        if isinstance(inputs, dict):
+            return self.obj(**inputs)
+        if isinstance(inputs, (tuple, list)):
+            return self.obj(*inputs)
+        return self.obj(inputs)
+
+    def compare(self, reference: Any, output: Any) -> tuple[float, bool]:
+        """(relative L2 error over all float tensors, within 2e-2?) — families override."""
+        num = den = 0.0
+        for r, o in zip(_tensors(reference), _tensors(output)):
+            num += float((o.float() - r.float()).pow(2).sum())
+            den += float(r.float().pow(2).sum())
+        err = (num / den) ** 0.5 if den else float(num > 0)
+        return err, err <= 2e-2
+
     def device(self) -> torch.device:
         for m in self.components().values():
             for p in m.parameters():
                 return p.device
         return torch.device("cpu")
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    """Float tensors in a nested output (tensors, tuples, lists, dicts, ModelOutputs)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    if hasattr(obj, "__dataclass_fields__"):
+        return [t for k in obj.__dataclass_fields__ for t in _tensors(getattr(obj, k))]
+    return []
 
 
 ADAPTERS: Registry[type[Adapter]] = Registry("pipeline adapter")

@@ -32,6 +32,7 @@ OVERRIDES = "<overrides>"
 
 def _ensure_sections() -> None:
     """Sections are registered by the passes; make sure they are imported."""
+    import fastpipes.auto  # noqa: F401  (registers the `auto` section)
     import fastpipes.passes  # noqa: F401  (registers pass sections)
 
 

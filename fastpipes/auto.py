@@ -1,0 +1,277 @@
+"""recipe="auto": measure the candidate recipes on the user's own pipeline, keep the fastest
+faithful one, and remember the decision on disk.
+
+Candidates are the built-in recipes of the pipeline's family (and family ``any``) whose
+``requires`` this machine meets, plus user recipes named in ``auto.candidates``. Each is
+applied, timed on the user's inputs, compared with the untouched FP32 output, and undone
+(accelerate() snapshots make that exact); the winner is then applied for real. The
+decision is cached under the fastpipes cache directory, keyed by model structure, input
+shapes, hardware and torch version, so the next call (or process) skips the search.
+
+>>> report = fastpipes.accelerate(model, "auto", example_inputs=(x,))   # doctest: +SKIP
+>>> report.extra["auto"]["winner"]                                      # doctest: +SKIP
+'generic_fp32_fast'
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from fastpipes.recipe.schema import SECTIONS, Section
+
+CACHE_ENV = "FASTPIPES_CACHE_DIR"
+DECISION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AutoConfig(Section):
+    """The ``auto`` section: how recipe="auto" searches."""
+
+    budget_s: float = 300.0  # stop trying new candidates after this long (compile included)
+    candidates: list[str] = field(default_factory=list)  # extra recipes (names or paths)
+    builtin: bool = True  # also try the built-in recipes of the family whose requires are met
+    iters: int = 3  # timed calls per candidate (median kept), after one warm-up call
+    min_fidelity: float = 0.0  # 0 = the family's default threshold
+    cache: bool = True  # reuse / store decisions on disk
+
+    def check(self) -> list[tuple[str, str, str]]:
+        out = []
+        if self.budget_s <= 0:
+            out.append(("budget_s", f"must be > 0, got {self.budget_s}", "a positive number"))
+        if self.iters < 1:
+            out.append(("iters", f"must be >= 1, got {self.iters}", "a positive integer"))
+        return out
+
+
+SECTIONS.add("auto", AutoConfig)
+
+
+def cache_dir() -> Path:
+    """Where fastpipes keeps caches: $FASTPIPES_CACHE_DIR, else ~/.cache/fastpipes."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fastpipes"
+
+
+@dataclass
+class Trial:
+    recipe: str
+    status: str  # ok | unfaithful | failed | over-budget
+    latency_s: float | None = None
+    speedup: float | None = None
+    fidelity: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class Decision:
+    key: str
+    winner: str | None
+    baseline_s: float | None
+    trials: list[Trial]
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- the cache key --------------------------------------------------------------------
+
+def _shapes(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return [list(obj.shape), str(obj.dtype)]
+    if isinstance(obj, (list, tuple)):
+        return [_shapes(o) for o in obj]
+    if isinstance(obj, dict):
+        return {str(k): _shapes(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if hasattr(obj, "shape"):  # numpy arrays (SAM images)
+        return [list(obj.shape), str(getattr(obj, "dtype", ""))]
+    return repr(obj) if isinstance(obj, (int, float, str, bool, type(None))) else type(obj).__name__
+
+
+def structure_signature(modules: dict[str, torch.nn.Module]) -> list:
+    """Module classes and parameter shapes/dtypes: what the model *is*, not its values."""
+    sig = []
+    for name, m in modules.items():
+        params = [(n, list(p.shape), str(p.dtype)) for n, p in m.named_parameters()]
+        classes = sorted({type(x).__qualname__ for x in m.modules()})
+        sig.append([name, type(m).__qualname__, classes, params])
+    return sig
+
+
+def decision_key(modules: dict[str, torch.nn.Module], inputs: Any, candidates: list[str],
+                 hardware: Any) -> str:
+    import fastpipes
+
+    payload = {
+        "v": DECISION_VERSION,
+        "fastpipes": fastpipes.__version__,
+        "torch": torch.__version__,
+        "cpu": hardware.cpu_model,
+        "isa": sorted(k for k, v in hardware.isa.items() if v),
+        "cuda": hardware.cuda_devices,
+        "threads": torch.get_num_threads(),
+        "model": structure_signature(modules),
+        "inputs": _shapes(inputs),
+        "candidates": sorted(candidates),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def load_decision(key: str, directory: Path) -> Decision | None:
+    """A cached decision, or None; a corrupt file is reported and ignored, never fatal."""
+    path = directory / "auto" / f"{key}.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        trials = [Trial(**t) for t in data["trials"]]
+        return Decision(key=data["key"], winner=data["winner"], baseline_s=data["baseline_s"],
+                        trials=trials, cached=True)
+    except (ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"fastpipes: ignoring corrupt auto cache file {path}: {e}", stacklevel=3)
+        return None
+
+
+def save_decision(decision: Decision, directory: Path) -> Path:
+    path = directory / "auto" / f"{decision.key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**decision.to_dict(), "cached": False}, indent=2))
+    tmp.replace(path)  # atomic: a crash never leaves half a file
+    return path
+
+
+# -- the search -------------------------------------------------------------------------
+
+def candidate_recipes(family: str, hardware: Any, extra: list[str], device: str = "cpu",
+                      builtin: bool = True) -> list[str]:
+    """Built-in recipes of `family` (or `any`) whose requires are met, then `extra`."""
+    if not builtin:
+        return list(dict.fromkeys(extra))
+    from fastpipes.hardware import unmet_requirements
+    from fastpipes.recipe.load import available, builtin_dir, load_recipe
+
+    builtin = builtin_dir().resolve()
+    names = []
+    for name, path in sorted(available().items()):
+        if path.parent.resolve() != builtin:
+            continue
+        rec = load_recipe(path)
+        if rec.family.value in (family, "any") and not unmet_requirements(rec.requires, hardware, device):
+            names.append(name)
+    return names + [c for c in extra if c not in names]
+
+
+def time_call(fn: Callable[[], Any], iters: int) -> tuple[float, Any]:
+    """(median seconds over `iters` calls after one warm-up call, last output)."""
+    out = fn()  # warm-up: compiles, fills caches
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
+           trial: Callable[[str, Any], tuple[float, float, bool]], budget_s: float,
+           key: str) -> Decision:
+    """Measure each candidate; the fastest faithful one that beats FP32 wins.
+
+    `baseline()` -> (seconds, reference output); `trial(name, reference)` -> (seconds,
+    fidelity score, faithful?) and must leave the pipeline as it found it.
+    """
+    start = time.perf_counter()
+    base_s, reference = baseline()
+    trials: list[Trial] = []
+    for name in candidates:
+        if time.perf_counter() - start > budget_s:
+            trials.append(Trial(name, "over-budget", reason=f"auto.budget_s={budget_s:g} s spent"))
+            continue
+        try:
+            secs, score, ok = trial(name, reference)
+        except Exception as e:  # a candidate that cannot run here is just not chosen
+            trials.append(Trial(name, "failed", reason=f"{type(e).__name__}: {str(e).splitlines()[0]}"))
+            continue
+        trials.append(Trial(name, "ok" if ok else "unfaithful", secs, base_s / secs, score,
+                            "" if ok else "fidelity below the family threshold"))
+    faithful = [t for t in trials if t.status == "ok" and t.speedup and t.speedup > 1.0]
+    winner = min(faithful, key=lambda t: t.latency_s).recipe if faithful else None
+    return Decision(key=key, winner=winner, baseline_s=base_s, trials=trials)
+
+
+# -- accelerate(pipe, "auto") ----------------------------------------------------------
+
+def _compare(adapter: Any, reference: Any, output: Any, min_fidelity: float) -> tuple[float, bool]:
+    """(score, faithful?) from the adapter's family metric."""
+    score, ok = adapter.compare(reference, output)
+    if min_fidelity:
+        ok = score >= min_fidelity if adapter.higher_is_better else score <= min_fidelity
+    return score, ok
+
+
+def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
+                    example_inputs: Any = None, measure: Callable | None = None):
+    """The body of ``accelerate(pipe, "auto")``; `measure` may replace timing in tests.
+
+    `measure(call) -> (seconds, output)` times a zero-argument call of the pipeline.
+    """
+    from fastpipes.api import apply_recipe
+    from fastpipes.hardware import detect
+    from fastpipes.pipelines.base import find_adapter
+    from fastpipes.recipe.load import load_recipe
+
+    settings = load_recipe({"name": "auto", "auto": {}}, overrides)
+    cfg: AutoConfig = settings.sections["auto"]
+    adapter = find_adapter(pipe)
+    hw = detect()
+    inputs = example_inputs if example_inputs is not None else adapter.example_inputs()
+    device = str(adapter.device())
+    candidates = candidate_recipes(adapter.family.value, hw, list(cfg.candidates), device,
+                                   cfg.builtin)
+    key = decision_key(adapter.components(), inputs, candidates, hw)
+    timer = measure or (lambda call: time_call(call, cfg.iters))
+
+    decision = load_decision(key, cache_dir()) if cfg.cache else None
+    if decision is None:
+        def baseline():
+            with torch.no_grad():
+                return timer(lambda: adapter.call(inputs))
+
+        def trial(name: str, reference: Any):
+            rec = load_recipe(name)
+            _, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
+            try:
+                with torch.no_grad():
+                    secs, out = timer(lambda: adapter.call(inputs))
+                score, ok = _compare(adapter, reference, out, cfg.min_fidelity)
+            finally:
+                snap.restore()
+                torch._dynamo.reset()  # drop compiled code of the undone candidate
+            return secs, score, ok
+
+        decision = search(candidates, baseline, trial, cfg.budget_s, key)
+        if cfg.cache:
+            save_decision(decision, cache_dir())
+    if decision.winner is None:
+        from fastpipes.report import Report
+
+        report = Report(recipe="auto (none: FP32 kept)", family=adapter.family.value,
+                        adapter=adapter.name, components=list(adapter.components()))
+        report.warnings.append("auto: no candidate was both faithful and faster than FP32; "
+                               "the pipeline is unchanged")
+    else:
+        report, _ = apply_recipe(pipe, load_recipe(decision.winner), strict, adapter)
+        report.recipe = f"auto -> {decision.winner}"
+    report.extra["auto"] = decision.to_dict()
+    return report

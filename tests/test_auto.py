@@ -1,0 +1,132 @@
+"""recipe="auto" with an injected measurement: deterministic choice, fidelity filter, disk cache."""
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fastpipes
+from fastpipes import auto
+
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    monkeypatch.setenv("FASTPIPES_RECIPE_PATH", str(recipes))
+    monkeypatch.setenv("FASTPIPES_CACHE_DIR", str(tmp_path / "cache"))
+    # hooked: channels-last with an input hook -> fastest, but (in the fake measure) wrong
+    (recipes / "hooked.yaml").write_text("memory_format: {convert_inputs: true}\n")
+    # plain: channels-last weights only -> faster than FP32 and faithful
+    (recipes / "plain.yaml").write_text("memory_format: {convert_inputs: false}\n")
+    return tmp_path
+
+
+class FakeMeasure:
+    """Seconds from what the recipe did to the model; an input hook also corrupts the output."""
+
+    def __init__(self, m):
+        self.m, self.calls = m, 0
+
+    def __call__(self, call):
+        self.calls += 1
+        out = call()
+        conv = self.m[0]
+        if self.m._forward_pre_hooks:
+            return 0.2, out + 1.0
+        if conv.weight.is_contiguous(memory_format=torch.channels_last):
+            return 0.5, out
+        return 1.0, out
+
+
+OVERRIDES = ["auto.builtin=false", "auto.candidates=[hooked,plain]"]
+X = (torch.randn(1, 3, 8, 8),)
+
+
+def first_run():
+    m = model()
+    return auto.accelerate_auto(m, OVERRIDES, example_inputs=X, measure=FakeMeasure(m))
+
+
+def test_auto_picks_fastest_faithful_and_applies_it(setup):
+    m = model()
+    fake = FakeMeasure(m)
+    report = auto.accelerate_auto(m, OVERRIDES, example_inputs=X, measure=fake)
+    trials = {t["recipe"]: t for t in report.extra["auto"]["trials"]}
+    assert trials["hooked"]["status"] == "unfaithful"
+    assert trials["plain"]["status"] == "ok" and trials["plain"]["speedup"] == pytest.approx(2.0)
+    assert report.extra["auto"]["winner"] == "plain" and report.recipe == "auto -> plain"
+    assert m[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not m._forward_pre_hooks  # the losing candidate was undone
+    assert fake.calls == 3  # baseline + 2 candidates
+
+
+def test_second_call_hits_the_cache(setup):
+    assert first_run().extra["auto"]["winner"] == "plain"
+    m = model()
+    fake = FakeMeasure(m)
+    report = auto.accelerate_auto(m, OVERRIDES, example_inputs=X, measure=fake)
+    assert report.extra["auto"]["cached"] is True and fake.calls == 0
+    assert report.extra["auto"]["winner"] == "plain"
+
+
+@pytest.mark.parametrize("change", ["torch", "hardware", "shapes"])
+def test_cache_misses_when_torch_hardware_or_shapes_change(setup, monkeypatch, change):
+    assert first_run().extra["auto"]["winner"] == "plain"
+    inputs = X
+    if change == "torch":
+        monkeypatch.setattr(torch, "__version__", "9.9.9")
+    elif change == "hardware":
+        real = fastpipes.hardware.detect()
+        other = type(real)(**{**real.to_dict(), "cpu_model": "Some Other CPU", "packages": []})
+        monkeypatch.setattr(fastpipes.hardware, "detect", lambda *a, **k: other)
+    else:
+        inputs = (torch.randn(1, 3, 16, 16),)
+    m = model()
+    fake = FakeMeasure(m)
+    report = auto.accelerate_auto(m, OVERRIDES, example_inputs=inputs, measure=fake)
+    assert report.extra["auto"]["cached"] is False and fake.calls == 3
+
+
+def test_corrupt_cache_is_ignored_with_a_warning(setup):
+    first = first_run()
+    key = first.extra["auto"]["key"]
+    path = setup / "cache" / "auto" / f"{key}.json"
+    path.write_text("{not json")
+    m = model()
+    with pytest.warns(UserWarning, match="corrupt auto cache"):
+        report = auto.accelerate_auto(m, OVERRIDES, example_inputs=X, measure=FakeMeasure(m))
+    assert report.extra["auto"]["winner"] == "plain"
+    assert json.loads(path.read_text())["winner"] == "plain"  # rewritten
+
+
+def test_no_faithful_winner_leaves_model_unchanged(setup):
+    m = model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    report = auto.accelerate_auto(m, ["auto.builtin=false", "auto.candidates=[hooked]"],
+                                  example_inputs=X, measure=FakeMeasure(m))
+    assert report.extra["auto"]["winner"] is None and "unchanged" in report.warnings[0]
+    assert not m._forward_pre_hooks
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_budget_stops_trying(setup):
+    m = model()
+    report = auto.accelerate_auto(m, OVERRIDES + ["auto.budget_s=1e-9"], example_inputs=X,
+                                  measure=FakeMeasure(m))
+    assert {t["status"] for t in report.extra["auto"]["trials"]} == {"over-budget"}
+
+
+def test_auto_through_accelerate_needs_inputs_for_a_plain_module(setup):
+    with pytest.raises(fastpipes.FastpipesError, match="example_inputs"):
+        fastpipes.accelerate(model(), "auto", overrides=OVERRIDES)
+
+
+def test_bad_auto_settings_are_recipe_errors(setup):
+    with pytest.raises(fastpipes.RecipeError, match="auto.budget_s: must be > 0"):
+        fastpipes.accelerate(model(), "auto", overrides=["auto.budget_s=-1"], example_inputs=X)

@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--model", default="vit_b")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--configs", default="eager,sdpa,sdpa_compile_freeze")
-    ap.add_argument("--block-size", type=int, default=256)
+    ap.add_argument("--block-size", type=int, default=1024)
     ap.add_argument("--profile", default="")
     ap.add_argument("--json", default="")
     args = ap.parse_args()

@@ -13,5 +13,5 @@ def test_sam_recipes_validate(name):
         pytest.skip("compile/precision passes not merged into this branch yet")
     rec = load_recipe(name)
     assert rec.family.value == "sam"
-    assert rec.sections["attention"].block_size == 256
+    assert rec.sections["attention"].block_size == 1024
     assert rec.requires.native_bf16 is (name == "sam_bf16")

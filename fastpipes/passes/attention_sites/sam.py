@@ -1,0 +1,76 @@
+"""Handler for kind "sam_relpos": segment-anything image-encoder ``Attention`` -> SDPA.
+
+Each ``Attention`` module is swapped for :class:`SamSdpaAttention`, which shares the
+original's ``qkv``/``proj`` layers and ``rel_pos_h``/``rel_pos_w`` parameters (state-dict
+keys are unchanged) and computes attention with
+:func:`fastpipes.kernels.sam_attention.sam_attention`. The swap replaces entries of the
+parent's module table, which accelerate()'s snapshot restores on failure.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from fastpipes.errors import FastpipesError
+from fastpipes.kernels.sam_attention import sam_attention
+from fastpipes.passes.attention_sites import SITE_HANDLERS
+
+
+class SamSdpaAttention(nn.Module):
+    """Drop-in for segment_anything ``Attention``: x [B, H, W, D] -> [B, H, W, D]."""
+
+    def __init__(self, orig: nn.Module, block_size: int, math: bool = False):
+        super().__init__()
+        self.num_heads = orig.num_heads
+        self.scale = orig.scale
+        self.use_rel_pos = orig.use_rel_pos
+        self.qkv, self.proj = orig.qkv, orig.proj
+        if self.use_rel_pos:
+            self.rel_pos_h, self.rel_pos_w = orig.rel_pos_h, orig.rel_pos_w
+        self.block_size = block_size
+        self.math = math
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rel_h = self.rel_pos_h if self.use_rel_pos else None
+        rel_w = self.rel_pos_w if self.use_rel_pos else None
+        return sam_attention(x, self.qkv, self.proj, self.num_heads, self.scale, rel_h, rel_w,
+                             self.block_size, self.math)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, block_size={self.block_size}, math={self.math}"
+
+
+def _ipex_importable() -> str:
+    """'' when intel_extension_for_pytorch imports, else why not."""
+    try:
+        import intel_extension_for_pytorch  # noqa: F401
+    except Exception as e:  # a broken ipex dies with odd errors (AttributeError, SystemExit)
+        return f"{type(e).__name__}: {e}"
+    except SystemExit as e:
+        return f"SystemExit: {e}"
+    return ""
+
+
+@SITE_HANDLERS.register("sam_relpos")
+def handle(ctx, site, cfg) -> str:
+    backend = getattr(cfg.backend, "value", cfg.backend)
+    note = ""
+    if backend == "ipex":
+        why = _ipex_importable()
+        if why:
+            raise FastpipesError(
+                f"attention.backend 'ipex' needs intel_extension_for_pytorch, which does not "
+                f"import here ({why}); use backend 'sdpa' (PyTorch's own CPU flash kernel)")
+        # importing ipex registers its CPU kernels behind F.scaled_dot_product_attention
+        note = " (ipex imported: its CPU SDPA kernels serve the call)"
+    component = ctx.adapter.components()[site.component]
+    swapped = 0
+    for name, module in site.modules:
+        parent_name, _, attr = name.rpartition(".")
+        parent = component.get_submodule(parent_name) if parent_name else component
+        assert getattr(parent, attr) is module, f"site {name} is stale"
+        setattr(parent, attr, SamSdpaAttention(module, cfg.block_size, math=backend == "math"))
+        swapped += 1
+    blocks = f"block_size={cfg.block_size}" if cfg.block_size else "whole mask at once"
+    return (f"{swapped} rel-pos Attention -> SDPA ({backend}), rel_h + rel_w additive mask, "
+            f"{blocks}{note}")

@@ -1,0 +1,224 @@
+"""A SAM predictor with the upstream ``SamPredictor`` semantics that needs only torch + numpy.
+
+``set_image`` resizes the longest side to the encoder size (antialiased bilinear, via
+torch), normalises, pads and runs the image encoder once; ``predict`` decodes masks for
+point / box / mask prompts given in original-image pixels. ``predict_batch`` encodes
+several images in one batch and decodes many prompts per image at once.
+
+>>> from fastpipes.pipelines.sam import build_sam
+>>> pred = SamPredictor(build_sam("tiny"))
+>>> pred.set_image(np.zeros((60, 90, 3), np.uint8))
+>>> masks, scores, logits = pred.predict(np.array([[45, 30]]), np.array([1]))
+>>> masks.shape, scores.shape, logits.shape
+((3, 60, 90), (3,), (3, 32, 32))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fastpipes.errors import InputError
+
+
+def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """(h, w) after resizing the longest side to `long_side` (upstream rounding)."""
+    scale = long_side / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def check_image(image: Any) -> None:
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"image must be a numpy array (H x W x 3, uint8), got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"image must have shape H x W x 3 (RGB), got {image.shape}")
+    if image.dtype != np.uint8:
+        raise InputError(f"image must be uint8 (0-255), got dtype {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"image is empty: shape {image.shape}")
+
+
+def resize_longest(image: np.ndarray, long_side: int) -> torch.Tensor:
+    """H x W x 3 uint8 -> [1, 3, h, w] float with values of a uint8 resize (like PIL's)."""
+    h, w = preprocess_shape(image.shape[0], image.shape[1], long_side)
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    if (h, w) != tuple(image.shape[:2]):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        x = x.round().clamp(0, 255)  # upstream resizes uint8 pictures
+    return x
+
+
+def preprocess_image(sam: torch.nn.Module, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    """([1, 3, S, S] normalised + padded input of the encoder, resized (h, w))."""
+    check_image(image)
+    x = resize_longest(image, sam.image_encoder.img_size)
+    input_size = tuple(x.shape[-2:])
+    x = x.to(sam.pixel_mean.device)
+    return sam.preprocess(x), input_size
+
+
+@dataclass
+class _ImageState:
+    features: torch.Tensor  # [1, C, h', w'] image embedding
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+class SamPredictor:
+    """``set_image`` once, ``predict`` many times (upstream SamPredictor semantics).
+
+    Coordinates are (x, y) pixels of the original image; boxes are XYXY.
+    """
+
+    def __init__(self, sam_model: torch.nn.Module):
+        self.model = sam_model
+        self._state: _ImageState | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pixel_mean.device
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._state is not None
+
+    def reset_image(self) -> None:
+        self._state = None
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Encode an H x W x 3 uint8 picture (RGB, or BGR with image_format='BGR')."""
+        if image_format not in ("RGB", "BGR"):
+            raise InputError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        check_image(image)
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        x, input_size = preprocess_image(self.model, image)
+        self._state = _ImageState(self.model.image_encoder(x), tuple(image.shape[:2]), input_size)
+
+    def _to_model_coords(self, coords: np.ndarray, state: _ImageState) -> np.ndarray:
+        (oh, ow), (nh, nw) = state.original_size, state.input_size
+        out = coords.astype(np.float64).copy()
+        out[..., 0] *= nw / ow
+        out[..., 1] *= nh / oh
+        return out
+
+    def _check_prompts(self, point_coords, point_labels, box, state: _ImageState):
+        h, w = state.original_size
+        if (point_coords is None) != (point_labels is None):
+            raise InputError("point_coords and point_labels must be given together")
+        if point_coords is not None:
+            point_coords = np.asarray(point_coords, dtype=np.float64)
+            point_labels = np.asarray(point_labels)
+            if point_coords.ndim < 2 or point_coords.shape[-1] != 2:
+                raise InputError(f"point_coords must be N x 2 (x, y), got {point_coords.shape}")
+            if point_labels.shape != point_coords.shape[:-1]:
+                raise InputError(f"point_labels must have shape {point_coords.shape[:-1]} "
+                                 f"(one label per point), got {point_labels.shape}")
+            if not np.isin(point_labels, (0, 1, -1)).all():
+                raise InputError("point_labels must be 1 (foreground), 0 (background) or -1 (pad)")
+            xs, ys = point_coords[..., 0], point_coords[..., 1]
+            if (xs < 0).any() or (ys < 0).any() or (xs > w).any() or (ys > h).any():
+                raise InputError(f"point_coords outside the image (width {w}, height {h}): "
+                                 f"x in [{xs.min()}, {xs.max()}], y in [{ys.min()}, {ys.max()}]")
+        if box is not None:
+            box = np.asarray(box, dtype=np.float64)
+            if box.shape[-1] != 4:
+                raise InputError(f"box must be XYXY with last dim 4, got shape {box.shape}")
+            b = box.reshape(-1, 4)
+            if (b[:, 0] > b[:, 2]).any() or (b[:, 1] > b[:, 3]).any():
+                raise InputError("box must be x0 <= x1 and y0 <= y1 (XYXY)")
+            if (b < 0).any() or (b[:, [0, 2]] > w).any() or (b[:, [1, 3]] > h).any():
+                raise InputError(f"box outside the image (width {w}, height {h}): {b.tolist()}")
+        return point_coords, point_labels, box
+
+    @torch.inference_mode()
+    def _decode(self, state: _ImageState, coords, labels, boxes, mask_input, multimask_output,
+                return_logits):
+        # coords: [P, N, 2], labels: [P, N], boxes: [P, 4], mask_input: [P, 1, 256, 256]
+        sam, dev = self.model, self.device
+        points = None
+        if coords is not None:
+            points = (torch.as_tensor(self._to_model_coords(coords, state), dtype=torch.float, device=dev),
+                      torch.as_tensor(labels, dtype=torch.int, device=dev))
+        box_t = None
+        if boxes is not None:
+            b = self._to_model_coords(boxes.reshape(-1, 2, 2), state).reshape(-1, 4)
+            box_t = torch.as_tensor(b, dtype=torch.float, device=dev)
+        mask_t = None if mask_input is None else torch.as_tensor(mask_input, dtype=torch.float,
+                                                                  device=dev)
+        sparse, dense = sam.prompt_encoder(points=points, boxes=box_t, masks=mask_t)
+        low_res, iou = sam.mask_decoder(image_embeddings=state.features,
+                                        image_pe=sam.prompt_encoder.get_dense_pe(),
+                                        sparse_prompt_embeddings=sparse,
+                                        dense_prompt_embeddings=dense,
+                                        multimask_output=multimask_output)
+        low_res, iou = low_res.float(), iou.float()
+        masks = sam.postprocess_masks(low_res, state.input_size, state.original_size)
+        if not return_logits:
+            masks = masks > sam.mask_threshold
+        return masks, iou, low_res
+
+    def predict(self, point_coords: np.ndarray | None = None,
+                point_labels: np.ndarray | None = None, box: np.ndarray | None = None,
+                mask_input: np.ndarray | None = None, multimask_output: bool = True,
+                return_logits: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks [C, H, W] (bool), scores [C], low-res logits [C, 256, 256] for one prompt.
+
+        point_coords: N x 2 (x, y) pixels; point_labels: N (1 foreground, 0 background);
+        box: 4 (XYXY); mask_input: 1 x 256 x 256 logits from a previous call.
+        """
+        if self._state is None:
+            raise InputError("call set_image(image) before predict()")
+        coords, labels, box = self._check_prompts(point_coords, point_labels, box, self._state)
+        if coords is not None:
+            coords, labels = coords.reshape(1, -1, 2), labels.reshape(1, -1)
+        if box is not None:
+            box = box.reshape(1, 4)
+        if mask_input is not None:
+            mask_input = np.asarray(mask_input)[None]
+        masks, iou, low = self._decode(self._state, coords, labels, box, mask_input,
+                                       multimask_output, return_logits)
+        return masks[0].cpu().numpy(), iou[0].cpu().numpy(), low[0].cpu().numpy()
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[np.ndarray], point_coords: Sequence[Any] | None = None,
+                      point_labels: Sequence[Any] | None = None, boxes: Sequence[Any] | None = None,
+                      multimask_output: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Several images in one encoder batch; many prompts per image in one decoder batch.
+
+        For image i: point_coords[i] is P x N x 2 and point_labels[i] P x N (P prompts of N
+        points), and/or boxes[i] is P x 4. Returns, per image, (masks [P, C, H, W],
+        scores [P, C], low-res logits [P, C, 256, 256]). Leaves the set image untouched.
+        """
+        if not images:
+            raise InputError("predict_batch needs at least one image")
+        n = len(images)
+        for name, seq in (("point_coords", point_coords), ("point_labels", point_labels),
+                          ("boxes", boxes)):
+            if seq is not None and len(seq) != n:
+                raise InputError(f"{name} must have one entry per image ({n}), got {len(seq)}")
+        if point_coords is None and boxes is None:
+            raise InputError("predict_batch needs point_coords/point_labels or boxes")
+        xs, sizes = [], []
+        for im in images:
+            x, input_size = preprocess_image(self.model, im)
+            xs.append(x)
+            sizes.append((tuple(im.shape[:2]), input_size))
+        feats = self.model.image_encoder(torch.cat(xs))  # [n, C, h', w']
+        out = []
+        for i in range(n):
+            state = _ImageState(feats[i:i + 1], *sizes[i])
+            c = None if point_coords is None else point_coords[i]
+            lab = None if point_labels is None else point_labels[i]
+            b = None if boxes is None else boxes[i]
+            c, lab, b = self._check_prompts(c, lab, b, state)
+            if c is not None and c.ndim == 2:  # one prompt of N points
+                c, lab = c[None], lab[None]
+            masks, iou, low = self._decode(state, c, lab, None if b is None else b.reshape(-1, 4),
+                                           None, multimask_output, False)
+            out.append((masks.cpu().numpy(), iou.cpu().numpy(), low.cpu().numpy()))
+        return out

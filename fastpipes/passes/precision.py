@@ -99,16 +99,29 @@ def _caster(src: torch.dtype | None, dst: torch.dtype) -> Callable[[torch.Tensor
 
 
 # ---- the wrappers ---------------------------------------------------------------------------
+# Per-call cost matters at small shapes (one Python frame + the casts): a bare tensor takes
+# a fast path; nested structures go through map_tensors.
+
+def _cast_out(out: Any, src: torch.dtype, dst: torch.dtype) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.to(dst) if out.dtype == src else out
+    return map_tensors(out, _caster(src, dst))
+
+
+def _cast_in(args: tuple, dst: torch.dtype, fn) -> tuple:
+    return tuple(
+        (a.to(dst) if a.is_floating_point() and a.dtype != dst else a)
+        if isinstance(a, torch.Tensor) else map_tensors(a, fn) for a in args)
+
 
 def _autocast_forward(forward, device_type: str, dtype: torch.dtype, default_out: torch.dtype):
     """forward run under autocast; low-precision outputs cast back to the caller's dtype."""
-    out_casters = {d: _caster(dtype, d) for d in (torch.float32, torch.float64, default_out)}
 
     def wrapped(*args, **kwargs):
         with torch.autocast(device_type, dtype=dtype):
             out = forward(*args, **kwargs)
         caller = first_float_dtype(args, kwargs) or default_out
-        return out if caller == dtype else map_tensors(out, out_casters.get(caller) or _caster(dtype, caller))
+        return out if caller == dtype else _cast_out(out, dtype, caller)
 
     return wrapped
 
@@ -119,8 +132,10 @@ def _cast_forward(forward, dtype: torch.dtype, default_out: torch.dtype):
 
     def wrapped(*args, **kwargs):
         caller = first_float_dtype(args, kwargs) or default_out
-        out = forward(*map_tensors(args, to_low), **map_tensors(kwargs, to_low))
-        return out if caller == dtype else map_tensors(out, _caster(dtype, caller))
+        if kwargs:
+            kwargs = map_tensors(kwargs, to_low)
+        out = forward(*_cast_in(args, dtype, to_low), **kwargs)
+        return out if caller == dtype else _cast_out(out, dtype, caller)
 
     return wrapped
 
@@ -128,12 +143,17 @@ def _cast_forward(forward, dtype: torch.dtype, default_out: torch.dtype):
 def _fp32_forward(forward, device_type: str, low: torch.dtype, cast_back: bool):
     """forward of a module kept in FP32: autocast off, `low` inputs upcast; with `cast_back`
     (cast mode) FP32 outputs go back to `low` for the low-precision modules around it."""
-    up, down = _caster(low, torch.float32), _caster(torch.float32, low)
+    up = _caster(low, torch.float32)
 
     def wrapped(*args, **kwargs):
+        args = tuple((a.float() if a.dtype == low else a) if isinstance(a, torch.Tensor)
+                     else map_tensors(a, up) for a in args)
+        if kwargs:
+            kwargs = map_tensors(kwargs, up)
+        if cast_back:  # cast mode: no autocast is running, nothing to switch off
+            return _cast_out(forward(*args, **kwargs), torch.float32, low)
         with torch.autocast(device_type, enabled=False):
-            out = forward(*map_tensors(args, up), **map_tensors(kwargs, up))
-        return map_tensors(out, down) if cast_back else out
+            return forward(*args, **kwargs)
 
     return wrapped
 

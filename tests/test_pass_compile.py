@@ -120,3 +120,12 @@ def test_backend_ipex_without_ipex_is_a_clear_error_and_leaves_the_model():
     with pytest.raises(FastpipesError, match="intel-extension-for-pytorch"):
         fastpipes.accelerate(model, {"ipex": {"fallback": "native"}, "compile": {"backend": "ipex"}})
     assert model._compiled_call_impl is None
+
+
+def test_fallback_eager_does_not_hide_errors_of_the_model_itself():
+    model, _ = mlp(3)
+    report = fastpipes.accelerate(model, {"compile": {"backend": "eager", "fallback": "eager"}})
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        model(torch.randn(2, 5))  # wrong feature size: eager fails too
+    assert report.warnings == [] and report.passes[0].status == "applied"
+    assert model._compiled_call_impl is not None

@@ -133,6 +133,9 @@ class FirstCall:
         return out
 
     def _fall_back(self, e: BaseException, args, kwargs):
+        # run eager first: if eager fails too, the error is the model's (or the input's),
+        # not the compiler's, and it propagates with the compiled call left in place
+        out = self.module._call_impl(*args, **kwargs)
         self.module._compiled_call_impl = None  # plain eager from now on
         first_line = (str(e).strip().splitlines() or [""])[0][:300]
         self.report.warnings.append(
@@ -141,7 +144,7 @@ class FirstCall:
         rec = self.report.record("compile")
         rec.status = "fallback"
         rec.reason = f"{self.name} runs eager: compilation failed ({type(e).__name__})"
-        return self.module._call_impl(*args, **kwargs)
+        return out
 
 
 def _require_ipex_backend() -> None:

@@ -12,6 +12,13 @@ from fastpipes.passes.compile import (CompileBackend, CompileConfig, CompileMode
                                       compile_kwargs, compile_time_s)
 
 
+def graphs() -> int:
+    """How many graphs Dynamo has captured in this process (proves compile really traced)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def mlp(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval(), torch.randn(4, 16)
@@ -66,9 +73,11 @@ def test_inductor_compiles_tiny_mlp_and_times_the_first_call():
     with torch.no_grad():
         ref = model(x)
     fastpipes.accelerate(model, {"compile": {}})
+    before = graphs()
     with torch.no_grad():
         y = model(x)
         y2 = model(x)
+    assert graphs() == before + 1  # an nn.Sequential root is really traced, once
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(y2, ref, rtol=1e-4, atol=1e-5)
     assert compile_time_s(model) > 0
@@ -104,8 +113,10 @@ def test_precision_autocast_then_compile_traces_the_wrapper():
         ref = model(x)
     report = fastpipes.accelerate(model, {"precision": {}, "compile": {"backend": "aot_eager"}})
     assert report.applied == ["precision", "compile"]
+    before = graphs()
     with torch.no_grad():
         y = model(x)
+    assert graphs() == before + 1
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, ref, rtol=2e-2, atol=2e-2)
 

@@ -1,7 +1,8 @@
 """compile: ``torch.compile`` of named components, in place.
 
 Compilation is lazy: apply() only installs the compiled call (``module.compile()`` style:
-it sets ``module._compiled_call_impl``, which accelerate()'s snapshot restores); the graph is
+it sets ``module._compiled_call_impl``, which accelerate()'s snapshot restores; see
+:func:`_call_of` for why it does not call ``module.compile()`` itself); the graph is
 traced and compiled on the first call. That first call is timed so benchmarks can report
 compile time apart from steady-state time (:func:`compile_time_s`).
 
@@ -147,6 +148,22 @@ class FirstCall:
         return out
 
 
+def _call_of(module: nn.Module):
+    """The function torch.compile traces for `module`.
+
+    Not ``module._call_impl`` itself (what ``nn.Module.compile()`` passes): in torch 2.13
+    that frame and the forwards of torch.nn built-ins (``nn.Sequential``, ``nn.Linear``) are
+    on Dynamo's skip list, so a built-in root compiles nothing at all. A frame of our own
+    is traced and inlines the whole call, hooks included (as ``torch.compile(module)``
+    does with its ``wrap_inline``).
+    """
+
+    def call(*args, **kwargs):
+        return module._call_impl(*args, **kwargs)
+
+    return call
+
+
 def _require_ipex_backend() -> None:
     """The 'ipex' dynamo backend exists only once intel_extension_for_pytorch imported."""
     try:
@@ -167,7 +184,7 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
         cfg.options or cfg.mode is not CompileMode.default)
     for name, module in ctx.components("compile", cfg.components).items():
         # torch.compile pops keys from `options`: each component gets its own copy
-        compiled = torch.compile(module._call_impl, **{**kw, **(
+        compiled = torch.compile(_call_of(module), **{**kw, **(
             {"options": dict(kw["options"])} if "options" in kw else {})})
         module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,
                                                cfg.fallback is CompileFallback.eager)

@@ -72,7 +72,7 @@ def test_inductor_compiles_tiny_mlp_and_times_the_first_call():
     model, x = mlp(1)
     with torch.no_grad():
         ref = model(x)
-    fastpipes.accelerate(model, {"compile": {}})
+    report = fastpipes.accelerate(model, {"compile": {}})
     before = graphs()
     with torch.no_grad():
         y = model(x)
@@ -81,6 +81,7 @@ def test_inductor_compiles_tiny_mlp_and_times_the_first_call():
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(y2, ref, rtol=1e-4, atol=1e-5)
     assert compile_time_s(model) > 0
+    assert report.extra["compile_time_s"] == {"model": compile_time_s(model)}
     # after the first call the raw compiled function is installed: no extra Python frame
     assert model._compiled_call_impl is not None and not isinstance(model._compiled_call_impl, FirstCall)
 

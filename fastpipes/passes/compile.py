@@ -85,7 +85,8 @@ def compile_kwargs(cfg: CompileConfig) -> dict[str, Any]:
 
 def compile_time_s(module: nn.Module) -> float | None:
     """Seconds the first compiled call of `module` took (tracing + compiling + one run),
-    or None if it is not compiled by this pass or has not been called yet.
+    or None if it is not compiled by this pass or has not been called yet. The same number
+    lands in ``report.extra["compile_time_s"][component]`` of the accelerate() report.
 
     >>> model(x); compile_time_s(model)  # doctest: +SKIP
     41.7
@@ -127,7 +128,9 @@ class FirstCall:
             if not self.fallback_eager:
                 raise
             return self._fall_back(e, args, kwargs)
-        self.module.__dict__[COMPILE_TIME_ATTR] = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.module.__dict__[COMPILE_TIME_ATTR] = seconds
+        self.report.extra.setdefault("compile_time_s", {})[self.name] = seconds
         self.first = False
         if not self.fallback_eager:
             self.module._compiled_call_impl = self.compiled
@@ -180,7 +183,7 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
     if cfg.backend is CompileBackend.ipex:
         _require_ipex_backend()
     kw = compile_kwargs(cfg)
-    ignored = cfg.backend in (CompileBackend.eager, CompileBackend.aot_eager) and (
+    ignored = cfg.backend is not CompileBackend.inductor and (
         cfg.options or cfg.mode is not CompileMode.default)
     for name, module in ctx.components("compile", cfg.components).items():
         # torch.compile pops keys from `options`: each component gets its own copy

@@ -63,7 +63,7 @@ def test_autocast_runs_linears_in_bf16_norm_in_fp32_and_returns_fp32():
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, ref, **BF16_TOL)
     assert report.applied == ["precision"]
-    assert "1 modules kept float32" in report.passes[0].changes[0]
+    assert "1 modules (2 parameters) kept float32 (*norm*)" in report.passes[0].changes[0]
 
 
 def test_cast_casts_weights_except_kept_and_casts_at_the_boundary():

@@ -213,7 +213,7 @@ def apply(ctx: PassContext, cfg: PrecisionConfig) -> None:
     for name, component in targets.items():
         boundary = entry.get(name, component)  # where the pipeline calls into the component
         device_type, orig = _device_and_dtype(component)
-        kept = {q: m for q, m in kept_modules(component, patterns).items()}
+        kept = kept_modules(component, patterns)
         matched |= {p for p in patterns for q in kept if fnmatchcase(q, p)}
         if cfg.mode is PrecisionMode.autocast:
             boundary.forward = _autocast_forward(boundary.forward, device_type, dtype, orig)
@@ -227,7 +227,9 @@ def apply(ctx: PassContext, cfg: PrecisionConfig) -> None:
             m.forward = _fp32_forward(m.forward, device_type, dtype,
                                       cast_back=cfg.mode is PrecisionMode.cast)
         if kept:
-            what += f"; {len(kept)} modules kept float32 ({', '.join(patterns)})"
+            n_kept = sum(p.numel() > 0 for m in kept.values() for p in m.parameters())
+            what += (f"; {len(kept)} modules ({n_kept} parameters) kept float32 "
+                     f"({', '.join(patterns)})")
         ctx.change(name, what + "; outputs cast back to the caller's dtype")
 
     for p in patterns:

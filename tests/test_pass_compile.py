@@ -141,3 +141,11 @@ def test_fallback_eager_does_not_hide_errors_of_the_model_itself():
         model(torch.randn(2, 5))  # wrong feature size: eager fails too
     assert report.warnings == [] and report.passes[0].status == "applied"
     assert model._compiled_call_impl is not None
+
+
+def test_unknown_inductor_option_is_a_recipe_error_with_a_suggestion():
+    model, _ = mlp()
+    with pytest.raises(fastpipes.RecipeError, match=r"compile.options.freezeing: unknown Inductor "
+                                                    r"option \(did you mean 'freezing'\?\)"):
+        fastpipes.accelerate(model, {"compile": {"options": {"freezeing": True}}})
+    assert model._compiled_call_impl is None

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fastpipes.errors import FastpipesError
+from fastpipes.errors import FastpipesError, Problem, RecipeError
 from fastpipes.passes.base import PassContext, register_pass
 from fastpipes.recipe.schema import Section
 
@@ -167,6 +167,22 @@ def _call_of(module: nn.Module):
     return call
 
 
+def _check_options(ctx: PassContext, options: dict[str, Any]) -> None:
+    """Unknown Inductor option names as one RecipeError (torch would raise a bare
+    RuntimeError listing all ~400 known options)."""
+    from torch._inductor import config
+
+    from fastpipes.registry import did_you_mean
+
+    known = config.get_config_copy()
+    problems = [Problem(ctx.recipe.source, f"compile.options.{k}",
+                        f"unknown Inductor option{did_you_mean(k.replace('-', '_'), known)}",
+                        "names from torch._inductor.config, e.g. freezing, max_autotune")
+                for k in options if k.replace("-", "_") not in known]
+    if problems:
+        raise RecipeError(problems, recipe=ctx.recipe.name)
+
+
 def _require_ipex_backend() -> None:
     """The 'ipex' dynamo backend exists only once intel_extension_for_pytorch imported."""
     try:
@@ -183,6 +199,8 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
     if cfg.backend is CompileBackend.ipex:
         _require_ipex_backend()
     kw = compile_kwargs(cfg)
+    if "options" in kw:
+        _check_options(ctx, kw["options"])
     ignored = cfg.backend is not CompileBackend.inductor and (
         cfg.options or cfg.mode is not CompileMode.default)
     for name, module in ctx.components("compile", cfg.components).items():

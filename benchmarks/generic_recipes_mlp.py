@@ -1,6 +1,6 @@
 """FP32 eager vs the generic recipes on a 12-layer MLP (1024 wide, batch 64), CPU.
 
-    PYTHONPATH=$PWD python benchmarks/generic_recipes_mlp.py
+    PYTHONPATH=$PWD python benchmarks/generic_recipes_mlp.py [THREADS]
 
 Median of 30 calls after warm-up; the first call (where compile happens) is timed apart;
 error is the max absolute difference relative to the largest FP32 output. The FP32
@@ -10,6 +10,7 @@ be fair on a shared machine. Not imported by the package or tests.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import torch
@@ -42,6 +43,8 @@ def median_ms(model, x, calls=30) -> float:
 
 
 def main() -> None:
+    if len(sys.argv) > 1:  # on a shared machine one thread gives steadier numbers
+        torch.set_num_threads(int(sys.argv[1]))
     torch.manual_seed(1)
     x = torch.randn(64, 1024)  # x: [B, D]
     base = make()
@@ -62,7 +65,7 @@ def main() -> None:
         err = ((y.float() - ref).abs().max() / ref.abs().max()).item()
         rows.append((str(recipe)[:40], ms, first_s, compile_time_s(model), err, report.applied))
     fp32 = min(fp32_before, median_ms(base, x))
-    print(f"fp32 eager: {fp32:.2f} ms (before {fp32_before:.2f})")
+    print(f"threads {torch.get_num_threads()}; fp32 eager: {fp32:.2f} ms (before {fp32_before:.2f})")
     for name, ms, first_s, comp, err, applied in rows:
         print(f"{name:40s} {ms:7.2f} ms  {fp32 / ms:5.2f}x  first call {first_s:5.1f} s "
               f"(compile_time_s {comp if comp is None else round(comp, 1)})  "

@@ -1,0 +1,151 @@
+"""compile pass: kwargs (mode merged into options), lazy in-place compile, first-call timing,
+eager fallback. One real Inductor compile (tiny MLP); the rest use the eager backend."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fastpipes
+from fastpipes.errors import FastpipesError
+from fastpipes.passes.compile import (CompileBackend, CompileConfig, CompileMode, FirstCall,
+                                      compile_kwargs, compile_time_s)
+
+
+def graphs() -> int:
+    """How many graphs Dynamo has captured in this process (proves compile really traced)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval(), torch.randn(4, 16)
+
+
+class Breaks(nn.Module):
+    """A graph break: fine for dynamo normally, an error with fullgraph=True."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.fc(x)
+        torch._dynamo.graph_break()
+        return x * 2
+
+
+def test_kwargs_plain_mode_without_options():
+    kw = compile_kwargs(CompileConfig(mode=CompileMode.max_autotune))
+    assert kw == {"backend": "inductor", "fullgraph": False, "dynamic": None, "mode": "max-autotune"}
+
+
+def test_kwargs_merge_mode_into_options_and_user_options_win():
+    from torch._inductor import list_mode_options
+
+    cfg = CompileConfig(mode=CompileMode.max_autotune_no_cudagraphs,
+                        options={"freezing": True, "coordinate_descent_tuning": False})
+    kw = compile_kwargs(cfg)
+    assert "mode" not in kw  # torch.compile refuses mode and options together
+    expected = {**list_mode_options("max-autotune-no-cudagraphs"), "freezing": True,
+                "coordinate_descent_tuning": False}
+    assert kw["options"] == expected and kw["options"]["max_autotune"] is True
+
+
+def test_debug_backends_get_neither_mode_nor_options():
+    kw = compile_kwargs(CompileConfig(backend=CompileBackend.eager, mode=CompileMode.max_autotune,
+                                      options={"freezing": True}))
+    assert kw == {"backend": "eager", "fullgraph": False, "dynamic": None}
+
+
+def test_apply_is_lazy_in_place_and_says_what_is_ignored():
+    model, _ = mlp()
+    report = fastpipes.accelerate(model, {"compile": {"backend": "eager", "mode": "max-autotune"}})
+    assert isinstance(model._compiled_call_impl, FirstCall)
+    assert compile_time_s(model) is None  # nothing compiled before the first call
+    assert "mode/options ignored by backend eager" in report.passes[0].changes[0]
+
+
+def test_inductor_compiles_tiny_mlp_and_times_the_first_call():
+    model, x = mlp(1)
+    with torch.no_grad():
+        ref = model(x)
+    report = fastpipes.accelerate(model, {"compile": {}})
+    before = graphs()
+    with torch.no_grad():
+        y = model(x)
+        y2 = model(x)
+    assert graphs() == before + 1  # an nn.Sequential root is really traced, once
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(y2, ref, rtol=1e-4, atol=1e-5)
+    assert compile_time_s(model) > 0
+    assert report.extra["compile_time_s"] == {"model": compile_time_s(model)}
+    # after the first call the raw compiled function is installed: no extra Python frame
+    assert model._compiled_call_impl is not None and not isinstance(model._compiled_call_impl, FirstCall)
+
+
+def test_fallback_eager_turns_a_compile_failure_into_a_visible_warning():
+    torch.manual_seed(0)
+    model, x = Breaks(), torch.randn(2, 8)
+    with torch.no_grad():
+        ref = model(x)
+    report = fastpipes.accelerate(model, {"compile": {"backend": "eager", "fullgraph": True,
+                                                      "fallback": "eager"}})
+    with torch.no_grad():
+        y = model(x)
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    assert model._compiled_call_impl is None  # eager from now on
+    assert report.passes[0].status == "fallback"
+    assert any("torch.compile failed, running eager" in w for w in report.warnings)
+
+
+def test_fallback_error_raises_the_compile_failure():
+    model, x = Breaks(), torch.randn(2, 8)
+    fastpipes.accelerate(model, {"compile": {"backend": "eager", "fullgraph": True}})
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        model(x)
+
+
+def test_precision_autocast_then_compile_traces_the_wrapper():
+    model, x = mlp(2)
+    with torch.no_grad():
+        ref = model(x)
+    report = fastpipes.accelerate(model, {"precision": {}, "compile": {"backend": "aot_eager"}})
+    assert report.applied == ["precision", "compile"]
+    before = graphs()
+    with torch.no_grad():
+        y = model(x)
+    assert graphs() == before + 1
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ref, rtol=2e-2, atol=2e-2)
+
+
+def test_backend_ipex_without_ipex_is_a_clear_error_and_leaves_the_model():
+    try:
+        import intel_extension_for_pytorch  # noqa: F401
+        pytest.skip("intel_extension_for_pytorch imports here")
+    except Exception:
+        pass
+    model, _ = mlp()
+    with pytest.raises(FastpipesError, match="intel-extension-for-pytorch"):
+        fastpipes.accelerate(model, {"ipex": {"fallback": "native"}, "compile": {"backend": "ipex"}})
+    assert model._compiled_call_impl is None
+
+
+def test_fallback_eager_does_not_hide_errors_of_the_model_itself():
+    model, _ = mlp(3)
+    report = fastpipes.accelerate(model, {"compile": {"backend": "eager", "fallback": "eager"}})
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        model(torch.randn(2, 5))  # wrong feature size: eager fails too
+    assert report.warnings == [] and report.passes[0].status == "applied"
+    assert model._compiled_call_impl is not None
+
+
+def test_unknown_inductor_option_is_a_recipe_error_with_a_suggestion():
+    model, _ = mlp()
+    with pytest.raises(fastpipes.RecipeError, match=r"compile.options.freezeing: unknown Inductor "
+                                                    r"option \(did you mean 'freezing'\?\)"):
+        fastpipes.accelerate(model, {"compile": {"options": {"freezeing": True}}})
+    assert model._compiled_call_impl is None

@@ -121,13 +121,18 @@ class Int4WeightOnlyLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128,
-                    act_dtype: str | torch.dtype = "bfloat16"):
+                    act_dtype: str | torch.dtype = "bfloat16", keep_nibbles: bool = False):
+        """`keep_nibbles` keeps a portable copy of the 4-bit values (``.nibbles``, [N, K/2]
+        uint8, high nibble first) for saving; the kernel's packed layout is ISA-specific."""
         assert cls.supports(linear, group_size), "caller checks supports()"
         dt = _act_dtype(act_dtype)
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size, dt)
         w_int, sz = quantize_int4(linear.weight, group_size)
         q.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1)
         q.scales_and_zeros = sz.to(dt)
+        if keep_nibbles:
+            w8 = w_int.to(torch.uint8)
+            q.nibbles = (w8[:, 0::2] << 4) | w8[:, 1::2]
         if linear.bias is not None:
             q.bias = linear.bias.detach().to(dt).clone()
         return q

@@ -83,7 +83,8 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
     config = llama_config(str(name_or_path))
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
-    model.to_empty(device="cpu")
+    model.to_empty(device="cpu")  # gives each module its own tensors: tie them again
+    model.tie_weights()
     model.to(dtype)
     _seeded_init(model, seed)
     # buffers made on meta hold garbage after to_empty: rebuild the rotary tables

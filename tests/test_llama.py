@@ -89,3 +89,17 @@ def test_text_generation_pipeline_is_accepted():
     pipe = transformers.TextGenerationPipeline(model=model, tokenizer=None)
     adapter = find_adapter(pipe)
     assert adapter.name == "llama" and adapter.components()["model"] is model
+
+
+def test_kv_cache_checks_and_compile_config():
+    from fastpipes.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="compile_decode"):
+        fastpipes.accelerate(build_llama("tiny"), {"kv_cache": {"implementation": "dynamic",
+                                                                "compile_decode": True}})
+    model = build_llama("tiny")
+    report = fastpipes.accelerate(model, {"kv_cache": {"max_cache_len": 64, "compile_decode": True}})
+    gen = model.generation_config
+    assert gen.cache_implementation == "static" and gen.max_cache_len == 64
+    assert gen.compile_config._compile_all_devices  # compiled on first generate (not run here)
+    assert "torch.compile" in " ".join(report.passes[0].changes)

@@ -35,8 +35,10 @@ def _table(cls: type) -> list[str]:
 
 
 def generate() -> str:
-    import fastpipes.passes  # noqa: F401  (registers the sections)
     from fastpipes.passes.base import PASSES
+    from fastpipes.recipe.load import _ensure_sections
+
+    _ensure_sections()
     from fastpipes.passes.order import PASS_ORDER
 
     out = [
@@ -56,7 +58,10 @@ def generate() -> str:
         + " -> ".join(f"`{n}`" for n in PASS_ORDER if n in SECTIONS) + ".", "",
         "## Sections", "",
     ]
-    for name, cls in SECTIONS.items():
+    # a stable order whatever was imported first: passes in run order, then the rest
+    names = sorted(SECTIONS, key=lambda n: (PASS_ORDER.index(n) if n in PASS_ORDER else 99, n))
+    for name in names:
+        cls = SECTIONS.get(name)
         summary = PASSES.get(name).summary if name in PASSES else ""
         out += [f"### `{name}`", "", summary, "", *_table(cls), ""]
     return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,167 @@
+"""Weight-only quantized Linear layers on PyTorch's CPU kernels (gpt-fast / torchao style).
+
+- int8: symmetric, one scale per output channel; ``aten._weight_int8pack_mm(x, w_int8, scales)``.
+- int4: asymmetric, group-wise along the input dim (group 32/64/128); the weight is packed by
+  ``aten._convert_weight_to_int4pack_for_cpu`` and multiplied by
+  ``aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)``.
+
+Decode is a GEMV per layer, bound by reading weights: int8 reads 1/4 and int4 1/8 of the
+FP32 bytes. Activations run in ``act_dtype`` (the kernels need scales in the same dtype);
+the output is cast back to the caller's dtype, so a quantized layer is a drop-in.
+
+>>> import torch
+>>> lin = torch.nn.Linear(64, 32)
+>>> q = Int8WeightOnlyLinear.from_linear(lin)
+>>> q(torch.randn(2, 64)).shape
+torch.Size([2, 32])
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+INT4_GROUP_SIZES = (32, 64, 128)
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8. w: [N, K] -> (w_int8 [N, K], scales [N] fp32)."""
+    w = w.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8)  # [N]
+    w_int8 = torch.round(w / scales[:, None]).clamp(-128, 127).to(torch.int8)
+    return w_int8, scales
+
+
+def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric group-wise int4 (values 0..15).
+
+    w: [N, K] -> (w_int [N, K] int32, scales_and_zeros [K // group_size, N, 2] fp32),
+    laid out as the CPU int4 kernel wants: it computes (q - 8) * scale + zero, so
+    zero = min + 8 * scale (gpt-fast's convention).
+    """
+    n, k = w.shape
+    assert k % group_size == 0, "caller checks divisibility"
+    wg = w.detach().float().reshape(n, k // group_size, group_size)  # [N, G, gs]
+    lo = wg.amin(dim=-1, keepdim=True)
+    hi = wg.amax(dim=-1, keepdim=True)
+    scales = ((hi - lo) / 15.0).clamp(min=1e-6)  # [N, G, 1]
+    w_int = torch.round((wg - lo) / scales).clamp(0, 15).to(torch.int32).reshape(n, k)
+    zeros = lo + 8.0 * scales
+    sz = torch.cat([scales, zeros], dim=-1)  # [N, G, 2]
+    return w_int, sz.transpose(0, 1).contiguous()  # [G, N, 2]
+
+
+def dequantize_int4(w_int: torch.Tensor, sz: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Reference inverse of :func:`quantize_int4` (for tests): [N, K] fp32."""
+    n, k = w_int.shape
+    scales, zeros = sz[..., 0].t(), sz[..., 1].t()  # [N, G]
+    wg = (w_int.reshape(n, k // group_size, group_size).float() - 8.0)
+    return (wg * scales[..., None] + zeros[..., None]).reshape(n, k)
+
+
+def _act_dtype(act_dtype: str | torch.dtype) -> torch.dtype:
+    return ACT_DTYPES[act_dtype] if isinstance(act_dtype, str) else act_dtype
+
+
+class Int8WeightOnlyLinear(nn.Module):
+    """y = x @ (w_int8 * scale).T + b with the int8 weight read directly by the kernel."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool,
+                 act_dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.act_dtype = act_dtype
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scales", torch.empty(out_features, dtype=act_dtype))
+        self.register_buffer("bias", torch.empty(out_features, dtype=act_dtype) if bias else None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, act_dtype: str | torch.dtype = "bfloat16"):
+        dt = _act_dtype(act_dtype)
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None, dt)
+        w_int8, scales = quantize_int8(linear.weight)
+        q.weight, q.scales = w_int8, scales.to(dt)
+        if linear.bias is not None:
+            q.bias = linear.bias.detach().to(dt).clone()
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., K] -> [..., N]
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).to(self.act_dtype)
+        y = torch.ops.aten._weight_int8pack_mm(x2, self.weight, self.scales)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, act_dtype={self.act_dtype}")
+
+
+class Int4WeightOnlyLinear(nn.Module):
+    """Group-wise asymmetric int4 weights, packed for the CPU int4 kernel."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int = 128,
+                 act_dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.group_size, self.act_dtype = group_size, act_dtype
+        # packed: two 4-bit values per byte, [N, K // 2] uint8 (the kernel's own layout)
+        self.register_buffer("weight", torch.empty(out_features, in_features // 2, dtype=torch.uint8))
+        self.register_buffer("scales_and_zeros",
+                             torch.empty(in_features // group_size, out_features, 2, dtype=act_dtype))
+        self.register_buffer("bias", torch.empty(out_features, dtype=act_dtype) if bias else None)
+
+    @staticmethod
+    def supports(linear: nn.Linear, group_size: int) -> bool:
+        """The kernel needs K divisible by the group size and N, K even."""
+        return linear.in_features % group_size == 0 and linear.out_features % 2 == 0
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128,
+                    act_dtype: str | torch.dtype = "bfloat16", keep_nibbles: bool = False):
+        """`keep_nibbles` keeps a portable copy of the 4-bit values (``.nibbles``, [N, K/2]
+        uint8, high nibble first) for saving; the kernel's packed layout is ISA-specific."""
+        assert cls.supports(linear, group_size), "caller checks supports()"
+        dt = _act_dtype(act_dtype)
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size, dt)
+        w_int, sz = quantize_int4(linear.weight, group_size)
+        q.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1)
+        q.scales_and_zeros = sz.to(dt)
+        if keep_nibbles:
+            w8 = w_int.to(torch.uint8)
+            q.nibbles = (w8[:, 0::2] << 4) | w8[:, 1::2]
+        if linear.bias is not None:
+            q.bias = linear.bias.detach().to(dt).clone()
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., K] -> [..., N]
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).to(self.act_dtype)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight, self.group_size,
+                                                       self.scales_and_zeros)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, group_size={self.group_size}, "
+                f"act_dtype={self.act_dtype}")
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of every parameter and buffer of `module` (what a decode step reads, roughly)."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+__all__ = ["Int8WeightOnlyLinear", "Int4WeightOnlyLinear", "quantize_int8", "quantize_int4",
+           "dequantize_int4", "weight_bytes", "ACT_DTYPES", "INT4_GROUP_SIZES"]

@@ -1,0 +1,65 @@
+"""WOQ Linear kernels vs an FP32 nn.Linear, with tolerances from the quantization step."""
+import pytest
+import torch
+
+from fastpipes.kernels.woq import (Int4WeightOnlyLinear, Int8WeightOnlyLinear, dequantize_int4,
+                                   quantize_int4, quantize_int8)
+
+
+def _lin(k=256, n=128, bias=True):
+    torch.manual_seed(0)
+    return torch.nn.Linear(k, n, bias=bias)
+
+
+def test_int8_quantize_roundtrip_within_half_step():
+    w = _lin().weight.detach()
+    q, s = quantize_int8(w)
+    assert q.dtype == torch.int8 and s.shape == (w.shape[0],)
+    assert ((q.float() * s[:, None] - w).abs() <= s[:, None] / 2 + 1e-7).all()
+
+
+@pytest.mark.parametrize("gs", [32, 64, 128])
+def test_int4_quantize_roundtrip_within_half_step(gs):
+    w = _lin().weight.detach()
+    q, sz = quantize_int4(w, gs)
+    assert q.min() >= 0 and q.max() <= 15 and sz.shape == (w.shape[1] // gs, w.shape[0], 2)
+    step = sz[..., 0].t().repeat_interleave(gs, dim=1)  # [N, K]
+    assert ((dequantize_int4(q, sz, gs) - w).abs() <= step / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("act", ["float32", "bfloat16"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_int8_linear_matches_fp32(act, bias):
+    lin = _lin(bias=bias)
+    q = Int8WeightOnlyLinear.from_linear(lin, act_dtype=act)
+    x = torch.randn(2, 5, 256)
+    with torch.no_grad():
+        ref, out = lin(x), q(x)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    rel = (out - ref).norm() / ref.norm()
+    assert rel < (0.01 if act == "float32" else 0.02), rel
+
+
+@pytest.mark.parametrize("act", ["float32", "bfloat16"])
+@pytest.mark.parametrize("gs", [32, 128])
+def test_int4_linear_matches_dequantized_and_fp32(act, gs):
+    lin = _lin()
+    q = Int4WeightOnlyLinear.from_linear(lin, gs, act_dtype=act)
+    x = torch.randn(3, 256)
+    w_int, sz = quantize_int4(lin.weight, gs)
+    with torch.no_grad():
+        exact = x @ dequantize_int4(w_int, sz, gs).t() + lin.bias  # the kernel's own math
+        out, ref = q(x), lin(x)
+    tol = 1e-4 if act == "float32" else 2e-2
+    assert ((out - exact).norm() / exact.norm()) < tol
+    assert ((out - ref).norm() / ref.norm()) < 0.15  # 4-bit weights: ~7% typical
+
+
+def test_output_dtype_follows_caller_and_bytes_shrink():
+    lin = _lin(bias=False)
+    q8 = Int8WeightOnlyLinear.from_linear(lin)
+    q4 = Int4WeightOnlyLinear.from_linear(lin, 64)
+    x = torch.randn(1, 256, dtype=torch.bfloat16)
+    assert q8(x).dtype == torch.bfloat16 and q4(x).dtype == torch.bfloat16
+    assert q8.weight.numel() * 1 == lin.weight.numel()  # 1 byte per weight
+    assert q4.weight.numel() * 2 == lin.weight.numel()  # 2 weights per byte

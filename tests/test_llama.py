@@ -1,0 +1,105 @@
+"""Llama on a tiny seeded model: builders, adapter, passes through accelerate(), workload."""
+import pytest
+import torch
+
+import fastpipes
+from fastpipes.bench.workload import WorkloadSpec
+from fastpipes.errors import InputError
+from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8WeightOnlyLinear
+from fastpipes.pipelines.base import find_adapter
+
+transformers = pytest.importorskip("transformers")
+from fastpipes.pipelines.llama import (LlamaWorkload, build_llama, compare_logits,  # noqa: E402
+                                       teacher_forced_logits)
+
+PROMPT = torch.tensor([[5, 17, 99, 3, 250, 7, 42, 11]])
+
+
+def _gen(model, n=8):
+    with torch.no_grad():
+        return model.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=n,
+                              min_new_tokens=n, do_sample=False, pad_token_id=0)
+
+
+def test_build_is_seeded_and_shaped():
+    a, b = build_llama("tiny", seed=0), build_llama("tiny", seed=0)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert a.lm_head.weight is a.model.embed_tokens.weight  # tied, like Llama 3.2 1B
+    assert torch.isfinite(a.model.rotary_emb.inv_freq).all()
+    with pytest.raises(InputError, match="llama-3.2-1b"):
+        build_llama("llama-9b")
+
+
+def test_adapter_and_report():
+    model = build_llama("tiny")
+    adapter = find_adapter(model)
+    assert adapter.name == "llama" and list(adapter.components()) == ["model"]
+    assert model.config in adapter.state_objects() and model.generation_config in adapter.state_objects()
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_woq_recipe_keeps_generate_and_fidelity(dtype):
+    ref_model = build_llama("tiny")
+    ref_seq = _gen(ref_model)
+    model = build_llama("tiny")
+    report = fastpipes.accelerate(model, {
+        "family": "llama", "attention": {"backend": "sdpa"},
+        "quantize": {"dtype": dtype, "group_size": 32}, "kv_cache": {"implementation": "static"}})
+    assert report.applied == ["attention", "quantize", "kv_cache"]
+    assert model.config._attn_implementation == "sdpa"
+    assert model.generation_config.cache_implementation == "static"
+    kind = Int8WeightOnlyLinear if dtype == "int8" else Int4WeightOnlyLinear
+    assert isinstance(model.lm_head, kind)
+    assert isinstance(model.model.layers[0].mlp.down_proj, kind)
+    seq = _gen(model)
+    assert seq.shape == ref_seq.shape and torch.equal(seq[:, :8], PROMPT)
+    fid = compare_logits(teacher_forced_logits(ref_model, ref_seq),
+                         teacher_forced_logits(model, ref_seq), PROMPT.shape[1])
+    assert fid["top1_agreement"] >= (0.95 if dtype == "int8" else 0.75), fid
+
+
+def test_failed_pass_restores_config_and_modules():
+    model = build_llama("tiny")
+    ref = _gen(model)
+    with pytest.raises(fastpipes.FastpipesError):
+        fastpipes.accelerate(model, {"attention": {}, "quantize": {},
+                                     "kv_cache": {"components": ["missing"]}})
+    assert model.config._attn_implementation == "eager"
+    assert model.generation_config.cache_implementation is None
+    assert type(model.lm_head) is torch.nn.Linear
+    assert torch.equal(_gen(model), ref)
+
+
+def test_workload_runs_and_compares():
+    wl = LlamaWorkload(WorkloadSpec("llama", size="tiny", options={"prompt_len": 8, "new_tokens": 6}))
+    ref_pipe = wl.build()
+    inputs = wl.inputs(ref_pipe)
+    ref = wl.run(ref_pipe, inputs)
+    assert ref.sequences.shape == (1, 14) and wl.items(inputs) == 6
+    assert ref.ttft_s > 0 and ref.decode_tokens_per_s > 0
+    pipe = wl.build()
+    fastpipes.accelerate(pipe, {"quantize": {"dtype": "int8"}})
+    fid = wl.fidelity(ref, wl.run(pipe, inputs))
+    assert fid.ok and fid.metrics["top1_agreement"] >= 0.95
+    assert wl.bytes_per_item(pipe) < wl.bytes_per_item(wl.build())
+
+
+def test_text_generation_pipeline_is_accepted():
+    model = build_llama("tiny")
+    pipe = transformers.TextGenerationPipeline(model=model, tokenizer=None)
+    adapter = find_adapter(pipe)
+    assert adapter.name == "llama" and adapter.components()["model"] is model
+
+
+def test_kv_cache_checks_and_compile_config():
+    from fastpipes.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="compile_decode"):
+        fastpipes.accelerate(build_llama("tiny"), {"kv_cache": {"implementation": "dynamic",
+                                                                "compile_decode": True}})
+    model = build_llama("tiny")
+    report = fastpipes.accelerate(model, {"kv_cache": {"max_cache_len": 64, "compile_decode": True}})
+    gen = model.generation_config
+    assert gen.cache_implementation == "static" and gen.max_cache_len == 64
+    assert gen.compile_config._compile_all_devices  # compiled on first generate (not run here)
+    assert "torch.compile" in " ".join(report.passes[0].changes)

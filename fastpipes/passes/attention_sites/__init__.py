@@ -10,8 +10,5 @@ from fastpipes.registry import Registry
 
 SITE_HANDLERS: Registry = Registry("attention site kind")
 
-<<<<<<< HEAD
-from fastpipes.passes.attention_sites import sam  # noqa: E402,F401  (registers "sam_relpos")
-=======
 from fastpipes.passes.attention_sites import hf  # noqa: E402,F401  (registers kind "hf")
->>>>>>> llama
+from fastpipes.passes.attention_sites import sam  # noqa: E402,F401  (registers "sam_relpos")

@@ -83,6 +83,7 @@ WORKLOADS: dict[str, str] = {
     "sam": "fastpipes.pipelines.sam:SamWorkload",
     "sdxl": "fastpipes.pipelines.sdxl:SdxlWorkload",
     "llama": "fastpipes.pipelines.llama:LlamaWorkload",
+    "toy": "fastpipes.bench.toy:ToyWorkload",  # a tiny conv+MLP: tests and smoke runs
 }
 
 
@@ -97,7 +98,7 @@ def get_workload(spec: WorkloadSpec) -> Workload:
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        extra = {"sam": "sam", "sdxl": "sdxl", "llama": "llama"}[spec.family]
+        extra = {"sam": "sam", "sdxl": "sdxl", "llama": "llama"}.get(spec.family, "all")
         raise BenchmarkError(f"the {spec.family} benchmark needs extra packages "
                              f"(pip install 'fastpipes[{extra}]'): {e}") from e
     return getattr(mod, cls)(spec)

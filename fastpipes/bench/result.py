@@ -83,6 +83,13 @@ class BenchResult:
         d["configs"] = [asdict(c) for c in self.configs]
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchResult":
+        """Rebuild from a loaded ``--json`` file (to re-render a table, Markdown or chart)."""
+        data = dict(data)
+        data["configs"] = [ConfigResult(**c) for c in data["configs"]]
+        return cls(**data)
+
     def write_json(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -144,23 +144,26 @@ def _run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> d
         proc = subprocess.Popen([sys.executable, "-m", "fastpipes.bench.worker", str(job_path)],
                                 stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),
                                 start_new_session=True)
-        offset, cut = 0, False
-        while proc.poll() is None:
+        offset, cut, phase = 0, False, "start-up"
+
+        def drain() -> str:
+            nonlocal offset
             events, offset = _read_events(Path(job["events"]), offset)
             for ev in events:
                 on_event(ev)
+            return events[-1]["phase"] if events else phase
+
+        while proc.poll() is None:
+            phase = drain()
             if max_time is not None and time.monotonic() - t0 > max_time:
                 _kill(proc)
                 cut = True
                 break
             time.sleep(0.05)
-        events, offset = _read_events(Path(job["events"]), offset)
-        for ev in events:
-            on_event(ev)
+        phase = drain()
     wall = time.monotonic() - t0
     result_path = Path(job["result"])
     if cut:
-        phase = events[-1]["phase"] if events else "start-up"
         return {"status": CUT, "wall_s": wall,
                 "reason": f"cut: exceeded --max-time {max_time:g} s (during {phase}); "
                           "the worker process was killed"}

@@ -179,15 +179,19 @@ def plot(r: BenchResult, path: str | Path) -> Path:
                 label += "  [hardware: requires unmet]"
             ax.text(speed[y] + xmax * 0.01, y, label, va="center", fontsize=8)
         else:
-            status = {FAILED: "FAILED", CUT: "CUT (max time)", NOT_RUN: "not run"}[c.status]
-            reason = " ".join(line.strip() for line in c.reason.splitlines())
+            reason = " ".join(line.strip() for line in c.reason.splitlines()) or c.status
+            if c.status == FAILED:
+                reason = f"FAILED: {reason}"
+            elif c.status == CUT and not reason.startswith("cut"):
+                reason = f"CUT: {reason}"
             reason = reason if len(reason) <= 110 else reason[:107] + "..."
-            ax.text(xmax * 0.01, y, f"{status}: {reason}", va="center", fontsize=7,
+            ax.text(xmax * 0.01, y, reason, va="center", fontsize=7,
                     color="#d62728" if c.status != NOT_RUN else "#555555",
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(configs)), names, fontsize=9)
     ax.set_xlim(0, xmax)
+    ax.set_ylim(-0.6, len(configs) - 0.4)
     ax.set_xlabel(f"speedup over FP32 eager (median latency; higher is better)")
     m = r.machine
     ax.set_title(f"{r.workload.get('description', '')}\n{m.get('cpu_model', '')}, "

@@ -108,3 +108,18 @@ def test_plot_is_a_valid_png(result, tmp_path):
         img.verify()
     with Image.open(path) as img:
         assert img.format == "PNG" and img.size[0] > 500 and img.size[1] > 200
+
+
+def test_toy_flops_match_flop_counter():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fastpipes.bench import WorkloadSpec
+    from fastpipes.bench.toy import ToyWorkload
+
+    wl = ToyWorkload(WorkloadSpec("toy", size="tiny", batch_size=3))
+    pipe = wl.build()
+    x = wl.inputs(pipe)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        pipe(x)
+    assert wl.flops(pipe, x) == counter.get_total_flops()

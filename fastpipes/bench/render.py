@@ -12,6 +12,8 @@ COLUMNS = ("configuration", "status", "latency median (min-max)", "throughput", 
 def fmt_time(s: float | None) -> str:
     if s is None:
         return "-"
+    if s == 0:
+        return "0 s"
     if s >= 1:
         return f"{s:.2f} s"
     if s >= 1e-3:

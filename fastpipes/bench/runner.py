@@ -153,13 +153,17 @@ def _run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> d
                 on_event(ev)
             return events[-1]["phase"] if events else phase
 
-        while proc.poll() is None:
-            phase = drain()
-            if max_time is not None and time.monotonic() - t0 > max_time:
+        try:
+            while proc.poll() is None:
+                phase = drain()
+                if max_time is not None and time.monotonic() - t0 > max_time:
+                    _kill(proc)
+                    cut = True
+                    break
+                time.sleep(0.05)
+        finally:  # Ctrl-C or an error here: never leave a worker running
+            if proc.poll() is None:
                 _kill(proc)
-                cut = True
-                break
-            time.sleep(0.05)
         phase = drain()
     wall = time.monotonic() - t0
     result_path = Path(job["result"])

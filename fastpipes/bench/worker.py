@@ -121,7 +121,23 @@ def run_config(job: dict, events: Events) -> dict:
     return out
 
 
+def _exit_with_parent() -> None:
+    """The worker runs in its own session; if the parent dies (killed), do not run on alone."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="fastpipes-parent-watch").start()
+
+
 def main(argv: list[str]) -> int:
+    _exit_with_parent()
     with open(argv[0]) as f:
         job = json.load(f)
     events = Events(job["events"], job.get("steps", 1))

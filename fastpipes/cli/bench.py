@@ -129,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     except FastpipesError as e:
         print(f"fastpipes bench: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the running worker was already killed
+        print("fastpipes bench: interrupted; no results written", file=sys.stderr)
+        return 130
     console.print(table(result))
     for path, write in ((args.json, result.write_json), (args.markdown, result.write_markdown),
                         (args.plot, result.plot)):

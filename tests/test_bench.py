@@ -122,3 +122,10 @@ def test_unknown_family_and_bad_counts_are_errors():
         run_benchmark(WorkloadSpec("nope"), progress=False)
     with pytest.raises(BenchmarkError, match="iters"):
         run_benchmark(WorkloadSpec("toy"), iters=0, progress=False)
+
+
+def test_plan_rejects_a_recipe_of_another_family(tmp_path):
+    path = tmp_path / "sdxl_only.yaml"
+    path.write_text("name: sdxl_only\nfamily: sdxl\nmemory_format: {}\n")
+    planned = plan("toy", [str(path)], info=detect())
+    assert planned[1].failed and "for sdxl pipelines" in planned[1].reason

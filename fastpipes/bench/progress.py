@@ -82,5 +82,7 @@ def make_progress(enabled: bool = True, total_steps: int | None = None) -> Itera
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    # a slow refresh: the parent shares the CPU with the worker being timed
+    with Progress(*columns, console=console, transient=False,
+                  refresh_per_second=2) as progress:
         yield _Rich(progress, total_steps)

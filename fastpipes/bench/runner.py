@@ -51,7 +51,8 @@ def _family_matches(recipe_family: str, family: str) -> bool:
     return recipe_family == "any"  # e.g. the toy workload: generic recipes only
 
 
-def _plan_one(spec: Any, overrides: list[str], info: Any, device: str, named: bool) -> Planned:
+def _plan_one(spec: Any, family: str, overrides: list[str], info: Any, device: str,
+              named: bool) -> Planned:
     from fastpipes.hardware import unmet_requirements
     from fastpipes.recipe import load_recipe
 
@@ -61,6 +62,10 @@ def _plan_one(spec: Any, overrides: list[str], info: Any, device: str, named: bo
     except FastpipesError as e:
         return Planned(label, source=str(spec) if not isinstance(spec, Mapping) else "<api>",
                        run=False, failed=True, reason=f"cannot load recipe: {e}")
+    if rec.family.value not in ("any", family):
+        return Planned(rec.name, source=rec.source, run=False, failed=True,
+                       reason=f"recipe {rec.name!r} is for {rec.family.value} pipelines, not "
+                              f"{family}")
     unmet = unmet_requirements(rec.requires, info, device)
     note = "; ".join(unmet)
     planned = Planned(rec.name, recipe=rec.raw, source=rec.source, hardware_note=note)
@@ -85,7 +90,7 @@ def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = 
     overrides = list(overrides)
     out = [Planned(BASELINE, baseline=True)]
     if recipes:
-        out += [_plan_one(r, overrides, info, device, named=True) for r in recipes]
+        out += [_plan_one(r, family, overrides, info, device, named=True) for r in recipes]
     else:
         for name, path in sorted(available().items()):
             try:
@@ -93,7 +98,8 @@ def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = 
             except FastpipesError:
                 continue  # a broken unrelated recipe must not stop this benchmark
             if _family_matches(rec_family, family):
-                out.append(_plan_one(str(path), overrides, info, device, named=run_all))
+                out.append(_plan_one(str(path), family, overrides, info, device,
+                                      named=run_all))
     seen: dict[str, int] = {}
     for p in out:  # one recipe twice (e.g. a YAML and its copy) must stay two rows
         seen[p.name] = seen.get(p.name, 0) + 1
@@ -160,7 +166,7 @@ def _run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> d
                     _kill(proc)
                     cut = True
                     break
-                time.sleep(0.05)
+                time.sleep(0.1)
         finally:  # Ctrl-C or an error here: never leave a worker running
             if proc.poll() is None:
                 _kill(proc)

@@ -5,7 +5,6 @@ run (limits + baseline + a good and a crashing recipe) and one cut run.
 """
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest

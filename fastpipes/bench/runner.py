@@ -16,17 +16,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from fastpipes.bench.progress import make_progress
-from fastpipes.bench.result import (BASELINE, CUT, FAILED, NOT_RUN, OK, BenchResult,
+from fastpipes.bench.result import (BASELINE, CUT, FAILED, NOT_RUN, BenchResult,
                                     ConfigResult)
 from fastpipes.bench.workload import WorkloadSpec
 from fastpipes.errors import BenchmarkError, FastpipesError
 
-RecipeSpec = "str | Path | Mapping[str, Any]"
+
 
 
 @dataclass
@@ -142,6 +142,8 @@ def _run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> d
     tag = job["tag"]
     job["events"] = str(workdir / f"{tag}.events.jsonl")
     job["result"] = str(workdir / f"{tag}.result.json")
+    for stale in (job["events"], job["result"]):  # a reused workdir must not feed old files
+        Path(stale).unlink(missing_ok=True)
     job_path = workdir / f"{tag}.job.json"
     job_path.write_text(json.dumps(job))
     log_path = workdir / f"{tag}.log"
@@ -214,7 +216,7 @@ def _derive(result: BenchResult, flops: float | None, bound: str) -> None:
 
 def run_benchmark(
     spec: WorkloadSpec,
-    recipes: Iterable[RecipeSpec] | None = None,
+    recipes: Iterable[str | Path | Mapping[str, Any]] | None = None,
     *,
     overrides: Iterable[str] = (),
     iters: int = 5,
@@ -260,6 +262,7 @@ def run_benchmark(
     wd = Path(tmp.name if tmp else workdir)
     wd.mkdir(parents=True, exist_ok=True)
     reference = str(wd / "reference.pt")
+    Path(reference).unlink(missing_ok=True)  # only this run's baseline is a reference
     base_job = {"spec": asdict(spec), "threads": threads, "iters": iters, "warmup": warmup,
                 "device": spec.device, "reference": reference}
 
@@ -286,7 +289,7 @@ def run_benchmark(
                 c, job = configs[i], jobs[i]
                 prog.start(c.name, job["steps"])
                 res = _run_worker(job, wd, max_time, prog.event)
-                _fill(c, res, job)
+                _fill(c, res)
                 if c.baseline:
                     flops = res.get("flops")
                 elif c.ok and c.fidelity is None:
@@ -312,7 +315,7 @@ def run_benchmark(
     return result
 
 
-def _fill(c: ConfigResult, res: dict, job: dict) -> None:
+def _fill(c: ConfigResult, res: dict) -> None:
     c.status = res["status"]
     c.reason = res.get("reason", c.reason) or c.reason
     for key in ("build_s", "first_call_s", "compile_s", "latency_s", "items", "bytes_per_item",

@@ -123,3 +123,13 @@ def test_toy_flops_match_flop_counter():
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         pipe(x)
     assert wl.flops(pipe, x) == counter.get_total_flops()
+
+
+def test_only_portable_outputs_cross_processes():
+    import torch
+
+    from fastpipes.bench.worker import check_portable
+
+    check_portable({"emb": torch.ones(2), "masks": [torch.zeros(1, dtype=torch.bool)], "n": 3})
+    with pytest.raises(TypeError, match=r"output\['pipe'\] is a torch.nn.modules.linear.Linear"):
+        check_portable({"emb": torch.ones(2), "pipe": torch.nn.Linear(2, 2)})

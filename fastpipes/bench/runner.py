@@ -292,8 +292,6 @@ def run_benchmark(
                 _fill(c, res)
                 if c.baseline:
                     flops = res.get("flops")
-                elif c.ok and c.fidelity is None:
-                    c.reason = c.reason or "no fidelity: the FP32 baseline produced no output"
                 workload_info = workload_info or res.get("workload") or {}
                 prog.finish(c.name, c.status)
         workload_info = workload_info or _describe(spec)
@@ -324,6 +322,9 @@ def _fill(c: ConfigResult, res: dict) -> None:
         if res.get(key) is not None:
             setattr(c, key, res[key])
     c.extra = {k: float(v) for k, v in (res.get("extra") or {}).items()}
+    notes = res.get("notes") or []
+    if notes:
+        c.reason = "; ".join(([c.reason] if c.reason else []) + notes)
 
 
 def _describe(spec: WorkloadSpec) -> dict:

@@ -6,7 +6,9 @@ the harness's failure handling:
 
 - ``raise_in_run: true``: every run raises (a crashing configuration);
 - ``sleep_if_channels_last: S``: a run sleeps S seconds when the model's first conv weight
-  is channels-last, i.e. after the ``memory_format`` pass (a configuration that hangs).
+  is channels-last, i.e. after the ``memory_format`` pass (a configuration that hangs);
+- ``unportable_output: true``: ``comparable`` returns the model too, which cannot cross
+  processes (no fidelity reference: timings must survive it).
 
 >>> spec = WorkloadSpec("toy", size="tiny")                 # doctest: +SKIP
 >>> result = run_benchmark(spec, ["my_recipe.yaml"])        # doctest: +SKIP
@@ -74,6 +76,9 @@ class ToyWorkload(Workload):
         if sleep and pipe.conv1.weight.is_contiguous(memory_format=torch.channels_last):
             time.sleep(sleep)
         return pipe(inputs)
+
+    def comparable(self, pipe: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> Any:
+        return (output, pipe) if self.spec.options.get("unportable_output") else output
 
     def fidelity(self, reference: torch.Tensor, output: torch.Tensor) -> Fidelity:
         ref, out = reference.float(), output.float()

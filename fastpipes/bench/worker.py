@@ -45,6 +45,56 @@ def _timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+def _attempt(notes: list[str], what: str, fn: Callable, *args) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001  (reported in the row's reason)
+        notes.append(f"{what} failed: {type(e).__name__}: {e}")
+        return None
+
+
+def check_portable(obj: Any, where: str = "output") -> None:
+    """Outputs cross processes (torch.save, then torch.load(weights_only=True)): only
+    tensors, numbers, strings, None and lists/tuples/dicts of them can."""
+    import torch
+
+    if isinstance(obj, (torch.Tensor, int, float, bool, str, type(None))):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            check_portable(item, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_portable(v, f"{where}[{k!r}]")
+        return
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; what "
+                    "Workload.comparable() returns must be tensors, numbers, strings or "
+                    "lists/tuples/dicts of them (it is saved by the baseline process and "
+                    "loaded with weights_only=True by each recipe process)")
+
+
+def _comparable(workload: Any, pipe: Any, inputs: Any, output: Any) -> Any:
+    value = workload.comparable(pipe, inputs, output)
+    check_portable(value)
+    return value
+
+
+def _save_reference(workload: Any, pipe: Any, inputs: Any, output: Any, path: str) -> None:
+    import torch
+
+    value = _comparable(workload, pipe, inputs, output)
+    torch.save(value, path + ".tmp")
+    os.replace(path + ".tmp", path)  # recipe workers never see a half-written reference
+
+
+def _fidelity(workload: Any, pipe: Any, inputs: Any, output: Any, path: str) -> Any:
+    import torch
+
+    reference = torch.load(path, weights_only=True)
+    return workload.fidelity(reference, _comparable(workload, pipe, inputs, output))
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (ru_maxrss: KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -106,16 +156,24 @@ def run_config(job: dict, events: Events) -> dict:
     out["items"] = workload.items(inputs)
     out["bytes_per_item"] = workload.bytes_per_item(pipe)
 
+    # after the timings: a failure here costs the row a number, not its measurements
     events("extras", 1)
-    out["extra"] = workload.extra_metrics(pipe, inputs)
+    notes: list[str] = []
+    out["extra"] = _attempt(notes, "extra metrics", workload.extra_metrics, pipe, inputs) or {}
     if job["baseline"]:
-        out["flops"] = workload.flops(pipe, inputs)  # the FP32 work; same for every recipe
-        torch.save(output, job["reference"])
-    elif job.get("reference") and os.path.exists(job["reference"]):
-        reference = torch.load(job["reference"], weights_only=True)
-        fid = workload.fidelity(reference, output)
-        out["fidelity"] = {"metrics": {k: float(v) for k, v in fid.metrics.items()},
-                           "ok": bool(fid.ok), "thresholds": fid.thresholds}
+        # the FP32 work of one run: the same for every recipe
+        out["flops"] = _attempt(notes, "FLOP count", workload.flops, pipe, inputs)
+        _attempt(notes, "saving the FP32 reference output", _save_reference, workload, pipe,
+                 inputs, output, job["reference"])
+    elif os.path.exists(job["reference"]):
+        fid = _attempt(notes, "fidelity", _fidelity, workload, pipe, inputs, output,
+                       job["reference"])
+        if fid is not None:
+            out["fidelity"] = {"metrics": {k: float(v) for k, v in fid.metrics.items()},
+                               "ok": bool(fid.ok), "thresholds": fid.thresholds}
+    else:
+        notes.append("no fidelity: the FP32 baseline left no reference output")
+    out["notes"] = notes
     if spec.device.startswith("cuda"):
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out

@@ -158,7 +158,7 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     configs = list(reversed(r.configs))  # baseline at the top
     names = [c.name + (" (baseline)" if c.baseline else "") for c in configs]
     speed = [c.speedup if c.ok and c.speedup is not None else 0.0 for c in configs]
-    xmax = max([1.0] + speed) * 1.6
+    xmax = max([1.0] + speed) * 2.0  # room for the labels right of the longest bar
     fig, ax = plt.subplots(figsize=(11, 1.9 + 0.55 * len(configs)))
     for y, c in enumerate(configs):
         fid = c.fidelity
@@ -174,12 +174,13 @@ def plot(r: BenchResult, path: str | Path) -> Path:
             ax.barh(y, speed[y], color=color, hatch=hatch, edgecolor="black", linewidth=0.6)
             label = f"{speed[y]:.2f}x" if c.speedup is not None else "no baseline"
             if fid is not None:
-                first = next(iter(fid["metrics"].items()), None)
+                # every metric (up to 3): which one broke the threshold is not known here
+                shown = ", ".join(f"{k}={fmt_num(v)}" for k, v in list(fid["metrics"].items())[:3])
                 mark = "ok" if fid["ok"] else "FIDELITY FAIL"
-                label += f"  {mark}" + (f" ({first[0]}={fmt_num(first[1])})" if first else "")
+                label += f"  {mark}" + (f"\n{shown}" if shown else "")
             if c.hardware_note:
                 label += "  [hardware: requires unmet]"
-            ax.text(speed[y] + xmax * 0.01, y, label, va="center", fontsize=8)
+            ax.text(speed[y] + xmax * 0.01, y, label, va="center", fontsize=7.5)
         else:
             reason = " ".join(line.strip() for line in c.reason.splitlines()) or c.status
             if c.status == FAILED:

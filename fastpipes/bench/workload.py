@@ -62,7 +62,18 @@ class Workload:
         """How many `unit`s one run produces (images in the batch, tokens generated)."""
         return self.spec.batch_size
 
+    def comparable(self, pipe: Any, inputs: Any, output: Any) -> Any:
+        """What ``fidelity`` compares, made from ``run``'s output outside the timed runs.
+
+        It crosses processes (the baseline worker saves it with torch.save, each recipe
+        worker loads it with weights_only=True), so it must be tensors, numbers, strings or
+        lists/tuples/dicts of them. Default: the output itself. Override when fidelity needs
+        more than the output, e.g. masks decoded by this configuration's own mask decoder.
+        """
+        return output
+
     def fidelity(self, reference: Any, output: Any) -> Fidelity:
+        """Compare two ``comparable`` values: the FP32 eager one and a recipe's."""
         raise NotImplementedError
 
     def flops(self, pipe: Any, inputs: Any) -> float | None:
@@ -83,6 +94,7 @@ WORKLOADS: dict[str, str] = {
     "sam": "fastpipes.pipelines.sam:SamWorkload",
     "sdxl": "fastpipes.pipelines.sdxl:SdxlWorkload",
     "llama": "fastpipes.pipelines.llama:LlamaWorkload",
+    "toy": "fastpipes.bench.toy:ToyWorkload",  # a tiny conv+MLP: tests and smoke runs
 }
 
 
@@ -97,7 +109,7 @@ def get_workload(spec: WorkloadSpec) -> Workload:
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        extra = {"sam": "sam", "sdxl": "sdxl", "llama": "llama"}[spec.family]
+        extra = {"sam": "sam", "sdxl": "sdxl", "llama": "llama"}.get(spec.family, "all")
         raise BenchmarkError(f"the {spec.family} benchmark needs extra packages "
                              f"(pip install 'fastpipes[{extra}]'): {e}") from e
     return getattr(mod, cls)(spec)

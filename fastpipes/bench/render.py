@@ -1,0 +1,210 @@
+"""Reports people read: a terminal table (rich), Markdown and a PNG chart of speedup over FP32."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastpipes.bench.result import CUT, FAILED, NOT_RUN, OK, BenchResult, ConfigResult
+
+COLUMNS = ("configuration", "status", "latency median (min-max)", "throughput", "speedup",
+           "compile", "peak mem", "machine share", "fidelity vs FP32", "notes")
+
+
+def fmt_time(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s == 0:
+        return "0 s"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s * 1e6:.0f} us"
+
+
+def fmt_num(x: float) -> str:
+    """Short significant form for metrics: 0.9987, 1.2e-05, 31.4."""
+    if x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:.4g}"
+    return f"{x:.2e}"
+
+
+def fidelity_text(c: ConfigResult) -> str:
+    if c.baseline:
+        return "reference" if c.ok else "-"
+    if c.fidelity is None:
+        return "-"
+    metrics = ", ".join(f"{k}={fmt_num(v)}" for k, v in c.fidelity["metrics"].items())
+    return f"{'ok' if c.fidelity['ok'] else 'FAIL'}: {metrics}"
+
+
+def share_text(c: ConfigResult) -> str:
+    if c.achieved_gbps is not None:
+        share = f" ({c.bandwidth_share:.0%} of bw)" if c.bandwidth_share is not None else ""
+        return f"{c.achieved_gbps:.1f} GB/s{share}"
+    if c.achieved_gflops is not None:
+        share = f" ({c.gflops_share:.0%} of GEMM)" if c.gflops_share is not None else ""
+        return f"{c.achieved_gflops:.1f} GFLOP/s{share}"
+    return "-"
+
+
+def memory_text(c: ConfigResult) -> str:
+    if c.peak_rss_mb is None:
+        return "-"
+    text = f"{c.peak_rss_mb:,.0f} MB"
+    if c.cuda_max_allocated_mb is not None:
+        text += f" (cuda {c.cuda_max_allocated_mb:,.0f} MB)"
+    return text
+
+
+def notes_text(c: ConfigResult) -> str:
+    notes = []
+    if c.reason:
+        notes.append(c.reason.splitlines()[0] if c.status != FAILED else " ".join(
+            line.strip() for line in c.reason.splitlines()))
+    if c.hardware_note and c.status != NOT_RUN:
+        notes.append(f"hardware: {c.hardware_note}")
+    if c.report:
+        skipped = [f"{p['name']} skipped ({p['reason']})" for p in c.report["passes"]
+                   if p["status"] != "applied"]
+        applied = [p["name"] for p in c.report["passes"] if p["status"] == "applied"]
+        if applied:
+            notes.append("applied: " + ", ".join(applied))
+        notes += skipped
+    return "; ".join(notes)
+
+
+def row(c: ConfigResult) -> dict[str, str]:
+    lat = c.latency_s
+    return {
+        "configuration": c.name + (" (baseline)" if c.baseline else ""),
+        "status": {OK: "ok", FAILED: "FAILED", CUT: "CUT", NOT_RUN: "not run"}.get(c.status,
+                                                                                 c.status),
+        "latency median (min-max)": (f"{fmt_time(lat['median'])} ({fmt_time(lat['min'])}-"
+                                     f"{fmt_time(lat['max'])})" if lat else "-"),
+        "throughput": f"{c.throughput:.3g} {c.unit}/s" if c.throughput else "-",
+        "speedup": f"{c.speedup:.2f}x" if c.speedup is not None else "-",
+        "compile": fmt_time(c.compile_s),
+        "peak mem": memory_text(c),
+        "machine share": share_text(c),
+        "fidelity vs FP32": fidelity_text(c),
+        "notes": notes_text(c),
+    }
+
+
+def header_lines(r: BenchResult) -> list[str]:
+    m, s, lim = r.machine, r.settings, r.limits
+    cpu = (f"{m.get('cpu_model') or m.get('machine')}, {m.get('logical_cpus')} logical CPUs, "
+           f"bf16 native: {'yes' if m.get('bf16_native') else 'no'}")
+    if m.get("cuda_devices"):
+        cpu += f"; GPU: {', '.join(m['cuda_devices'])}"
+    lines = [f"workload: {r.workload.get('description', '')}",
+             f"machine: {cpu}; torch {r.torch_version}; threads {s['threads']}; "
+             f"device {s['device']}",
+             f"method: each configuration in a fresh process; {s['warmup']} warm-up + "
+             f"{s['iters']} timed runs (median, min-max)"
+             + (f"; max {s['max_time_s']:g} s per configuration" if s.get("max_time_s") else ""),
+             f"date: {r.date}; command: {r.command}"]
+    if lim:
+        lines.append(f"limits measured in this run: FP32 GEMM {lim['gemm_gflops']:.1f} GFLOP/s "
+                     f"(n={lim['gemm_n']}), copy bandwidth {lim['bandwidth_gbps']:.1f} GB/s")
+    if r.workload.get("flops"):
+        lines.append(f"workload FLOPs per run: {r.workload['flops'] / 1e9:.4g} GFLOP")
+    if s.get("overrides"):
+        lines.append(f"overrides applied to every recipe: {' '.join(s['overrides'])}")
+    return lines
+
+
+def markdown(r: BenchResult) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    out = [f"### {r.workload.get('family', '')} benchmark", ""]
+    out += [f"- {line}" for line in header_lines(r)]
+    out += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for c in r.configs:
+        out.append("| " + " | ".join(cell(v) for v in row(c).values()) + " |")
+    return "\n".join(out) + "\n"
+
+
+def table(r: BenchResult):
+    """A rich Table (print it with ``rich.print`` or a Console)."""
+    from rich.table import Table
+
+    t = Table(title=f"{r.workload.get('family', '')} benchmark: "
+                    f"{r.workload.get('description', '')}", caption="\n".join(header_lines(r)[1:]),
+              caption_justify="left")
+    for col in COLUMNS:
+        t.add_column(col, overflow="fold", justify="right" if col in (
+            "speedup", "throughput", "compile", "peak mem") else "left")
+    for c in r.configs:
+        values = row(c)
+        style = {FAILED: "red", CUT: "red", NOT_RUN: "dim"}.get(c.status)
+        if c.fidelity is not None and not c.fidelity["ok"]:
+            values["fidelity vs FP32"] = f"[red]{values['fidelity vs FP32']}[/]"
+        t.add_row(*values.values(), style=style)
+    return t
+
+
+def plot(r: BenchResult, path: str | Path) -> Path:
+    """PNG bar chart of speedup over FP32; fidelity failures hatched red, failures labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; safe in workers and CI
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    configs = list(reversed(r.configs))  # baseline at the top
+    names = [c.name + (" (baseline)" if c.baseline else "") for c in configs]
+    speed = [c.speedup if c.ok and c.speedup is not None else 0.0 for c in configs]
+    xmax = max([1.0] + speed) * 2.0  # room for the labels right of the longest bar
+    fig, ax = plt.subplots(figsize=(11, 1.9 + 0.55 * len(configs)))
+    for y, c in enumerate(configs):
+        fid = c.fidelity
+        if c.baseline:
+            color, hatch = "#7f7f7f", None
+        elif fid is not None and not fid["ok"]:
+            color, hatch = "#d62728", "//"
+        elif fid is not None:
+            color, hatch = "#2ca02c", None
+        else:
+            color, hatch = "#1f77b4", None
+        if c.ok:
+            ax.barh(y, speed[y], color=color, hatch=hatch, edgecolor="black", linewidth=0.6)
+            label = f"{speed[y]:.2f}x" if c.speedup is not None else "no baseline"
+            if fid is not None:
+                # every metric (up to 3): which one broke the threshold is not known here
+                shown = ", ".join(f"{k}={fmt_num(v)}" for k, v in list(fid["metrics"].items())[:3])
+                mark = "ok" if fid["ok"] else "FIDELITY FAIL"
+                label += f"  {mark}" + (f"\n{shown}" if shown else "")
+            if c.hardware_note:
+                label += "  [hardware: requires unmet]"
+            ax.text(speed[y] + xmax * 0.01, y, label, va="center", fontsize=7.5)
+        else:
+            reason = " ".join(line.strip() for line in c.reason.splitlines()) or c.status
+            if c.status == FAILED:
+                reason = f"FAILED: {reason}"
+            elif c.status == CUT and not reason.startswith("cut"):
+                reason = f"CUT: {reason}"
+            reason = reason if len(reason) <= 110 else reason[:107] + "..."
+            ax.text(xmax * 0.01, y, reason, va="center", fontsize=7,
+                    color="#d62728" if c.status != NOT_RUN else "#555555",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(configs)), names, fontsize=9)
+    ax.set_xlim(0, xmax)
+    ax.set_ylim(-0.6, len(configs) - 0.4)
+    ax.set_xlabel(f"speedup over FP32 eager (median latency; higher is better)")
+    m = r.machine
+    ax.set_title(f"{r.workload.get('description', '')}\n{m.get('cpu_model', '')}, "
+                 f"{r.settings['threads']} threads, torch {r.torch_version}", fontsize=9)
+    fig.legend(handles=[Patch(color="#7f7f7f", label="FP32 eager baseline"),
+                       Patch(color="#2ca02c", label="fidelity within thresholds"),
+                       Patch(facecolor="#d62728", hatch="//", edgecolor="black",
+                             label="fidelity outside thresholds")],
+              loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend under the axis
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

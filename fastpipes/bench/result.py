@@ -1,0 +1,193 @@
+"""What a benchmark produces: one :class:`ConfigResult` per configuration in a :class:`BenchResult`.
+
+``BenchResult.to_dict()`` is the JSON written by ``--json``; its shape is :data:`JSON_SCHEMA`
+(documented in docs/benchmarks.md, checked by :func:`check_schema` in the tests).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+BASELINE = "fp32_eager"
+
+# status of a configuration
+OK, FAILED, CUT, NOT_RUN = "ok", "failed", "cut", "not_run"
+
+
+@dataclass
+class ConfigResult:
+    """One row: the FP32 eager baseline or one recipe."""
+
+    name: str  # "fp32_eager" or the recipe name
+    recipe_source: str | None = None  # file the recipe came from (None: the baseline)
+    baseline: bool = False
+    status: str = NOT_RUN  # ok | failed | cut | not_run
+    reason: str = ""  # why failed / cut / not run
+    hardware_note: str = ""  # requires this machine misses (run anyway: asked by name / --all)
+    build_s: float | None = None
+    first_call_s: float | None = None
+    compile_s: float | None = None  # first call minus the steady-state median
+    latency_s: dict[str, Any] | None = None  # median, min, max, runs
+    items: int | None = None  # units one run produces
+    bytes_per_item: float | None = None  # memory-bound work: bytes read per unit
+    throughput: float | None = None  # unit per second
+    unit: str = ""
+    speedup: float | None = None  # baseline median / this median
+    peak_rss_mb: float | None = None
+    cuda_max_allocated_mb: float | None = None
+    achieved_gflops: float | None = None  # workload FLOPs / median latency
+    gflops_share: float | None = None  # of the measured FP32 GEMM peak
+    achieved_gbps: float | None = None  # memory-bound: bytes_per_item * items/s
+    bandwidth_share: float | None = None  # of the measured copy bandwidth
+    fidelity: dict[str, Any] | None = None  # metrics, ok, thresholds
+    report: dict[str, Any] | None = None  # fastpipes.Report.to_dict(): applied/skipped passes
+    extra: dict[str, float] = field(default_factory=dict)
+    wall_s: float | None = None  # the worker process, start to end
+    traceback: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass
+class BenchResult:
+    """Everything one ``run_benchmark`` measured; render with :mod:`fastpipes.bench.render`.
+
+    >>> result = run_benchmark(WorkloadSpec("toy", size="tiny"), ["r.yaml"])  # doctest: +SKIP
+    >>> result.write_json("bench.json"); print(result.markdown())             # doctest: +SKIP
+    """
+
+    workload: dict[str, Any]  # family, description, spec, unit, bound, flops
+    settings: dict[str, Any]  # iters, warmup, threads, max_time_s, device, overrides
+    machine: dict[str, Any]  # fastpipes.hardware.detect().to_dict()
+    limits: dict[str, Any] | None  # fastpipes.bench.limits.Limits, or None when not measured
+    configs: list[ConfigResult]
+    torch_version: str = ""
+    fastpipes_version: str = ""
+    command: str = ""
+    date: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def config(self, name: str) -> ConfigResult:
+        for c in self.configs:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["configs"] = [asdict(c) for c in self.configs]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchResult":
+        """Rebuild from a loaded ``--json`` file (to re-render a table, Markdown or chart)."""
+        data = dict(data)
+        data["configs"] = [ConfigResult(**c) for c in data["configs"]]
+        return cls(**data)
+
+    def write_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        return path
+
+    def markdown(self) -> str:
+        from fastpipes.bench.render import markdown
+
+        return markdown(self)
+
+    def write_markdown(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.markdown())
+        return path
+
+    def plot(self, path: str | Path) -> Path:
+        from fastpipes.bench.render import plot
+
+        return plot(self, path)
+
+
+NUM = (int, float)
+OPT_NUM = (int, float, type(None))
+OPT_STR = (str, type(None))
+OPT_DICT = (dict, type(None))
+
+# key -> allowed Python types after json.load (the documented schema, docs/benchmarks.md)
+JSON_SCHEMA: dict[str, Any] = {
+    "schema_version": int,
+    "fastpipes_version": str,
+    "torch_version": str,
+    "command": str,
+    "date": str,
+    "machine": dict,
+    "workload": {"family": str, "description": str, "spec": dict, "unit": str, "bound": str,
+                 "flops": OPT_NUM},
+    "settings": {"iters": int, "warmup": int, "threads": int, "max_time_s": OPT_NUM,
+                 "device": str, "overrides": list},
+    "limits": OPT_DICT,
+    "configs": [{
+        "name": str, "recipe_source": OPT_STR, "baseline": bool, "status": str, "reason": str,
+        "hardware_note": str, "build_s": OPT_NUM, "first_call_s": OPT_NUM, "compile_s": OPT_NUM,
+        "latency_s": OPT_DICT, "items": (int, type(None)),
+        "bytes_per_item": OPT_NUM, "throughput": OPT_NUM, "unit": str,
+        "speedup": OPT_NUM, "peak_rss_mb": OPT_NUM, "cuda_max_allocated_mb": OPT_NUM,
+        "achieved_gflops": OPT_NUM, "gflops_share": OPT_NUM, "achieved_gbps": OPT_NUM,
+        "bandwidth_share": OPT_NUM, "fidelity": OPT_DICT, "report": OPT_DICT, "extra": dict,
+        "wall_s": OPT_NUM, "traceback": str,
+    }],
+}
+LIMITS_SCHEMA = {"gemm_gflops": NUM, "gemm_n": int, "bandwidth_gbps": NUM, "copy_mb": NUM,
+                 "device": str}
+LATENCY_SCHEMA = {"median": NUM, "min": NUM, "max": NUM, "runs": list}
+FIDELITY_SCHEMA = {"metrics": dict, "ok": bool, "thresholds": str}
+STATUSES = (OK, FAILED, CUT, NOT_RUN)
+
+
+def _check(value: Any, schema: Any, where: str, problems: list[str]) -> None:
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected an object, got {type(value).__name__}")
+            return
+        for key, sub in schema.items():
+            if key not in value:
+                problems.append(f"{where}.{key}: missing")
+            else:
+                _check(value[key], sub, f"{where}.{key}", problems)
+    elif isinstance(schema, list):
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected a list, got {type(value).__name__}")
+            return
+        for i, item in enumerate(value):
+            _check(item, schema[0], f"{where}[{i}]", problems)
+    elif isinstance(value, bool) and schema in (int, NUM, OPT_NUM):
+        problems.append(f"{where}: expected a number, got a bool")
+    elif not isinstance(value, schema):
+        problems.append(f"{where}: expected {schema}, got {type(value).__name__}")
+
+
+def check_schema(data: dict) -> list[str]:
+    """Every way `data` (a loaded bench JSON) departs from the documented schema; [] if none."""
+    problems: list[str] = []
+    _check(data, JSON_SCHEMA, "$", problems)
+    if problems:
+        return problems
+    if data["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"$.schema_version: {data['schema_version']} != {SCHEMA_VERSION}")
+    if data["limits"] is not None:
+        _check(data["limits"], LIMITS_SCHEMA, "$.limits", problems)
+    for i, c in enumerate(data["configs"]):
+        if c["status"] not in STATUSES:
+            problems.append(f"$.configs[{i}].status: {c['status']!r} not in {STATUSES}")
+        if c["status"] == OK:
+            _check(c["latency_s"], LATENCY_SCHEMA, f"$.configs[{i}].latency_s", problems)
+        if c["fidelity"] is not None:
+            _check(c["fidelity"], FIDELITY_SCHEMA, f"$.configs[{i}].fidelity", problems)
+    if sum(c["baseline"] for c in data["configs"]) != 1:
+        problems.append("$.configs: exactly one baseline configuration expected")
+    return problems

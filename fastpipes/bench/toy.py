@@ -1,0 +1,97 @@
+"""A tiny seeded conv + MLP workload: for tests, docs and smoke runs of the harness.
+
+It runs in a fraction of a second, so ``fastpipes bench toy`` shows every part of a report
+(table, JSON, Markdown, chart) without model libraries. Two options exist only to exercise
+the harness's failure handling:
+
+- ``raise_in_run: true``: every run raises (a crashing configuration);
+- ``sleep_if_channels_last: S``: a run sleeps S seconds when the model's first conv weight
+  is channels-last, i.e. after the ``memory_format`` pass (a configuration that hangs);
+- ``unportable_output: true``: ``comparable`` returns the model too, which cannot cross
+  processes (no fidelity reference: timings must survive it).
+
+>>> spec = WorkloadSpec("toy", size="tiny")                 # doctest: +SKIP
+>>> result = run_benchmark(spec, ["my_recipe.yaml"])        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from fastpipes.bench.workload import Fidelity, Workload, WorkloadSpec
+
+# size -> (channels, image side, hidden width)
+SIZES = {"tiny": (8, 16, 64), "small": (32, 64, 256), "full": (64, 128, 1024)}
+
+
+class ToyNet(nn.Module):
+    def __init__(self, channels: int, side: int, hidden: int, classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, stride=2)
+        self.mlp = nn.Sequential(nn.Linear(channels * (side // 2) ** 2, hidden), nn.GELU(),
+                                 nn.Linear(hidden, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, 3, H, W]
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))  # [B, C, H/2, W/2]
+        return self.mlp(x.flatten(1))  # [B, classes]
+
+
+class ToyWorkload(Workload):
+    family = "toy"
+    unit = "images"
+    bound = "compute"
+
+    def __init__(self, spec: WorkloadSpec):
+        super().__init__(spec)
+        if spec.size not in SIZES:
+            from fastpipes.errors import BenchmarkError
+
+            raise BenchmarkError(f"toy size {spec.size!r} unknown; allowed: {', '.join(SIZES)}")
+        self.channels, self.side, self.hidden = SIZES[spec.size]
+
+    def describe(self) -> str:
+        return (f"toy conv+MLP ({self.spec.size}: {self.channels} channels, "
+                f"{self.side}x{self.side} input, hidden {self.hidden}), batch {self.spec.batch_size}")
+
+    def build(self) -> nn.Module:
+        torch.manual_seed(self.spec.seed)
+        return ToyNet(self.channels, self.side, self.hidden).eval().to(self.spec.device)
+
+    def inputs(self, pipe: Any) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.spec.seed + 1)
+        x = torch.randn(self.spec.batch_size, 3, self.side, self.side, generator=g)
+        return x.to(self.spec.device)
+
+    @torch.inference_mode()
+    def run(self, pipe: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        opts = self.spec.options
+        if opts.get("raise_in_run"):
+            raise RuntimeError("toy workload: raise_in_run is set")
+        sleep = float(opts.get("sleep_if_channels_last", 0))
+        if sleep and pipe.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+            time.sleep(sleep)
+        return pipe(inputs)
+
+    def comparable(self, pipe: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> Any:
+        return (output, pipe) if self.spec.options.get("unportable_output") else output
+
+    def fidelity(self, reference: torch.Tensor, output: torch.Tensor) -> Fidelity:
+        ref, out = reference.float(), output.float()
+        rel = ((out - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+        top1 = (out.argmax(-1) == ref.argmax(-1)).float().mean().item()
+        return Fidelity({"rel_error": rel, "top1_agreement": top1}, ok=rel <= 1e-3 and top1 == 1.0,
+                        thresholds="rel. error <= 1e-3, top-1 agreement = 1")
+
+    def flops(self, pipe: nn.Module, inputs: torch.Tensor) -> float | None:
+        # counted by hand (2 per multiply-add; biases ignored, as FlopCounterMode does): the
+        # counter's first use costs seconds of imports, too much for a smoke workload
+        b, c, s, h = inputs.shape[0], self.channels, self.side, self.hidden
+        conv1 = 2 * b * c * s * s * 3 * 9
+        conv2 = 2 * b * c * (s // 2) ** 2 * c * 9
+        mlp = 2 * b * (c * (s // 2) ** 2 * h + h * 10)
+        return float(conv1 + conv2 + mlp)

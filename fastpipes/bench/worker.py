@@ -1,0 +1,218 @@
+"""One benchmark configuration in a fresh process: ``python -m fastpipes.bench.worker JOB.json``.
+
+A fresh interpreter per configuration means torch.compile caches, Inductor flags, patched
+modules and allocator state of one recipe cannot leak into the next. The parent reads
+``events`` (JSON lines: phase and step, for the progress display) and ``result`` (one JSON
+object written atomically at the end, even when the configuration fails).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+
+class Events:
+    """Append-only JSON-lines log the parent tails for live progress."""
+
+    def __init__(self, path: str, steps: int):
+        self.path, self.steps, self.step, self.phase = path, steps, 0, "start"
+
+    def __call__(self, phase: str, advance: int = 0) -> None:
+        self.phase, self.step = phase, self.step + advance
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"t": time.time(), "phase": phase, "step": self.step,
+                                "steps": self.steps}) + "\n")
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
+def _attempt(notes: list[str], what: str, fn: Callable, *args) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001  (reported in the row's reason)
+        notes.append(f"{what} failed: {type(e).__name__}: {e}")
+        return None
+
+
+def check_portable(obj: Any, where: str = "output") -> None:
+    """Outputs cross processes (torch.save, then torch.load(weights_only=True)): only
+    tensors, numbers, strings, None and lists/tuples/dicts of them can."""
+    import torch
+
+    if isinstance(obj, (torch.Tensor, int, float, bool, str, type(None))):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            check_portable(item, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_portable(v, f"{where}[{k!r}]")
+        return
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; what "
+                    "Workload.comparable() returns must be tensors, numbers, strings or "
+                    "lists/tuples/dicts of them (it is saved by the baseline process and "
+                    "loaded with weights_only=True by each recipe process)")
+
+
+def _comparable(workload: Any, pipe: Any, inputs: Any, output: Any) -> Any:
+    value = workload.comparable(pipe, inputs, output)
+    check_portable(value)
+    return value
+
+
+def _save_reference(workload: Any, pipe: Any, inputs: Any, output: Any, path: str) -> None:
+    import torch
+
+    value = _comparable(workload, pipe, inputs, output)
+    torch.save(value, path + ".tmp")
+    os.replace(path + ".tmp", path)  # recipe workers never see a half-written reference
+
+
+def _fidelity(workload: Any, pipe: Any, inputs: Any, output: Any, path: str) -> Any:
+    import torch
+
+    reference = torch.load(path, weights_only=True)
+    return workload.fidelity(reference, _comparable(workload, pipe, inputs, output))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def run_limits(job: dict, events: Events) -> dict:
+    import torch
+
+    from fastpipes.bench.limits import measure_limits
+
+    torch.set_num_threads(job["threads"])
+    events("limits")
+    return {"limits": measure_limits(job["device"], quick=job.get("limits_quick", False)).to_dict()}
+
+
+def run_config(job: dict, events: Events) -> dict:
+    import torch
+
+    from fastpipes.bench.workload import WorkloadSpec, get_workload
+
+    spec = WorkloadSpec(**job["spec"])
+    torch.set_num_threads(job["threads"])
+    if spec.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    out: dict[str, Any] = {}
+
+    events("build", 1)
+    workload = get_workload(spec)
+    out["workload"] = {"family": spec.family, "description": workload.describe(),
+                       "unit": workload.unit, "bound": workload.bound}
+    t_build, pipe = _timed(workload.build, spec.device)
+    out["build_s"] = t_build
+    if job["recipe"] is not None:
+        events("accelerate", 1)
+        from fastpipes.api import accelerate
+
+        report = accelerate(pipe, job["recipe"])
+        out["report"] = report.to_dict()
+    inputs = workload.inputs(pipe)
+
+    def call():
+        return workload.run(pipe, inputs)
+
+    events("first call (compile)", 1)
+    out["first_call_s"], output = _timed(call, spec.device)
+    for _ in range(job["warmup"]):
+        events("warm-up", 1)
+        _timed(call, spec.device)
+    times = []
+    for _ in range(job["iters"]):
+        events("timed", 1)
+        t, output = _timed(call, spec.device)
+        times.append(t)
+    median = statistics.median(times)
+    out["latency_s"] = {"median": median, "min": min(times), "max": max(times), "runs": times}
+    # what the first call cost beyond a steady-state call: compilation, autotuning, lazy init
+    out["compile_s"] = max(0.0, out["first_call_s"] - median)
+    out["items"] = workload.items(inputs)
+    out["bytes_per_item"] = workload.bytes_per_item(pipe)
+
+    # after the timings: a failure here costs the row a number, not its measurements
+    events("extras", 1)
+    notes: list[str] = []
+    out["extra"] = _attempt(notes, "extra metrics", workload.extra_metrics, pipe, inputs) or {}
+    if job["baseline"]:
+        # the FP32 work of one run: the same for every recipe
+        out["flops"] = _attempt(notes, "FLOP count", workload.flops, pipe, inputs)
+        _attempt(notes, "saving the FP32 reference output", _save_reference, workload, pipe,
+                 inputs, output, job["reference"])
+    elif os.path.exists(job["reference"]):
+        fid = _attempt(notes, "fidelity", _fidelity, workload, pipe, inputs, output,
+                       job["reference"])
+        if fid is not None:
+            out["fidelity"] = {"metrics": {k: float(v) for k, v in fid.metrics.items()},
+                               "ok": bool(fid.ok), "thresholds": fid.thresholds}
+    else:
+        notes.append("no fidelity: the FP32 baseline left no reference output")
+    out["notes"] = notes
+    if spec.device.startswith("cuda"):
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _exit_with_parent() -> None:
+    """The worker runs in its own session; if the parent dies (killed), do not run on alone."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="fastpipes-parent-watch").start()
+
+
+def main(argv: list[str]) -> int:
+    _exit_with_parent()
+    with open(argv[0]) as f:
+        job = json.load(f)
+    events = Events(job["events"], job.get("steps", 1))
+    try:
+        result = run_limits(job, events) if job["kind"] == "limits" else run_config(job, events)
+        result["status"] = "ok"
+    except BaseException as e:  # noqa: BLE001  (a failed configuration is a result)
+        result = {"status": "failed", "phase": events.phase,
+                  "reason": f"{type(e).__name__} during {events.phase}: {e}".strip(),
+                  "traceback": traceback.format_exc()}
+    result["peak_rss_mb"] = peak_rss_mb()
+    tmp = job["result"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, default=str)
+    os.replace(tmp, job["result"])  # the parent never reads a half-written result
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,134 @@
+"""The harness end to end on the tiny toy workload: each configuration in its own process.
+
+Worker processes import torch (2-4 s each), so this file starts few of them: one shared
+run (limits + baseline + a good and a crashing recipe) and one cut run.
+"""
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fastpipes.bench import WorkloadSpec, check_schema, plan, run_benchmark
+from fastpipes.hardware import detect
+
+CHANNELS_LAST = {"name": "channels_last", "memory_format": {}}
+BROKEN = {"name": "broken", "memory_format": {"components": ["no_such_component"]}}
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    spec = WorkloadSpec("toy", size="tiny", batch_size=2)
+    return run_benchmark(spec, [CHANNELS_LAST, BROKEN], iters=2, warmup=0, limits_quick=True,
+                         progress=False, command="pytest toy")
+
+
+def test_json_follows_documented_schema(toy_run, tmp_path):
+    data = json.loads(toy_run.write_json(tmp_path / "toy.json").read_text())
+    assert check_schema(data) == []
+    assert data["workload"]["family"] == "toy" and data["workload"]["flops"] > 0
+    assert data["limits"]["gemm_gflops"] > 0 and data["limits"]["bandwidth_gbps"] > 0
+    assert data["settings"]["threads"] >= 1 and data["command"] == "pytest toy"
+    assert data["machine"]["torch_version"] == data["torch_version"]
+    assert [c["name"] for c in data["configs"]] == ["fp32_eager", "channels_last", "broken"]
+
+
+def test_baseline_and_recipe_measured_on_same_inputs(toy_run):
+    base, cl = toy_run.config("fp32_eager"), toy_run.config("channels_last")
+    assert base.ok and cl.ok
+    assert base.speedup == pytest.approx(1.0)
+    assert cl.speedup == pytest.approx(base.latency_s["median"] / cl.latency_s["median"])
+    for c in (base, cl):
+        lat = c.latency_s
+        assert len(lat["runs"]) == 2 and lat["min"] <= lat["median"] <= lat["max"]
+        assert c.compile_s >= 0 and c.peak_rss_mb > 50 and c.items == 2
+        assert c.throughput == pytest.approx(2 / lat["median"])
+        assert 0 < c.gflops_share  # achieved / measured GEMM peak
+    # identical seeded inputs: channels-last changes only the layout, so FP32 output matches
+    assert cl.fidelity["ok"] and cl.fidelity["metrics"]["rel_error"] <= 1e-5
+    assert cl.report["passes"][0]["name"] == "memory_format"
+    assert cl.report["passes"][0]["status"] == "applied"
+
+
+def test_crashing_configuration_does_not_lose_the_others(toy_run):
+    broken = toy_run.config("broken")
+    assert broken.status == "failed" and broken.latency_s is None
+    assert "no_such_component" in broken.reason and "accelerate" in broken.reason
+    assert "Traceback" in broken.traceback
+    assert toy_run.config("channels_last").ok  # ran before it, kept; the run completed
+
+
+def test_markdown_and_png_are_written(toy_run, tmp_path):
+    md = toy_run.write_markdown(tmp_path / "toy.md").read_text()
+    assert "| fp32_eager (baseline) | ok |" in md and "| broken | FAILED |" in md
+    png = toy_run.plot(tmp_path / "toy.png")
+    with Image.open(png) as img:
+        img.verify()
+        assert img.format == "PNG"
+
+
+def _worker_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks leftover processes via /proc")
+def test_max_time_cuts_cleanly(tmp_path):
+    # the toy sleeps only after the memory_format pass, so the baseline completes; its output
+    # cannot be saved as a fidelity reference, which must cost the row nothing but that note
+    spec = WorkloadSpec("toy", size="tiny", options={"sleep_if_channels_last": 600,
+                                                     "unportable_output": True})
+    result = run_benchmark(spec, [CHANNELS_LAST], iters=1, warmup=0, max_time=15, limits=False,
+                           progress=False, workdir=tmp_path / "work")
+    base, cl = result.configs
+    assert base.ok and base.latency_s["median"] > 0, base.reason
+    assert "saving the FP32 reference output failed" in base.reason
+    assert not (tmp_path / "work" / "reference.pt").exists()
+    assert cl.status == "cut" and "max-time 15 s" in cl.reason and "first call" in cl.reason
+    assert cl.wall_s < 25
+    assert _worker_pids(str(tmp_path / "work")) == []  # killed with its process group
+    assert check_schema(json.loads(json.dumps(result.to_dict()))) == []
+
+
+def test_plan_runs_unmet_recipes_only_when_asked(tmp_path, monkeypatch):
+    (tmp_path / "needs_bf16.yaml").write_text(
+        "# fastpipes bench toy --recipes needs_bf16\nname: needs_bf16\nfamily: any\n"
+        "requires: {native_bf16: true}\nmemory_format: {}\n")
+    monkeypatch.setenv("FASTPIPES_RECIPE_PATH", str(tmp_path))
+    no_bf16 = dataclasses.replace(detect(), bf16_native=False)
+
+    default = {p.name: p for p in plan("toy", None, info=no_bf16)}
+    assert not default["needs_bf16"].run and "--all" in default["needs_bf16"].reason
+    assert "bf16" in default["needs_bf16"].hardware_note
+    assert default["fp32_eager"].baseline and default["fp32_eager"].run
+
+    everything = {p.name: p for p in plan("toy", None, run_all=True, info=no_bf16)}
+    assert everything["needs_bf16"].run and everything["needs_bf16"].hardware_note
+
+    named = plan("toy", ["needs_bf16", "missing_recipe"], info=no_bf16)
+    assert named[1].run and named[1].hardware_note
+    assert named[2].failed and "missing_recipe" in named[2].reason
+
+
+def test_unknown_family_and_bad_counts_are_errors():
+    from fastpipes.errors import BenchmarkError
+
+    with pytest.raises(BenchmarkError, match="allowed: .*toy"):
+        run_benchmark(WorkloadSpec("nope"), progress=False)
+    with pytest.raises(BenchmarkError, match="iters"):
+        run_benchmark(WorkloadSpec("toy"), iters=0, progress=False)
+
+
+def test_plan_rejects_a_recipe_of_another_family(tmp_path):
+    path = tmp_path / "sdxl_only.yaml"
+    path.write_text("name: sdxl_only\nfamily: sdxl\nmemory_format: {}\n")
+    planned = plan("toy", [str(path)], info=detect())
+    assert planned[1].failed and "for sdxl pipelines" in planned[1].reason

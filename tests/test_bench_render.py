@@ -1,0 +1,135 @@
+"""Reports from a hand-made BenchResult: no worker processes, so every status is covered fast."""
+import json
+
+import pytest
+from PIL import Image
+
+from fastpipes.bench import BenchResult, ConfigResult, check_schema
+from fastpipes.bench.render import markdown, row, table
+
+
+def _ok(name, median, speedup, fid_ok=None, **kw):
+    fidelity = None if fid_ok is None else {
+        "metrics": {"rel_error": 1e-7 if fid_ok else 0.3, "top1_agreement": 1.0},
+        "ok": fid_ok, "thresholds": "rel. error <= 1e-3"}
+    return ConfigResult(name, status="ok", latency_s={"median": median, "min": median * 0.9,
+                                                      "max": median * 1.2, "runs": [median]},
+                        items=2, throughput=2 / median, unit="images", speedup=speedup,
+                        compile_s=0.5, first_call_s=median + 0.5, peak_rss_mb=812.0,
+                        achieved_gflops=12.0, gflops_share=0.1, fidelity=fidelity, **kw)
+
+
+@pytest.fixture
+def result():
+    configs = [
+        _ok("fp32_eager", 0.2, 1.0, baseline=True),
+        _ok("fast", 0.1, 2.0, fid_ok=True, recipe_source="fast.yaml",
+            report={"recipe": "fast", "family": "any", "adapter": "module", "components": [],
+                    "passes": [{"name": "memory_format", "status": "applied", "reason": "",
+                                "changes": [], "components": []},
+                               {"name": "attention", "status": "skipped",
+                                "reason": "no attention sites", "changes": [],
+                                "components": []}],
+                    "warnings": [], "extra": {}}),
+        _ok("lossy", 0.05, 4.0, fid_ok=False, hardware_note="bf16 matmul is NOT native"),
+        ConfigResult("broken", status="failed", reason="PassError during accelerate: boom\nmore"),
+        ConfigResult("slow", status="cut", reason="cut: exceeded --max-time 5 s (during timed)"),
+        ConfigResult("bf16", status="not_run", reason="not run: needs native bf16"),
+    ]
+    return BenchResult(
+        workload={"family": "toy", "description": "toy net", "spec": {}, "unit": "images",
+                  "bound": "compute", "flops": 2.4e9},
+        settings={"iters": 3, "warmup": 1, "threads": 2, "max_time_s": 5.0, "device": "cpu",
+                  "overrides": ["memory_format.convert_inputs=false"]},
+        machine={"cpu_model": "Test CPU", "logical_cpus": 2, "bf16_native": False},
+        limits={"gemm_gflops": 120.0, "gemm_n": 2048, "bandwidth_gbps": 30.0, "copy_mb": 512.0,
+                "device": "cpu"},
+        configs=configs, torch_version="2.x", fastpipes_version="0.1.0",
+        command="fastpipes bench toy", date="2026-01-01T00:00:00+00:00")
+
+
+def test_json_round_trip_matches_schema(result, tmp_path):
+    data = json.loads(result.write_json(tmp_path / "r.json").read_text())
+    assert check_schema(data) == []
+    again = BenchResult.from_dict(data)
+    assert [c.status for c in again.configs] == ["ok", "ok", "ok", "failed", "cut", "not_run"]
+    assert again.config("lossy").fidelity["ok"] is False
+
+
+def test_schema_check_reports_departures(result):
+    data = json.loads(json.dumps(result.to_dict()))
+    del data["configs"][1]["speedup"]
+    data["configs"][2]["status"] = "weird"
+    data["settings"]["iters"] = "3"
+    problems = check_schema(data)
+    assert any("configs[1].speedup: missing" in p for p in problems)
+    assert any("settings.iters" in p for p in problems)
+    data = json.loads(json.dumps(result.to_dict()))
+    data["configs"][2]["status"] = "weird"
+    assert any("status" in p and "weird" in p for p in check_schema(data))
+
+
+def test_rows_say_what_happened(result):
+    rows = {c.name: row(c) for c in result.configs}
+    assert rows["fp32_eager"]["fidelity vs FP32"] == "reference"
+    assert rows["fast"]["speedup"] == "2.00x"
+    assert rows["fast"]["latency median (min-max)"] == "100.0 ms (90.0 ms-120.0 ms)"
+    assert "applied: memory_format" in rows["fast"]["notes"]
+    assert "attention skipped (no attention sites)" in rows["fast"]["notes"]
+    assert rows["lossy"]["fidelity vs FP32"].startswith("FAIL")
+    assert "hardware: bf16 matmul is NOT native" in rows["lossy"]["notes"]
+    assert rows["broken"]["status"] == "FAILED" and "boom more" in rows["broken"]["notes"]
+    assert rows["slow"]["status"] == "CUT"
+    assert rows["bf16"]["status"] == "not run"
+    assert rows["fast"]["machine share"] == "12.0 GFLOP/s (10% of GEMM)"
+
+
+def test_markdown_has_header_and_one_row_per_config(result):
+    md = markdown(result)
+    assert "Test CPU" in md and "FP32 GEMM 120.0 GFLOP/s" in md
+    assert "memory_format.convert_inputs=false" in md
+    table_rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert len(table_rows) == 1 + len(result.configs)  # header + rows
+
+
+def test_terminal_table_renders(result):
+    from rich.console import Console
+
+    console = Console(width=250, record=True)
+    console.print(table(result))
+    text = console.export_text()
+    for name in ("fp32_eager", "fast", "lossy", "broken", "slow", "bf16"):
+        assert name in text
+
+
+def test_plot_is_a_valid_png(result, tmp_path):
+    path = result.plot(tmp_path / "chart.png")
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size[0] > 500 and img.size[1] > 200
+
+
+def test_toy_flops_match_flop_counter():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fastpipes.bench import WorkloadSpec
+    from fastpipes.bench.toy import ToyWorkload
+
+    wl = ToyWorkload(WorkloadSpec("toy", size="tiny", batch_size=3))
+    pipe = wl.build()
+    x = wl.inputs(pipe)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        pipe(x)
+    assert wl.flops(pipe, x) == counter.get_total_flops()
+
+
+def test_only_portable_outputs_cross_processes():
+    import torch
+
+    from fastpipes.bench.worker import check_portable
+
+    check_portable({"emb": torch.ones(2), "masks": [torch.zeros(1, dtype=torch.bool)], "n": 3})
+    with pytest.raises(TypeError, match=r"output\['pipe'\] is a torch.nn.modules.linear.Linear"):
+        check_portable({"emb": torch.ones(2), "pipe": torch.nn.Linear(2, 2)})

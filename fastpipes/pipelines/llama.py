@@ -174,6 +174,7 @@ class _Clock:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def teacher_forced_logits(model: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
     """logits [B, S, V] of `model` reading `sequences` in one forward (no cache)."""
     return model(sequences, use_cache=False).logits.float()
@@ -236,13 +237,26 @@ class LlamaWorkload(Workload):
     def items(self, inputs: Any) -> int:
         return self.spec.batch_size * self.new_tokens
 
-    def fidelity(self, reference: LlamaOutput, output: LlamaOutput) -> Fidelity:
-        if reference.logits is None:
-            reference.logits = teacher_forced_logits(reference.model, reference.sequences)
-            reference.model = None  # free the FP32 model as soon as its logits are known
-        out_logits = teacher_forced_logits(output.model, reference.sequences)
-        metrics = compare_logits(reference.logits, out_logits, reference.prompt_len)
-        metrics["sequence_match"] = float(torch.equal(reference.sequences, output.sequences))
+    def comparable(self, pipe: Any, inputs: Any, output: LlamaOutput) -> dict:
+        """Plain tensors for the harness to carry across processes. The model stays with
+        this (worker) process: fidelity() teacher-forces the reference sequence through it."""
+        model = LlamaAdapter(pipe).model
+        self._model = model
+        return {"sequences": output.sequences, "prompt_len": output.prompt_len,
+                "logits": teacher_forced_logits(model, output.sequences)}
+
+    def fidelity(self, reference: LlamaOutput | dict, output: LlamaOutput | dict) -> Fidelity:
+        if isinstance(reference, LlamaOutput):  # in-process use: both outputs hold their model
+            if reference.logits is None:
+                reference.logits = teacher_forced_logits(reference.model, reference.sequences)
+                reference.model = None  # free the FP32 model as soon as its logits are known
+            reference = {"sequences": reference.sequences, "prompt_len": reference.prompt_len,
+                         "logits": reference.logits}
+        model = output.model if isinstance(output, LlamaOutput) else self._model
+        sequences = output.sequences if isinstance(output, LlamaOutput) else output["sequences"]
+        out_logits = teacher_forced_logits(model, reference["sequences"])
+        metrics = compare_logits(reference["logits"], out_logits, int(reference["prompt_len"]))
+        metrics["sequence_match"] = float(torch.equal(reference["sequences"], sequences))
         return Fidelity(metrics, metrics["top1_agreement"] >= self.TOP1_MIN,
                         f"teacher-forced top-1 agreement >= {self.TOP1_MIN}")
 

@@ -336,13 +336,23 @@ class SamWorkload(Workload):
                 out.append(low.float() > sam.mask_threshold)
         return torch.stack(out)
 
-    def fidelity(self, reference: SamOutput, output: SamOutput) -> Fidelity:
-        ref, got = reference.embeddings.float(), output.embeddings.float()
+    def comparable(self, pipe: Any, inputs: dict[str, torch.Tensor], output: SamOutput) -> dict:
+        """Embeddings + masks decoded by this pipeline's own decoder: plain tensors, so the
+        harness can carry the FP32 reference across processes."""
+        return {"embeddings": output.embeddings,
+                "masks": self.decode(pipe, output.embeddings, inputs)}
+
+    def fidelity(self, reference: SamOutput | dict, output: SamOutput | dict) -> Fidelity:
+        inputs = getattr(self, "_last_inputs", None)
+        if isinstance(reference, SamOutput):
+            inputs = inputs or self.inputs(reference.pipe)
+            reference = self.comparable(reference.pipe, inputs, reference)
+        if isinstance(output, SamOutput):
+            output = self.comparable(output.pipe, inputs or self.inputs(output.pipe), output)
+        ref, got = reference["embeddings"].float(), output["embeddings"].float()
         rel = ((got - ref).norm() / ref.norm().clamp_min(1e-12)).item()
-        inputs = getattr(self, "_last_inputs", None) or self.inputs(reference.pipe)
-        ref_masks = self.decode(reference.pipe, reference.embeddings, inputs)
-        got_masks = self.decode(output.pipe, output.embeddings, inputs)
-        ious = [mask_iou(r, g) for r, g in zip(ref_masks.flatten(0, 1), got_masks.flatten(0, 1))]
+        ious = [mask_iou(r, g) for r, g in zip(reference["masks"].flatten(0, 1),
+                                                output["masks"].flatten(0, 1))]
         iou = min(ious)
         return Fidelity({"mask_iou_min": iou, "mask_iou_mean": sum(ious) / len(ious),
                          "embedding_rel_err": rel},

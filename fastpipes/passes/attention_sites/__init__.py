@@ -9,3 +9,5 @@ from __future__ import annotations
 from fastpipes.registry import Registry
 
 SITE_HANDLERS: Registry = Registry("attention site kind")
+
+from fastpipes.passes.attention_sites import diffusers  # noqa: E402,F401  (registers "diffusers")

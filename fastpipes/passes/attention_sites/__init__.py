@@ -10,5 +10,6 @@ from fastpipes.registry import Registry
 
 SITE_HANDLERS: Registry = Registry("attention site kind")
 
+from fastpipes.passes.attention_sites import diffusers  # noqa: E402,F401  (registers "diffusers")
 from fastpipes.passes.attention_sites import hf  # noqa: E402,F401  (registers kind "hf")
 from fastpipes.passes.attention_sites import sam  # noqa: E402,F401  (registers "sam_relpos")

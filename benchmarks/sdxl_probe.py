@@ -1,0 +1,160 @@
+"""Probe: SDXL UNet time per step, FP32 eager vs accelerated configurations, in one process.
+
+    PYTHONPATH=$PWD python benchmarks/sdxl_probe.py --size full --resolution 512 --iters 3
+
+One UNet is built (seeded random weights at the real shapes) and kept; configurations are
+applied cumulatively to it so only one full model (~10 GB FP32) is ever in memory:
+
+  fp32_eager       the baseline
+  fp32_layout      + SDPA processors + fused QKV + channels-last   (fastpipes.accelerate)
+  fp32_compile     + torch.compile (Inductor, default mode)
+  bf16_compile     + BF16 weight cast (only where BF16 matmul is native), re-compiled
+
+Where this tree has the `precision` / `compile` passes, accelerate() applies them; otherwise
+the probe applies the same transform directly and labels the row "(manual)". Each row:
+median (and min/max) of `--iters` UNet forwards on the CFG batch after one warm-up call,
+compile time apart (first call), and PSNR of the noise prediction vs FP32 eager (peak = the
+FP32 output's range). Results print as Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+
+import torch
+
+import fastpipes
+from fastpipes.bench.workload import WorkloadSpec
+from fastpipes.hardware import detect
+from fastpipes.pipelines.sdxl import SdxlShape, build_sdxl, psnr
+from fastpipes.recipe.schema import SECTIONS
+
+
+def build_unet(size: str, seed: int):
+    from diffusers import UNet2DConditionModel
+
+    from fastpipes.pipelines.sdxl import no_default_init, seeded_init, unet_config
+
+    with no_default_init():
+        unet = seeded_init(UNet2DConditionModel(**unet_config(SdxlShape.from_name(size))), seed)
+    return unet.eval().requires_grad_(False)
+
+
+def make_inputs(unet, resolution: int, seed: int) -> dict:
+    from fastpipes.pipelines.sdxl import SdxlWorkload
+
+    # reuse the workload's seeded inputs; it only reads unet config and shapes
+    w = SdxlWorkload(WorkloadSpec("sdxl", options={"resolution": resolution}, seed=seed))
+
+    class P:  # the workload reads pipe.unet only
+        pass
+
+    p = P()
+    p.unet = unet
+    x = w.inputs(p)
+    return dict(sample=x.sample, timestep=x.timestep,
+                encoder_hidden_states=x.encoder_hidden_states,
+                added_cond_kwargs={"text_embeds": x.text_embeds, "time_ids": x.time_ids})
+
+
+@torch.no_grad()
+def call(unet, x: dict, dtype: torch.dtype) -> torch.Tensor:
+    args = {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v)
+            for k, v in x.items() if k != "added_cond_kwargs"}
+    added = {k: v.to(dtype) for k, v in x["added_cond_kwargs"].items()}
+    return unet(**args, added_cond_kwargs=added, return_dict=False)[0].float()
+
+
+def measure(name: str, unet, x: dict, dtype: torch.dtype, iters: int, ref) -> dict:
+    t0 = time.perf_counter()
+    out = call(unet, x, dtype)  # warm-up (includes compilation when compiled)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        out = call(unet, x, dtype)
+        times.append(time.perf_counter() - t0)
+    row = dict(name=name, median=statistics.median(times), min=min(times), max=max(times),
+               first=first, psnr=psnr(ref, out) if ref is not None else float("inf"), out=out)
+    print(f"{name:24s} median {row['median']:.2f} s  (min {row['min']:.2f}, max {row['max']:.2f}; "
+          f"first call {first:.1f} s)  PSNR {row['psnr']:.1f} dB", flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="full", choices=["full", "small", "tiny"])
+    ap.add_argument("--resolution", type=int, default=512)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-compile", action="store_true")
+    args = ap.parse_args()
+    hw = detect()
+    print(f"# {hw.cpu_model}, {hw.torch_threads} threads, bf16 native: {hw.bf16_native}, "
+          f"torch {hw.torch_version}", flush=True)
+
+    t0 = time.perf_counter()
+    pipe = build_sdxl("tiny")  # a real pipeline object for the adapter; its UNet is swapped
+    pipe.unet = build_unet(args.size, args.seed)
+    pipe.text_encoder = pipe.text_encoder_2 = None  # not timed here; keep memory for the UNet
+    print(f"build {args.size} UNet: {time.perf_counter() - t0:.1f} s, "
+          f"{sum(p.numel() for p in pipe.unet.parameters()) / 1e9:.3f} B params", flush=True)
+    x = make_inputs(pipe.unet, args.resolution, args.seed)
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = []
+    counter = FlopCounterMode(display=False)
+    with counter:
+        ref = call(pipe.unet, x, torch.float32)
+    flops = counter.get_total_flops()
+    print(f"UNet FLOP per step: {flops / 1e12:.3f} TFLOP", flush=True)
+    rows.append(measure("fp32_eager", pipe.unet, x, torch.float32, args.iters, None))
+    ref = rows[0]["out"]
+
+    report = fastpipes.accelerate(pipe, {"attention": {"backend": "sdpa"}, "fuse_qkv": {},
+                                         "memory_format": {"components": ["unet"]}})
+    print(report, flush=True)
+    rows.append(measure("fp32_layout", pipe.unet, x, torch.float32, args.iters, ref))
+
+    if not args.skip_compile:
+        if "compile" in SECTIONS:
+            fastpipes.accelerate(pipe, {"compile": {"components": ["unet"]}})
+            name = "fp32_compile"
+        else:
+            pipe.unet = torch.compile(pipe.unet)
+            name = "fp32_compile (manual)"
+        rows.append(measure(name, pipe.unet, x, torch.float32, args.iters, ref))
+        torch._dynamo.reset()
+        pipe.unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
+        gc.collect()
+
+    if hw.bf16_native:
+        if "precision" in SECTIONS:
+            fastpipes.accelerate(pipe, {"precision": {"mode": "cast", "dtype": "bfloat16",
+                                                      "components": ["unet"]}})
+            name, dtype = "bf16_layout", torch.float32  # the pass casts at the boundary
+        else:
+            pipe.unet.to(torch.bfloat16)  # replaces parameters; old FP32 tensors are freed
+            name, dtype = "bf16_layout (manual cast)", torch.bfloat16
+        gc.collect()
+        rows.append(measure(name, pipe.unet, x, dtype, args.iters, ref))
+        if not args.skip_compile:
+            pipe.unet = torch.compile(pipe.unet)
+            rows.append(measure(name.replace("layout", "compile"), pipe.unet, x, dtype,
+                                args.iters, ref))
+
+    base = rows[0]["median"]
+    print(f"\n| config | UNet s/step (median of {args.iters}) | min-max | first call s | "
+          f"speedup | PSNR dB vs FP32 | GFLOP/s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['median']:.2f} | {r['min']:.2f}-{r['max']:.2f} | "
+              f"{r['first']:.1f} | {base / r['median']:.2f}x | {r['psnr']:.1f} | "
+              f"{flops / r['median'] / 1e9:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

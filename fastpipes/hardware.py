@@ -166,6 +166,39 @@ def _detect(probe: bool) -> MachineInfo:
     )
 
 
+IPEX_DIST = "intel-extension-for-pytorch"
+
+
+def import_ipex():
+    """(the intel_extension_for_pytorch module, "") when it imports, else (None, why not
+    and what to do). Never raises.
+
+    IPEX's last CPU release pins torch 2.8; with another torch it installs, then its import
+    prints errors and dies half-way. So a release whose major.minor differs from torch's is
+    not imported at all, and any other import failure is caught.
+    """
+    import torch
+
+    try:
+        version = metadata.version(IPEX_DIST)
+    except metadata.PackageNotFoundError:
+        return None, (f"{IPEX_DIST} is not installed; it needs torch 2.8.* (this is torch "
+                      f"{torch.__version__}). Install torch 2.8.* and `pip install "
+                      "'fastpipes[ipex]'`, or use PyTorch's own kernels")
+    needs = ".".join(version.split(".")[:2])
+    have = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    incompatible = (f"{IPEX_DIST} {version} is installed but incompatible with torch "
+                    f"{torch.__version__} (needs {needs}.*)")
+    advice = f"; install torch {needs}.* or remove it, or use PyTorch's own kernels"
+    if needs != have:
+        return None, incompatible + advice
+    try:
+        import intel_extension_for_pytorch as ipex
+    except (Exception, SystemExit) as e:  # broken installs raise AttributeError, exit, ...
+        return None, f"{incompatible}: {type(e).__name__}: {e}{advice}"
+    return ipex, ""
+
+
 def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list[str]:
     """Human sentences for each `requires` entry this machine misses (empty when all met)."""
     out = []

@@ -17,11 +17,7 @@ from fastpipes.errors import FastpipesError
 
 
 def ipex_imports() -> bool:
-    try:
-        import intel_extension_for_pytorch  # noqa: F401
-        return True
-    except Exception:
-        return False
+    return fastpipes.hardware.import_ipex()[0] is not None
 
 
 def mlp(seed=0):
@@ -57,9 +53,9 @@ def test_missing_ipex_with_fallback_native_is_recorded_as_fallback():
 
 
 def test_incompatible_version_is_not_imported(monkeypatch):
-    monkeypatch.setattr(ipex_pass.metadata, "version", lambda dist: "2.8.0")
-    monkeypatch.setattr(ipex_pass.torch, "__version__", "2.13.0+cpu")
-    mod, why = ipex_pass.import_ipex()
+    monkeypatch.setattr(fastpipes.hardware.metadata, "version", lambda dist: "2.8.0")
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    mod, why = fastpipes.hardware.import_ipex()
     assert mod is None
     assert "2.8.0 is installed but incompatible with torch 2.13.0+cpu (needs 2.8.*)" in why
 

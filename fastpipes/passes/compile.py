@@ -185,13 +185,12 @@ def _check_options(ctx: PassContext, options: dict[str, Any]) -> None:
 
 def _require_ipex_backend() -> None:
     """The 'ipex' dynamo backend exists only once intel_extension_for_pytorch imported."""
-    try:
-        import intel_extension_for_pytorch  # noqa: F401
-    except Exception as e:  # a broken install raises AttributeError, not ImportError
-        raise FastpipesError(
-            f"compile.backend: 'ipex' needs intel-extension-for-pytorch, which does not import "
-            f"with torch {torch.__version__} ({type(e).__name__}: {e}); use backend 'inductor', "
-            "or install torch 2.8.* with intel-extension-for-pytorch 2.8.*") from None
+    from fastpipes.hardware import import_ipex
+
+    ipex, why = import_ipex()
+    if ipex is None:
+        raise FastpipesError(f"compile.backend 'ipex' is unavailable: {why}; "
+                             "or use backend 'inductor'")
 
 
 @register_pass("compile", CompileConfig, "torch.compile of components (lazy, first call timed)")

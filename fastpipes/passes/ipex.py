@@ -18,18 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from importlib import metadata
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from fastpipes.errors import FastpipesError
+from fastpipes.hardware import import_ipex
 from fastpipes.passes.base import PassContext, register_pass
 from fastpipes.recipe.schema import Section
-
-DIST = "intel-extension-for-pytorch"
-
 
 class IpexDtype(str, Enum):
     float32 = "float32"
@@ -49,29 +46,6 @@ class IpexConfig(Section):
     fallback: IpexFallback = IpexFallback.error
 
 
-def import_ipex() -> tuple[Any, str]:
-    """(the ipex module, "") when it imports, else (None, why not and what to do)."""
-    try:
-        version = metadata.version(DIST)
-    except metadata.PackageNotFoundError:
-        return None, (f"{DIST} is not installed; it needs torch 2.8.* (this is torch "
-                      f"{torch.__version__}). Install torch 2.8.* and `pip install "
-                      "'fastpipes[ipex]'`, or set ipex.fallback: native to use PyTorch's kernels")
-    needs = ".".join(version.split(".")[:2])
-    have = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-    incompatible = (f"{DIST} {version} is installed but incompatible with torch "
-                    f"{torch.__version__} (needs {needs}.*)")
-    advice = ("; install torch {needs}.* or remove it, or set ipex.fallback: native to use "
-              "PyTorch's kernels").format(needs=needs)
-    if needs != have:  # importing it would print errors and die half-way
-        return None, incompatible + advice
-    try:
-        import intel_extension_for_pytorch as ipex
-    except Exception as e:  # broken installs raise AttributeError etc., not only ImportError
-        return None, f"{incompatible}: {type(e).__name__}: {e}{advice}"
-    return ipex, ""
-
-
 def _optimize(ipex, module: nn.Module, cfg: IpexConfig) -> nn.Module:
     dtype = torch.bfloat16 if cfg.dtype is IpexDtype.bfloat16 else torch.float32
     module.eval()  # ipex.optimize's inference path (weight prepacking) needs eval mode
@@ -85,7 +59,7 @@ def apply(ctx: PassContext, cfg: IpexConfig) -> None:
     ipex, why = import_ipex()
     if ipex is None:
         if cfg.fallback is IpexFallback.error:
-            raise FastpipesError(f"ipex pass: {why}")
+            raise FastpipesError(f"ipex pass: {why} (or set ipex.fallback: native)")
         rec = ctx.report.record(ctx.pass_name)
         rec.status, rec.reason = "fallback", f"native PyTorch kernels: {why}"
         ctx.warn(f"IPEX unavailable, using native PyTorch kernels: {why}")

@@ -40,27 +40,17 @@ class SamSdpaAttention(nn.Module):
         return f"heads={self.num_heads}, block_size={self.block_size}, math={self.math}"
 
 
-def _ipex_importable() -> str:
-    """'' when intel_extension_for_pytorch imports, else why not."""
-    try:
-        import intel_extension_for_pytorch  # noqa: F401
-    except Exception as e:  # a broken ipex dies with odd errors (AttributeError, SystemExit)
-        return f"{type(e).__name__}: {e}"
-    except SystemExit as e:
-        return f"SystemExit: {e}"
-    return ""
-
-
 @SITE_HANDLERS.register("sam_relpos")
 def handle(ctx, site, cfg) -> str:
     backend = getattr(cfg.backend, "value", cfg.backend)
     note = ""
     if backend == "ipex":
-        why = _ipex_importable()
-        if why:
-            raise FastpipesError(
-                f"attention.backend 'ipex' needs intel_extension_for_pytorch, which does not "
-                f"import here ({why}); use backend 'sdpa' (PyTorch's own CPU flash kernel)")
+        from fastpipes.hardware import import_ipex
+
+        ipex, why = import_ipex()
+        if ipex is None:
+            raise FastpipesError(f"attention.backend 'ipex' is unavailable: {why}; "
+                                 "or use backend 'sdpa' (PyTorch's own CPU flash kernel)")
         # importing ipex registers its CPU kernels behind F.scaled_dot_product_attention
         note = " (ipex imported: its CPU SDPA kernels serve the call)"
     component = ctx.adapter.components()[site.component]

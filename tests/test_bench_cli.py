@@ -51,3 +51,15 @@ def test_bench_toy_writes_every_output(tmp_path, capsys):
     assert (out / "r.md").read_text().count("| toy_cl |") == 1
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "toy_cl" in capsys.readouterr().out  # the terminal table
+
+
+def test_unknown_or_foreign_recipes_stop_before_any_run(tmp_path, capsys, monkeypatch):
+    import fastpipes.bench
+
+    monkeypatch.setattr(fastpipes.bench, "run_benchmark",  # the name cli/bench.py imports
+                        lambda *a, **k: pytest.fail("nothing may run"))
+    args = parse(["bench", "sam", "--size", "tiny", "--recipes", "sam_fp32_fsat,llama_woq_int8"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'sam_fp32_fsat' (did you mean 'sam_fp32_fast'?)" in err
+    assert "is for llama pipelines, not sam" in err and "nothing was run" in err

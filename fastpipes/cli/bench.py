@@ -120,6 +120,17 @@ def run(args: argparse.Namespace) -> int:
                         device=args.device, batch_size=args.batch_size, seed=args.seed,
                         options=_options(args))
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
+    if recipes:  # a typo in --recipes must not cost an FP32 baseline run first
+        from fastpipes.bench.runner import plan
+
+        bad = [p for p in plan(args.family, recipes, args.overrides, device=args.device)
+               if p.failed]
+        if bad:
+            for p in bad:
+                print(f"fastpipes bench: {p.name}: {p.reason}", file=sys.stderr)
+            print("fastpipes bench: nothing was run; fix --recipes / --set "
+                  "(see: fastpipes recipes list)", file=sys.stderr)
+            return 2
     try:
         result = run_benchmark(spec, recipes, overrides=args.overrides, iters=args.iters,
                                warmup=args.warmup, threads=args.threads, max_time=args.max_time,

@@ -1,8 +1,8 @@
 """quantize: weight-only int8 / int4 Linear replacements (gpt-fast's WOQ on CPU kernels).
 
 Decode is memory-bound: each token reads every weight once. int8 (per output channel)
-reads 1/4 of the FP32 bytes, int4 (group-wise) 1/8. Activations run in ``act_dtype``:
-measured on AVX2 and AVX512-BF16 CPUs alike, the BF16-activation packed kernels are
+reads 1/4 of the FP32 bytes, int4 (group-wise) 1/8. Activations run in ``act_dtype``: on
+AVX2 (DESIGN.md's measurement) and on our AVX512-BF16 EPYC (benchmarks/llama_RESULTS_draft.md) the BF16-activation packed kernels are
 4-15x faster than the FP32-activation ones (which are slower than a plain FP32 Linear),
 so ``auto`` picks bfloat16 on CPU.
 

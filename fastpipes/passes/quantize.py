@@ -1,9 +1,10 @@
 """quantize: weight-only int8 / int4 Linear replacements (gpt-fast's WOQ on CPU kernels).
 
 Decode is memory-bound: each token reads every weight once. int8 (per output channel)
-reads 1/4 of the FP32 bytes, int4 (group-wise) 1/8. Activations run in ``act_dtype``: on
-AVX2 (DESIGN.md's measurement) and on our AVX512-BF16 EPYC (benchmarks/llama_RESULTS_draft.md) the BF16-activation packed kernels are
-4-15x faster than the FP32-activation ones (which are slower than a plain FP32 Linear),
+reads 1/4 of the FP32 bytes, int4 (group-wise) 1/8. Activations run in ``act_dtype``. On
+our AVX512-BF16 EPYC (benchmarks/kernels_probe.py) the BF16-activation packed kernels are
+14-33x faster than the FP32-activation ones, which are slower than a plain FP32 Linear;
+DESIGN.md measured BF16-activation int8 GEMV at 4x the FP32 GEMV on an AVX2-only CPU.
 so ``auto`` picks bfloat16 on CPU.
 
 Quantized weights can be saved once and loaded on the next start (``cache_dir``), or with

@@ -70,5 +70,8 @@ def measure_limits(device: str = "cpu", quick: bool = False) -> Limits:
     else:
         # 2048^3 is large enough to hit peak on a few cores in ~0.1 s; 512 MB defeats caches
         n, mb = (512, 32) if quick else (2048, 512)
-    return Limits(gemm_gflops=gemm_gflops(device, n), gemm_n=n,
-                  bandwidth_gbps=bandwidth_gbps(device, mb), copy_mb=mb, device=device)
+    # best of 10: one short probe on a shared machine read 113 GFLOP/s where an idle one
+    # reads 175-199 (benchmarks/RESULTS.md); the best of many rides out transient noise
+    repeats = 3 if quick else 10
+    return Limits(gemm_gflops=gemm_gflops(device, n, repeats), gemm_n=n,
+                  bandwidth_gbps=bandwidth_gbps(device, mb, repeats), copy_mb=mb, device=device)

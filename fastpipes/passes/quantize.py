@@ -5,7 +5,7 @@ reads 1/4 of the FP32 bytes, int4 (group-wise) 1/8. Activations run in ``act_dty
 our AVX512-BF16 EPYC (benchmarks/kernels_probe.py) the BF16-activation packed kernels are
 14-33x faster than the FP32-activation ones, which are slower than a plain FP32 Linear;
 DESIGN.md measured BF16-activation int8 GEMV at 4x the FP32 GEMV on an AVX2-only CPU.
-so ``auto`` picks bfloat16 on CPU.
+So ``auto`` picks bfloat16 on CPU.
 
 Quantized weights can be saved once and loaded on the next start (``cache_dir``), or with
 :func:`save_quantized` / :func:`load_quantized`.

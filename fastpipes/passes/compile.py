@@ -15,14 +15,28 @@ passed, so ``mode: max-autotune`` + ``options: {freezing: true}`` means both.
 No process-wide Inductor or Dynamo config is changed: per-compile ``options`` are scoped to
 this compiled call by torch itself, so an FP32 reference in the same process is untouched.
 
+Fast start (``cache: true``, the default): the first call runs with Inductor's on-disk caches
+(FX graphs, AOTAutograd entries, generated kernels) pointed at the fastpipes cache directory
+(``$FASTPIPES_CACHE_DIR/inductor``, default ``~/.cache/fastpipes/inductor``) instead of
+``/tmp``, and the component's portable cache bundle (``torch.compiler.save_cache_artifacts``)
+is saved to ``artifacts/`` after a compile that missed the cache and hot-loaded before the
+next process's first call. A second process then skips Inductor's code generation and C++
+builds; Dynamo still traces (seconds). ``TORCHINDUCTOR_CACHE_DIR`` set by the user wins.
+The report's ``extra["compile_cache"][component]`` counts hits and misses of the first call.
+
 >>> fastpipes.accelerate(model, {"compile": {"mode": "max-autotune", "options": {"freezing": True}}})  # doctest: +SKIP
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -62,6 +76,112 @@ class CompileConfig(Section):
     dynamic: bool | None = None  # None: torch decides (static first, dynamic on recompile)
     options: dict[str, Any] = field(default_factory=dict)  # Inductor options, e.g. freezing
     fallback: CompileFallback = CompileFallback.error
+    cache: bool = True  # persist compiled artifacts in the fastpipes cache: fast second start
+
+
+INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
+_CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss"),
+                   ("inductor", "fxgraph_cache_bypass"), ("aot_autograd", "autograd_cache_hit"),
+                   ("aot_autograd", "autograd_cache_miss"),
+                   ("aot_autograd", "autograd_cache_bypass"))
+
+
+def _user_inductor_dir() -> str | None:
+    """TORCHINDUCTOR_CACHE_DIR if the user chose it (torch itself exports its /tmp default
+    there on first use, which is not a choice)."""
+    value = os.environ.get(INDUCTOR_ENV)
+    if not value:
+        return None
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return None if os.path.abspath(value) == os.path.abspath(default_cache_dir()) else value
+
+
+@contextmanager
+def inductor_cache_dir(directory: Path | None) -> Iterator[None]:
+    """Inductor's on-disk caches live in `directory` inside the block (None: unchanged).
+
+    Scoped, not process-wide: the previous TORCHINDUCTOR_CACHE_DIR (or its absence) is
+    restored after the block, so other compiles in the process keep torch's default.
+    """
+    if directory is None:
+        yield
+        return
+    before = os.environ.get(INDUCTOR_ENV)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[INDUCTOR_ENV] = str(directory)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(INDUCTOR_ENV, None)
+        else:
+            os.environ[INDUCTOR_ENV] = before
+
+
+def cache_counts() -> dict[str, int]:
+    """Torch's compile-cache counters (hits / misses / bypasses) so far in this process."""
+    from torch._dynamo.utils import counters
+
+    return {name: int(counters[group][name]) for group, name in _CACHE_COUNTERS}
+
+
+def artifact_key(name: str, module: nn.Module, kw: dict[str, Any]) -> str:
+    """Names a component's portable bundle: structure, compile arguments, torch, CPU ISA."""
+    from fastpipes.auto import structure_signature
+    from fastpipes.hardware import detect
+
+    info = detect()
+    payload = {"component": name, "model": structure_signature({name: module}),
+               "compile": kw, "torch": torch.__version__, "cpu": info.cpu_model,
+               "isa": sorted(k for k, v in info.isa.items() if v), "cuda": info.cuda_devices}
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return f"{name.replace('.', '_')}-{hashlib.sha256(blob).hexdigest()[:20]}"
+
+
+@dataclass
+class CompileCache:
+    """Where one component's compiled artifacts persist (see the module docstring)."""
+
+    inductor_dir: Path | None  # None: the user's TORCHINDUCTOR_CACHE_DIR is used as is
+    bundle: Path
+
+    @classmethod
+    def for_component(cls, name: str, module: nn.Module, kw: dict[str, Any]) -> "CompileCache":
+        from fastpipes.cache import part_dir
+
+        user = _user_inductor_dir()
+        return cls(None if user else part_dir("inductor"),
+                   part_dir("artifacts") / f"{artifact_key(name, module, kw)}.bin")
+
+    def where(self) -> str:
+        return str(self.inductor_dir or os.environ.get(INDUCTOR_ENV))
+
+    def load_bundle(self, warn) -> bool:
+        """Hot-load the saved bundle into Inductor's caches; a bad file is a warning."""
+        if not self.bundle.exists():
+            return False
+        try:  # torch logs and returns None for bytes it cannot read
+            if torch.compiler.load_cache_artifacts(self.bundle.read_bytes()) is not None:
+                return True
+            why = "torch could not read it (see its log)"
+        except Exception as e:  # noqa: BLE001  (a stale or corrupt bundle only costs time)
+            why = f"{type(e).__name__}: {e}"
+        warn(f"compile: ignoring unreadable cache bundle {self.bundle}: {why}")
+        return False
+
+    def save_bundle(self, warn) -> None:
+        try:
+            saved = torch.compiler.save_cache_artifacts()
+            if not saved:
+                return
+            self.bundle.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.bundle.with_suffix(".tmp")
+            tmp.write_bytes(saved[0])
+            tmp.replace(self.bundle)  # atomic: a crash never leaves half a bundle
+        except Exception as e:  # noqa: BLE001  (the compile itself succeeded)
+            warn(f"compile: could not save the cache bundle {self.bundle}: "
+                 f"{type(e).__name__}: {e}")
 
 
 def compile_kwargs(cfg: CompileConfig) -> dict[str, Any]:
@@ -109,9 +229,11 @@ class FirstCall:
     its place, so steady-state calls pay no extra Python frame.
     """
 
-    def __init__(self, module: nn.Module, compiled, name: str, report, fallback_eager: bool):
+    def __init__(self, module: nn.Module, compiled, name: str, report, fallback_eager: bool,
+                 cache: CompileCache | None = None):
         self.module, self.compiled, self.name = module, compiled, name
         self.report, self.fallback_eager = report, fallback_eager  # report kept to warn later
+        self.cache = cache
         self.failures = _compile_failures()
         self.first = True
 
@@ -122,15 +244,26 @@ class FirstCall:
             except self.failures as e:
                 return self._fall_back(e, args, kwargs)
         t0 = time.perf_counter()
-        try:
-            out = self.compiled(*args, **kwargs)
-        except self.failures as e:
-            if not self.fallback_eager:
-                raise
-            return self._fall_back(e, args, kwargs)
+        counts = cache_counts()
+        warn = self.report.warnings.append
+        with inductor_cache_dir(self.cache.inductor_dir if self.cache else None):
+            loaded = self.cache.load_bundle(warn) if self.cache else False
+            try:
+                out = self.compiled(*args, **kwargs)
+            except self.failures as e:
+                if not self.fallback_eager:
+                    raise
+                return self._fall_back(e, args, kwargs)
+            delta = {k: v - counts[k] for k, v in cache_counts().items()}
+            if self.cache and (delta["fxgraph_cache_miss"] or delta["autograd_cache_miss"]):
+                self.cache.save_bundle(warn)  # something new was compiled: keep it
         seconds = time.perf_counter() - t0
         self.module.__dict__[COMPILE_TIME_ATTR] = seconds
         self.report.extra.setdefault("compile_time_s", {})[self.name] = seconds
+        if self.cache:
+            self.report.extra.setdefault("compile_cache", {})[self.name] = {
+                "dir": self.cache.where(), "bundle": str(self.cache.bundle),
+                "bundle_loaded": loaded, **{k: v for k, v in delta.items() if v}}
         self.first = False
         if not self.fallback_eager:
             self.module._compiled_call_impl = self.compiled
@@ -206,8 +339,10 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
         # torch.compile pops keys from `options`: each component gets its own copy
         compiled = torch.compile(_call_of(module), **{**kw, **(
             {"options": dict(kw["options"])} if "options" in kw else {})})
+        cache = CompileCache.for_component(name, module, kw) if cfg.cache else None
         module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,
-                                               cfg.fallback is CompileFallback.eager)
+                                               cfg.fallback is CompileFallback.eager, cache)
         shown = ", ".join(f"{k}={v}" for k, v in kw.items() if v not in (None, False))
         ctx.change(name, f"torch.compile({shown}), compiled lazily at the first call"
-                   + (f"; mode/options ignored by backend {cfg.backend.value}" if ignored else ""))
+                   + (f"; mode/options ignored by backend {cfg.backend.value}" if ignored else "")
+                   + (f"; compiled artifacts cached in {cache.where()}" if cache else ""))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 import time
 import warnings
@@ -26,9 +25,9 @@ from typing import Any, Callable
 
 import torch
 
+from fastpipes.cache import CACHE_ENV, cache_dir  # noqa: F401  (re-exported)
 from fastpipes.recipe.schema import SECTIONS, Section
 
-CACHE_ENV = "FASTPIPES_CACHE_DIR"
 DECISION_VERSION = 1
 
 
@@ -53,12 +52,6 @@ class AutoConfig(Section):
 
 
 SECTIONS.add("auto", AutoConfig)
-
-
-def cache_dir() -> Path:
-    """Where fastpipes keeps caches: $FASTPIPES_CACHE_DIR, else ~/.cache/fastpipes."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fastpipes"
 
 
 @dataclass
@@ -212,19 +205,43 @@ def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
 
 # -- accelerate(pipe, "auto") ----------------------------------------------------------
 
-def _compare(adapter: Any, reference: Any, output: Any, min_fidelity: float) -> tuple[float, bool]:
-    """(score, faithful?) from the adapter's family metric."""
-    score, ok = adapter.compare(reference, output)
-    if min_fidelity:
-        ok = score >= min_fidelity if adapter.higher_is_better else score <= min_fidelity
-    return score, ok
+@dataclass
+class AutoTarget:
+    """What auto times and how it judges fidelity.
+
+    `call()` runs the pipeline once; `comparable(output)` turns an output into what
+    `compare(reference, output) -> (score, faithful?)` takes, and is applied right after
+    each call, while that configuration is still applied. The default target
+    (:meth:`from_adapter`) calls the adapter on the example inputs and uses its family
+    metric; ``fastpipes bench --recipes auto`` passes the workload's own run and fidelity bars.
+    `higher_is_better` says which way ``auto.min_fidelity`` cuts (None: it does not apply).
+    """
+
+    call: Callable[[], Any]
+    compare: Callable[[Any, Any], tuple[float, bool]]
+    comparable: Callable[[Any], Any] = lambda out: out
+    higher_is_better: bool | None = False
+    name: str = "adapter"  # part of the decision key: different bars, different decisions
+
+    @classmethod
+    def from_adapter(cls, adapter: Any, inputs: Any) -> "AutoTarget":
+        return cls(call=lambda: adapter.call(inputs), compare=adapter.compare,
+                   higher_is_better=adapter.higher_is_better)
+
+    def judge(self, reference: Any, output: Any, min_fidelity: float) -> tuple[float, bool]:
+        score, ok = self.compare(reference, output)
+        if min_fidelity and self.higher_is_better is not None:
+            ok = score >= min_fidelity if self.higher_is_better else score <= min_fidelity
+        return score, ok
 
 
 def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
-                    example_inputs: Any = None, measure: Callable | None = None):
+                    example_inputs: Any = None, measure: Callable | None = None,
+                    target: AutoTarget | None = None):
     """The body of ``accelerate(pipe, "auto")``; `measure` may replace timing in tests.
 
     `measure(call) -> (seconds, output)` times a zero-argument call of the pipeline.
+    `target` replaces what is timed and compared (default: the adapter on `example_inputs`).
     """
     from fastpipes.api import apply_recipe
     from fastpipes.hardware import detect
@@ -235,32 +252,36 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     cfg: AutoConfig = settings.sections["auto"]
     adapter = find_adapter(pipe)
     hw = detect()
-    inputs = example_inputs if example_inputs is not None else adapter.example_inputs()
+    if target is None:
+        inputs = example_inputs if example_inputs is not None else adapter.example_inputs()
+        target = AutoTarget.from_adapter(adapter, inputs)
+    else:
+        inputs = example_inputs
     device = str(adapter.device())
     candidates = candidate_recipes(adapter.family.value, hw, list(cfg.candidates), device,
                                    cfg.builtin)
-    key = decision_key(adapter.components(), inputs, candidates, hw)
+    key = decision_key(adapter.components(), [target.name, inputs], candidates, hw)
     timer = measure or (lambda call: time_call(call, cfg.iters))
 
     decision = load_decision(key, cache_dir()) if cfg.cache else None
     if decision is None:
-        def baseline():
+        def timed() -> tuple[float, Any]:
             with torch.no_grad():
-                return timer(lambda: adapter.call(inputs))
+                secs, out = timer(target.call)
+                return secs, target.comparable(out)
 
         def trial(name: str, reference: Any):
             rec = load_recipe(name)
             _, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
             try:
-                with torch.no_grad():
-                    secs, out = timer(lambda: adapter.call(inputs))
-                score, ok = _compare(adapter, reference, out, cfg.min_fidelity)
+                secs, out = timed()
+                score, ok = target.judge(reference, out, cfg.min_fidelity)
             finally:
                 snap.restore()
                 torch._dynamo.reset()  # drop compiled code of the undone candidate
             return secs, score, ok
 
-        decision = search(candidates, baseline, trial, cfg.budget_s, key)
+        decision = search(candidates, timed, trial, cfg.budget_s, key)
         if cfg.cache:
             save_decision(decision, cache_dir())
     if decision.winner is None:

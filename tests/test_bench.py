@@ -132,3 +132,24 @@ def test_plan_rejects_a_recipe_of_another_family(tmp_path):
     path.write_text("name: sdxl_only\nfamily: sdxl\nmemory_format: {}\n")
     planned = plan("toy", [str(path)], info=detect())
     assert planned[1].failed and "for sdxl pipelines" in planned[1].reason
+
+
+def test_auto_row_and_second_start_of_compiling_recipes():
+    """--recipes auto searches inside its worker; a compiling recipe gets a second start on
+    the caches its first start left (counted hits, not timings: this is a unit test)."""
+    compiled = {"name": "compiled", "compile": {}}
+    result = run_benchmark(WorkloadSpec("toy", size="tiny"), [compiled, "auto"],
+                           overrides=["auto.iters=1"], iters=2, warmup=0, limits=False,
+                           progress=False)
+    assert check_schema(json.loads(json.dumps(result.to_dict()))) == []
+    base, c, auto = result.configs
+    assert base.compile_warm_s is None  # nothing to warm: no compile
+    assert c.ok and c.compile_warm_s is not None and c.compile_warm_s >= 0
+    assert c.extra["fxgraph_cache_miss"] >= 1  # its first start was cold: own empty cache
+    assert c.extra["warm_fxgraph_cache_hit"] >= 1 and "warm_fxgraph_cache_miss" not in c.extra
+    assert auto.ok and "auto chose" in auto.reason and auto.fidelity["ok"]
+    decision = auto.report["extra"]["auto"]
+    assert "generic_fp32_fast" in [t["recipe"] for t in decision["trials"]]
+    assert not decision["cached"] and auto.extra["accelerate_s"] > 0
+    assert auto.compile_warm_s is not None  # the second start reused the cached decision
+    assert auto.extra["warm_accelerate_s"] < auto.extra["accelerate_s"]

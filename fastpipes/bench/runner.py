@@ -26,7 +26,7 @@ from fastpipes.bench.result import (BASELINE, CUT, FAILED, NOT_RUN, BenchResult,
 from fastpipes.bench.workload import WorkloadSpec
 from fastpipes.errors import BenchmarkError, FastpipesError
 
-
+AUTO = "auto"  # --recipes auto: accelerate(pipe, "auto") searched inside the worker
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Planned:
     """A configuration the parent decided on; `recipe` is the validated, resolved mapping."""
 
     name: str
-    recipe: dict | None = None  # None: the FP32 eager baseline
+    recipe: dict | str | None = None  # None: the FP32 eager baseline; "auto"
     source: str | None = None
     run: bool = True
     reason: str = ""  # why it is not run, or failed before running
@@ -56,6 +56,9 @@ def _plan_one(spec: Any, family: str, overrides: list[str], info: Any, device: s
     from fastpipes.hardware import unmet_requirements
     from fastpipes.recipe import load_recipe
 
+    if spec == AUTO:
+        return Planned(AUTO, recipe=AUTO, source="recipe='auto': the fastest candidate that "
+                                                 "passes this benchmark's fidelity bars")
     label = spec.get("name", "custom") if isinstance(spec, Mapping) else Path(str(spec)).stem
     try:
         rec = load_recipe(spec, overrides)
@@ -108,10 +111,13 @@ def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = 
     return out
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(cache: str | None = None) -> dict[str, str]:
     # the worker must import this very fastpipes, installed or not
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
+    if cache:  # this configuration's own caches: its first start is a cold one
+        env["FASTPIPES_CACHE_DIR"] = cache
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache) / "inductor")
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
         os.pathsep) if p])
     return env
@@ -150,7 +156,8 @@ def _run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> d
     t0 = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "fastpipes.bench.worker", str(job_path)],
-                                stdout=log, stderr=subprocess.STDOUT, env=_worker_env(),
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env=_worker_env(job.get("cache")),
                                 start_new_session=True)
         offset, cut, phase = 0, False, "start-up"
 
@@ -189,7 +196,14 @@ def _run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> d
 
 
 def _steps(job: dict) -> int:
+    if job["kind"] == "warm":
+        return 3
     return 3 + (job["recipe"] is not None) + job["warmup"] + job["iters"]
+
+
+def _compiles(recipe: dict | str | None) -> bool:
+    """Whether a second start can be faster: the recipe compiles (or is auto)."""
+    return recipe == AUTO or (isinstance(recipe, Mapping) and "compile" in recipe)
 
 
 def _derive(result: BenchResult, flops: float | None, bound: str) -> None:
@@ -224,6 +238,7 @@ def run_benchmark(
     threads: int | None = None,
     max_time: float | None = None,
     run_all: bool = False,
+    warm_start: bool = True,
     limits: bool = True,
     limits_quick: bool = False,
     progress: bool = True,
@@ -237,6 +252,11 @@ def run_benchmark(
     apply to every recipe. Each configuration runs in a fresh process, killed after
     `max_time` seconds (start-up included). Never raises for a failing configuration: it is
     reported as failed or cut and the others still run.
+
+    Every configuration starts with empty fastpipes and Inductor caches of its own, so its
+    compile time is a cold start. With `warm_start`, a recipe that compiles then starts a
+    second process on the caches the first one left (build, accelerate, first call): the
+    row's ``compile_warm_s`` is what a user's next run pays.
 
     >>> from fastpipes.bench import WorkloadSpec, run_benchmark
     >>> r = run_benchmark(WorkloadSpec("toy", size="tiny"), [{"memory_format": {}}],
@@ -270,14 +290,20 @@ def run_benchmark(
                             status=NOT_RUN if not p.failed else FAILED,
                             reason=p.reason, hardware_note=p.hardware_note)
                for p in planned]
-    jobs = [dict(base_job, kind="config", tag=f"c{i}", baseline=c.baseline, recipe=p.recipe)
+    auto_overrides = [o for o in overrides if o.startswith(f"{AUTO}.")]  # e.g. auto.budget_s
+    jobs = [dict(base_job, kind="config", tag=f"c{i}", baseline=c.baseline, recipe=p.recipe,
+                 cache=str(wd / f"cache-c{i}"),
+                 auto_overrides=auto_overrides if p.recipe == AUTO else [])
             for i, (p, c) in enumerate(zip(planned, configs))]
-    for j in jobs:
-        j["steps"] = _steps(j)
     to_run = [i for i, p in enumerate(planned) if p.run]
+    warm_jobs = {i: dict(jobs[i], kind="warm", tag=f"c{i}-warm") for i in to_run
+                 if warm_start and _compiles(planned[i].recipe)}
+    for j in jobs + list(warm_jobs.values()):
+        j["steps"] = _steps(j)
     limits_result, flops, workload_info = None, None, {}
     try:
-        total = sum(jobs[i]["steps"] for i in to_run) + (1 if limits else 0)
+        total = (sum(jobs[i]["steps"] for i in to_run) + (1 if limits else 0)
+                 + sum(j["steps"] for j in warm_jobs.values()))
         with make_progress(progress, total) as prog:
             if limits:
                 prog.start("machine limits", 1)
@@ -294,6 +320,11 @@ def run_benchmark(
                     flops = res.get("flops")
                 workload_info = workload_info or res.get("workload") or {}
                 prog.finish(c.name, c.status)
+                if i in warm_jobs and c.ok:
+                    prog.start(f"{c.name} (second start)", warm_jobs[i]["steps"])
+                    warm = _run_worker(warm_jobs[i], wd, max_time, prog.event)
+                    _fill_warm(c, warm)
+                    prog.finish(f"{c.name} (second start)", warm["status"])
         workload_info = workload_info or _describe(spec)
         for c in configs:
             c.unit = workload_info.get("unit", "items")
@@ -322,9 +353,34 @@ def _fill(c: ConfigResult, res: dict) -> None:
         if res.get(key) is not None:
             setattr(c, key, res[key])
     c.extra = {k: float(v) for k, v in (res.get("extra") or {}).items()}
+    if res.get("accelerate_s") is not None:
+        c.extra["accelerate_s"] = float(res["accelerate_s"])
+    for k, v in (res.get("cache_counts") or {}).items():
+        c.extra[k] = float(v)
+    auto = ((res.get("report") or {}).get("extra") or {}).get("auto")
+    if auto:  # say what auto chose, and from what
+        tried = ", ".join(f"{t['recipe']} {t['status']}" + (f" {t['speedup']:.2f}x"
+                                                             if t.get("speedup") else "")
+                          for t in auto["trials"])
+        c.reason = "; ".join(x for x in (c.reason, f"auto chose {auto['winner'] or 'FP32'} "
+                                                   f"(tried: {tried})") if x)
     notes = res.get("notes") or []
     if notes:
         c.reason = "; ".join(([c.reason] if c.reason else []) + notes)
+
+
+def _fill_warm(c: ConfigResult, res: dict) -> None:
+    """The second start of `c`: its compile time on the caches the first start left."""
+    if res["status"] != "ok":
+        note = f"second start {res['status']}: {res.get('reason', '')}".strip()
+        c.reason = "; ".join(x for x in (c.reason, note) if x)
+        return
+    c.compile_warm_s = max(0.0, res["first_call_s"] - c.latency_s["median"])
+    c.extra["warm_first_call_s"] = float(res["first_call_s"])
+    if res.get("accelerate_s") is not None:
+        c.extra["warm_accelerate_s"] = float(res["accelerate_s"])
+    for k, v in (res.get("cache_counts") or {}).items():
+        c.extra[f"warm_{k}"] = float(v)
 
 
 def _describe(spec: WorkloadSpec) -> dict:

@@ -50,8 +50,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="model size: full = the real architecture (default), tiny/small = "
                         "scaled-down shapes for quick checks")
     p.add_argument("--model", help="family model name (e.g. vit_b) or a local path")
-    p.add_argument("--recipes", help="comma-separated built-in names or YAML paths (default: "
-                                     "this family's built-in recipes this machine can run)")
+    p.add_argument("--recipes", help="comma-separated built-in names, YAML paths or 'auto' "
+                                     "(default: this family's built-in recipes this machine "
+                                     "can run)")
     p.add_argument("--all", action="store_true", dest="run_all",
                    help="with no --recipes: also run recipes whose hardware requirements this "
                         "machine misses (marked in the table)")
@@ -70,6 +71,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-time", type=_positive_float, metavar="SECONDS",
                    help="wall-clock limit per configuration; a worker over it is killed and "
                         "reported as cut")
+    p.add_argument("--no-warm-start", action="store_false", dest="warm_start",
+                   help="skip the second start of each compiling recipe (which measures "
+                        "compile time on the caches the first start left)")
     p.add_argument("--no-limits", action="store_false", dest="limits",
                    help="skip measuring the machine's GEMM and bandwidth limits")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON")
@@ -134,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_benchmark(spec, recipes, overrides=args.overrides, iters=args.iters,
                                warmup=args.warmup, threads=args.threads, max_time=args.max_time,
-                               run_all=args.run_all, limits=args.limits,
+                               run_all=args.run_all, warm_start=args.warm_start,
+                               limits=args.limits,
                                progress=not args.quiet,
                                command="fastpipes " + shlex.join(sys.argv[1:]))
     except FastpipesError as e:

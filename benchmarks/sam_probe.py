@@ -8,6 +8,9 @@ fraction of it each configuration reaches. Optionally profiles one configuration
     PYTHONPATH=$PWD python benchmarks/sam_probe.py --model vit_b --iters 3 \
         --configs eager,sdpa,sdpa_compile_freeze,bf16_sdpa_compile_freeze --profile sdpa_compile_freeze
 
+--profile prints torch.profiler's top ops and a breakdown of one call's time by group (GEMMs,
+SDPA, Inductor's fused kernels, copies) with the GFLOP/s the linear layers reach.
+
 Configurations (comma list):
   eager                       FP32 upstream attention
   sdpa                        FP32 + attention pass (SDPA, block-wise rel-pos mask)
@@ -79,6 +82,8 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.manual_seed(0)
+    if args.profile:  # name Inductor's C++ kernels in the profile (costs ~nothing per call)
+        torch._inductor.config.cpp.enable_kernel_profile = True
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     peak32, peak16 = gemm_gflops(torch.float32), gemm_gflops(torch.bfloat16)
     print(f"GEMM 2048^3: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
@@ -91,7 +96,7 @@ def main() -> None:
         sam, setup[n] = make(n, wl, args.block_size)
         if inputs is None:
             inputs = wl.inputs(sam)
-            flops = wl.flops(sam, inputs)
+            flops = wl.flops(wl.build(), inputs)  # FP32 eager: a compiled model is not counted
             print(f"{wl.describe()}: {flops / 1e9:.0f} GFLOP")
         out, first = run(wl, sam, inputs, n.startswith("bf16"))  # warm-up (compiles)
         compile_s[n] = first
@@ -137,6 +142,56 @@ def main() -> None:
             run(wl, pipes[n], inputs, n.startswith("bf16"))
         print(f"\nprofile of {n}:")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        print(breakdown(prof, wl, inputs, peak32, flops))
+
+
+# profiler op name -> group (first match wins); Inductor's C++ kernels carry their own
+# names because main() turns on torch._inductor.config.cpp.enable_kernel_profile
+GROUPS = (("Inductor fused kernels (norm, GELU, adds, rel-pos mask build)", ("cpp_fused",)),
+          ("GEMM: linear layers (oneDNN/MKL)", ("mkldnn::_linear", "mkl::_mkl_linear",
+                                               "aten::addmm", "aten::mm", "aten::linear")),
+          ("GEMM: batched (rel-pos terms)", ("aten::bmm", "aten::einsum")),
+          ("SDPA flash attention (aten kernel)", ("flash_attention", "scaled_dot_product")),
+          ("copies / layout", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat",
+                               "aten::empty", "aten::as_strided")))
+
+
+def breakdown(prof, wl, inputs, peak32: float, total_flops: float) -> str:
+    """Self CPU time per group, and what the GEMM groups reach against the GEMM peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
+    groups: dict[str, float] = {}
+    for e in prof.key_averages():
+        name = next((g for g, keys in GROUPS if any(k in e.key for k in keys)), "other")
+        groups[name] = groups.get(name, 0.0) + e.self_cpu_time_total / 1e6
+    # FLOPs by op on the uncompiled SDPA model (same math as the compiled one)
+    sam = wl.build()
+    fastpipes.accelerate(sam, {"attention": {"backend": "sdpa"}})
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        sam.image_encoder(inputs["images"])
+    by_op = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
+    linear = sum(v for k, v in by_op.items() if k.endswith(("addmm", ".mm")))
+    # FlopCounterMode does not count the CPU flash kernel: attention is the rest of the
+    # eager model's total (which computes attention with matmuls)
+    attn = total_flops - sum(by_op.values())
+    sdpa_t = groups.get(GROUPS[3][0], 0.0)
+    # the profiler's CPU time of an op is its wall time on the calling thread (intra-op
+    # OpenMP threads are inside it), so the groups add up to the call's wall time
+    lines = [f"profiled call: {total:.2f} s of op time", "| group | s | share |",
+             "|---|---|---|"]
+    for g, t in sorted(groups.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {g} | {t:.2f} | {100 * t / total:.0f}% |")
+    gemm_t = groups.get(GROUPS[1][0], 0.0)
+    if gemm_t:
+        lines.append(f"linear layers: {linear / 1e9:.0f} GFLOP in {gemm_t:.2f} s -> "
+                     f"{linear / gemm_t / 1e9:.0f} GFLOP/s ({100 * linear / gemm_t / 1e9 / peak32:.0f}% "
+                     f"of the {peak32:.0f} GFLOP/s GEMM peak)")
+    if sdpa_t and attn:
+        lines.append(f"SDPA: {attn / 1e9:.0f} GFLOP in {sdpa_t:.2f} s -> {attn / sdpa_t / 1e9:.0f} "
+                     f"GFLOP/s ({100 * attn / sdpa_t / 1e9 / peak32:.0f}% of the GEMM peak)")
+    lines.append("FLOPs by op: " + ", ".join(f"{k} {v / 1e9:.0f} G" for k, v in by_op.items()))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -171,3 +171,24 @@ def test_workload_tiny():
     assert not bad.ok
     assert wl.flops(ref_pipe, inputs) > 0
     assert wl.extra_metrics(fast_pipe, inputs)["predict_e2e_s"] > 0
+
+
+def test_benchmark_run_and_predictor_share_one_compiled_graph():
+    """The timed run and the predictor feed the encoder tensors of the same kind (inference
+    tensors, contiguous): a compiled encoder must not recompile for predict (it did: the
+    dispatch-key and stride guards failed, and predict_e2e_s timed a recompile)."""
+    from fastpipes.bench.workload import WorkloadSpec
+    from fastpipes.pipelines.sam import SamWorkload
+
+    wl = SamWorkload(WorkloadSpec("sam", size="tiny"))
+    sam = wl.build()
+    # Dynamo's guards without Inductor's compile cost: backend eager
+    fastpipes.accelerate(sam, {"compile": {"backend": "eager", "components": ["image_encoder"]}})
+    inputs = wl.inputs(sam)
+    wl.run(sam, inputs)
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        assert wl.extra_metrics(sam, inputs)["predict_e2e_s"] > 0  # raises on a recompile
+    finally:
+        torch._dynamo.config.error_on_recompile = False
+        torch._dynamo.reset()

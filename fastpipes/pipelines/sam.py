@@ -301,14 +301,19 @@ class SamWorkload(Workload):
 
         sam = sam_of(pipe)
         size = sam.image_encoder.img_size
-        imgs = [preprocess_image(sam, im)[0] for im in self._images_uint8(size)]
+        # made under inference_mode like SamPredictor's: torch.compile guards on a tensor's
+        # dispatch keys, so normal tensors here would compile a second graph for the
+        # predictor (a recompile inside the predict_e2e_s measurement)
+        with torch.inference_mode():
+            imgs = [preprocess_image(sam, im)[0] for im in self._images_uint8(size)]
+            images = torch.cat(imgs).to(self.spec.device)  # [B, 3, S, S]
         g = torch.Generator().manual_seed(self.spec.seed)
         n = int(self.spec.options.get("points", 3))
         # n prompts per image, one positive point each, in the encoder's pixel space
         coords = torch.rand(len(imgs), n, 1, 2, generator=g) * size * 0.8 + size * 0.1
         # fidelity() decodes masks from these same prompts, so keep them
         self._last_inputs = {
-            "images": torch.cat(imgs).to(self.spec.device),  # [B, 3, S, S]
+            "images": images,
             "point_coords": coords.to(self.spec.device),  # [B, n, 1, 2]
             "point_labels": torch.ones(len(imgs), n, 1, device=self.spec.device)}
         return self._last_inputs

@@ -57,7 +57,9 @@ def preprocess_image(sam: torch.nn.Module, image: np.ndarray) -> tuple[torch.Ten
     x = resize_longest(image, sam.image_encoder.img_size)
     input_size = tuple(x.shape[-2:])
     x = x.to(sam.pixel_mean.device)
-    return sam.preprocess(x), input_size
+    # contiguous NCHW, as upstream's predictor passes it: a compiled encoder guards on
+    # strides, so the resize's HWC-derived layout would compile a second graph
+    return sam.preprocess(x).contiguous(), input_size
 
 
 @dataclass

@@ -174,7 +174,6 @@ class _Clock:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def teacher_forced_logits(model: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
     """logits [B, S, V] of `model` reading `sequences` in one forward (no cache)."""
     return model(sequences, use_cache=False).logits.float()
@@ -184,8 +183,14 @@ def compare_logits(ref: torch.Tensor, out: torch.Tensor, prompt_len: int) -> dic
     """Top-1 agreement and logit error over the positions that predict generated tokens."""
     r, o = ref[:, prompt_len - 1:-1], out[:, prompt_len - 1:-1]  # [B, new, V]
     err = (r - o).abs()
+    top2 = r.topk(2, dim=-1).values
+    # how decided FP32 itself is: a flip needs a logit error about this large. Random
+    # weights give small margins (flat logits), trained models large ones, so read
+    # top-1 agreement together with it
+    margin = (top2[..., 0] - top2[..., 1]).median().item()
     return {"top1_agreement": (r.argmax(-1) == o.argmax(-1)).float().mean().item(),
-            "max_logit_error": err.max().item(), "mean_logit_error": err.mean().item()}
+            "max_logit_error": err.max().item(), "mean_logit_error": err.mean().item(),
+            "fp32_top1_margin_median": margin}
 
 
 class LlamaWorkload(Workload):

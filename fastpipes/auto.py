@@ -100,6 +100,12 @@ def structure_signature(modules: dict[str, torch.nn.Module]) -> list:
     return sig
 
 
+def machine_fingerprint(hardware: Any) -> dict:
+    """What a cached result depends on beyond the model: torch, CPU model and ISA, GPUs."""
+    return {"torch": torch.__version__, "cpu": hardware.cpu_model,
+            "isa": sorted(k for k, v in hardware.isa.items() if v), "cuda": hardware.cuda_devices}
+
+
 def decision_key(modules: dict[str, torch.nn.Module], inputs: Any, candidates: list[str],
                  hardware: Any) -> str:
     import fastpipes
@@ -107,10 +113,7 @@ def decision_key(modules: dict[str, torch.nn.Module], inputs: Any, candidates: l
     payload = {
         "v": DECISION_VERSION,
         "fastpipes": fastpipes.__version__,
-        "torch": torch.__version__,
-        "cpu": hardware.cpu_model,
-        "isa": sorted(k for k, v in hardware.isa.items() if v),
-        "cuda": hardware.cuda_devices,
+        **machine_fingerprint(hardware),
         "threads": torch.get_num_threads(),
         "model": structure_signature(modules),
         "inputs": _shapes(inputs),

@@ -153,3 +153,13 @@ def test_auto_row_and_second_start_of_compiling_recipes():
     assert not decision["cached"] and auto.extra["accelerate_s"] > 0
     assert auto.compile_warm_s is not None  # the second start reused the cached decision
     assert auto.extra["warm_accelerate_s"] < auto.extra["accelerate_s"]
+
+
+@pytest.mark.parametrize("recipe, second_start", [
+    (None, False), ("auto", True), ({"memory_format": {}}, False),
+    ({"compile": {}}, True), ({"compile": {"enabled": False}}, False),
+    ({"kv_cache": {"compile_decode": True}}, True), ({"kv_cache": {}}, False)])
+def test_which_recipes_get_a_second_start(recipe, second_start):
+    from fastpipes.bench.runner import _compiles
+
+    assert _compiles(recipe) is second_start

@@ -15,13 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import json, os, sys, torch
 import fastpipes
-torch.manual_seed(0)
+torch.manual_seed(int(sys.argv[2]))  # the weights
 model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 8))
-before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-report = fastpipes.accelerate(model, {"compile": {"cache": sys.argv[1] == "on"}})
-x = torch.randn(4, 32)
+model.eval()
+x = torch.randn(4, 32, generator=torch.Generator().manual_seed(7))
 with torch.no_grad():
-    err = (model(x) - model._call_impl(x)).abs().max().item()
+    ref = model(x)  # eager FP32, before accelerate
+before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+report = fastpipes.accelerate(model, {"compile": {"cache": sys.argv[1] == "on",
+                                                  "options": {"freezing": sys.argv[3] == "1"}}})
+with torch.no_grad():
+    err = (model(x) - ref).abs().max().item()
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 after = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # torch exports its own default on use
 print(json.dumps({"extra": report.extra, "warnings": report.warnings, "err": err,
@@ -29,11 +33,12 @@ print(json.dumps({"extra": report.extra, "warnings": report.warnings, "err": err
 """
 
 
-def _start(cache: Path, mode: str = "on") -> dict:
+def _start(cache: Path, mode: str = "on", seed: int = 0, freezing: bool = False) -> dict:
     """One fresh process: accelerate with compile, call once, report what the cache did."""
     env = {k: v for k, v in os.environ.items() if k != INDUCTOR_ENV}
     env.update(FASTPIPES_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(seed), str(int(freezing))],
+                         env=env, capture_output=True,
                          text=True, timeout=600, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -56,6 +61,16 @@ def test_second_process_hits_the_cache_and_bundle_survives_a_lost_inductor_dir(t
     info = bundle_only["extra"]["compile_cache"]["model"]
     assert info["bundle_loaded"] and info["fxgraph_cache_hit"] >= 1
     assert bundle_only["err"] < 1e-5
+
+
+def test_warm_start_with_frozen_weights_computes_with_the_new_weights(tmp_path):
+    """freezing makes weights constants of the graph: a cache hit for a model of the same
+    structure but other weights must still compute with its own weights."""
+    first = _start(tmp_path, seed=0, freezing=True)
+    other = _start(tmp_path, seed=1, freezing=True)
+    assert first["extra"]["compile_cache"]["model"]["fxgraph_cache_miss"] >= 1
+    assert other["extra"]["compile_cache"]["model"]["fxgraph_cache_hit"] >= 1
+    assert first["err"] < 1e-5 and other["err"] < 1e-5  # each vs its own eager output
 
 
 def test_cache_off_writes_nothing_to_the_fastpipes_cache(tmp_path):

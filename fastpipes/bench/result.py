@@ -135,7 +135,7 @@ JSON_SCHEMA: dict[str, Any] = {
     "configs": [{
         "name": str, "recipe_source": OPT_STR, "baseline": bool, "status": str, "reason": str,
         "hardware_note": str, "build_s": OPT_NUM, "first_call_s": OPT_NUM, "compile_s": OPT_NUM,
-        "compile_warm_s": OPT_NUM,        "latency_s": OPT_DICT, "items": (int, type(None)),
+        "compile_warm_s": OPT_NUM, "latency_s": OPT_DICT, "items": (int, type(None)),
         "bytes_per_item": OPT_NUM, "throughput": OPT_NUM, "unit": str,
         "speedup": OPT_NUM, "peak_rss_mb": OPT_NUM, "cuda_max_allocated_mb": OPT_NUM,
         "achieved_gflops": OPT_NUM, "gflops_share": OPT_NUM, "achieved_gbps": OPT_NUM,

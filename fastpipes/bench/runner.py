@@ -202,8 +202,16 @@ def _steps(job: dict) -> int:
 
 
 def _compiles(recipe: dict | str | None) -> bool:
-    """Whether a second start can be faster: the recipe compiles (or is auto)."""
-    return recipe == AUTO or (isinstance(recipe, Mapping) and "compile" in recipe)
+    """Whether a second start can be faster: the recipe compiles (a compile section, or a
+    compiled decode step), or is auto."""
+    if recipe == AUTO:
+        return True
+    if not isinstance(recipe, Mapping):
+        return False
+    compile_ = recipe.get("compile")
+    kv = recipe.get("kv_cache") or {}
+    return ((isinstance(compile_, Mapping) and compile_.get("enabled", True))
+            or bool(kv.get("enabled", True) and kv.get("compile_decode")))
 
 
 def _derive(result: BenchResult, flops: float | None, bound: str) -> None:

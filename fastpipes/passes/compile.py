@@ -128,13 +128,11 @@ def cache_counts() -> dict[str, int]:
 
 def artifact_key(name: str, module: nn.Module, kw: dict[str, Any]) -> str:
     """Names a component's portable bundle: structure, compile arguments, torch, CPU ISA."""
-    from fastpipes.auto import structure_signature
+    from fastpipes.auto import machine_fingerprint, structure_signature
     from fastpipes.hardware import detect
 
-    info = detect()
     payload = {"component": name, "model": structure_signature({name: module}),
-               "compile": kw, "torch": torch.__version__, "cpu": info.cpu_model,
-               "isa": sorted(k for k, v in info.isa.items() if v), "cuda": info.cuda_devices}
+               "compile": kw, **machine_fingerprint(detect())}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return f"{name.replace('.', '_')}-{hashlib.sha256(blob).hexdigest()[:20]}"
 
@@ -339,7 +337,9 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
         # torch.compile pops keys from `options`: each component gets its own copy
         compiled = torch.compile(_call_of(module), **{**kw, **(
             {"options": dict(kw["options"])} if "options" in kw else {})})
-        cache = CompileCache.for_component(name, module, kw) if cfg.cache else None
+        # only Inductor writes artifacts; eager/aot_eager/ipex have nothing to persist
+        cache = (CompileCache.for_component(name, module, kw)
+                 if cfg.cache and cfg.backend is CompileBackend.inductor else None)
         module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,
                                                cfg.fallback is CompileFallback.eager, cache)
         shown = ", ".join(f"{k}={v}" for k, v in kw.items() if v not in (None, False))

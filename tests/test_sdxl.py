@@ -149,3 +149,23 @@ def test_workload_unet_step_and_fidelity():
     assert w.flops(fp32, x) > 0
     extra = w.extra_metrics(fast, x)
     assert extra["vae_decode_s"] > 0 and extra["end_to_end_s"] > 0
+
+
+def test_workload_fidelity_includes_the_end_to_end_image_and_quantized_bars():
+    w = SdxlWorkload(WorkloadSpec("sdxl", size="tiny", options={"steps": 2}))
+    fp32, other = w.build(), w.build()
+    x = w.inputs(fp32)
+    w.extra_metrics(fp32, x)  # times generate and keeps its image for comparable()
+    ref = w.comparable(fp32, x, w.run(fp32, x))
+    assert set(ref) == {"noise_pred", "image"} and ref["image"].shape == (1, 3, 64, 64)
+    assert w.comparable(fp32, x, ref["noise_pred"]) is ref["noise_pred"]  # the image is used once
+    w.extra_metrics(other, x)
+    same = w.fidelity(ref, w.comparable(other, x, w.run(other, x)))
+    assert same.ok and same.metrics["image_psnr_db"] == float("inf")  # same seed: identical
+    noisy = {"noise_pred": ref["noise_pred"] + 0.1 * ref["noise_pred"].std() * torch.randn(
+        ref["noise_pred"].shape, generator=torch.Generator().manual_seed(0)),
+        "image": ref["image"]}
+    fid = w.fidelity(ref, noisy)
+    assert 30.0 < fid.metrics["psnr_db"] < 40.0 and not fid.ok  # exact bar: 40 dB
+    w.tolerance = "quantized"
+    assert w.fidelity(ref, noisy).ok and "30 dB" in w.fidelity(ref, noisy).thresholds

@@ -41,6 +41,9 @@ class Workload:
 
     def __init__(self, spec: WorkloadSpec):
         self.spec = spec
+        # "exact" or "quantized": which of the family's stated fidelity bars apply. The bench
+        # worker sets "quantized" when the recipe's quantize pass was applied.
+        self.tolerance = "exact"
 
     def describe(self) -> str:
         """One line: model, shapes, batch (shown in the report header)."""

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import time
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -282,7 +283,7 @@ class FirstCall:
         return out
 
 
-def _call_of(module: nn.Module):
+def _call_of(module: nn.Module, component: str = "module"):
     """The function torch.compile traces for `module`.
 
     Not ``module._call_impl`` itself (what ``nn.Module.compile()`` passes): in torch 2.13
@@ -295,7 +296,14 @@ def _call_of(module: nn.Module):
     def call(*args, **kwargs):
         return module._call_impl(*args, **kwargs)
 
-    return call
+    # a code object of its own per module: Dynamo keeps its compiled graphs (and counts
+    # recompiles against torch._dynamo.config.recompile_limit) per code object, so
+    # components sharing one would share one cache and show as each other's recompiles
+    # (named after the component, not id(module): the name must be the same in the next
+    # process, whose warm start looks the graphs up in the compile cache)
+    name = "call_" + "".join(c if c.isalnum() else "_" for c in component)
+    code = call.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, call.__globals__, name, call.__defaults__, call.__closure__)
 
 
 def _check_options(ctx: PassContext, options: dict[str, Any]) -> None:
@@ -335,7 +343,7 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
         cfg.options or cfg.mode is not CompileMode.default)
     for name, module in ctx.components("compile", cfg.components).items():
         # torch.compile pops keys from `options`: each component gets its own copy
-        compiled = torch.compile(_call_of(module), **{**kw, **(
+        compiled = torch.compile(_call_of(module, name), **{**kw, **(
             {"options": dict(kw["options"])} if "options" in kw else {})})
         # only Inductor writes artifacts; eager/aot_eager/ipex have nothing to persist
         cache = (CompileCache.for_component(name, module, kw)

@@ -415,7 +415,8 @@ class SdxlWorkload(Workload):
 
     ``run`` is one UNet forward on the guidance batch, so the headline is UNet time per step;
     fidelity is the PSNR of that noise prediction vs FP32 (peak = the FP32 output's range).
-    ``extra_metrics`` times the VAE decode and the whole pipeline call for `steps` steps.
+    ``extra_metrics`` times the VAE decode (its first call, which compiles a compiled
+    decoder, apart) and the whole pipeline call for `steps` steps.
     """
 
     family = "sdxl"
@@ -461,8 +462,13 @@ class SdxlWorkload(Workload):
 
     @torch.no_grad()
     def run(self, pipe: Any, inputs: UnetInputs) -> torch.Tensor:
+        # called exactly as StableDiffusionXLPipeline calls it (same positional and keyword
+        # arguments), so a compiled UNet's graph serves this step and the pipeline's steps
+        # alike instead of recompiling when the end-to-end run starts
         out = pipe.unet(inputs.sample, inputs.timestep,
                         encoder_hidden_states=inputs.encoder_hidden_states,
+                        timestep_cond=None,
+                        cross_attention_kwargs=getattr(pipe, "cross_attention_kwargs", None),
                         added_cond_kwargs={"text_embeds": inputs.text_embeds,
                                            "time_ids": inputs.time_ids},
                         return_dict=False)[0]
@@ -515,12 +521,15 @@ class SdxlWorkload(Workload):
         return out.images.float()
 
     def extra_metrics(self, pipe: Any, inputs: UnetInputs) -> dict[str, float]:
+        # the first decode compiles a compiled VAE decoder: timed apart, like compile_s
         t0 = time.perf_counter()
         self.decode(pipe, inputs.latents)
         t1 = time.perf_counter()
-        self._images[id(pipe)] = self.generate(pipe, inputs)
+        self.decode(pipe, inputs.latents)
         t2 = time.perf_counter()
-        return {"vae_decode_s": t1 - t0, "end_to_end_s": t2 - t1,
+        self._images[id(pipe)] = self.generate(pipe, inputs)
+        t3 = time.perf_counter()
+        return {"vae_decode_first_s": t1 - t0, "vae_decode_s": t2 - t1, "end_to_end_s": t3 - t2,
                 "end_to_end_steps": float(self.steps)}
 
 

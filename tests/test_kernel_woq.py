@@ -1,9 +1,10 @@
-"""WOQ Linear kernels vs an FP32 nn.Linear, with tolerances from the quantization step."""
+"""WOQ and W8A8 Linear kernels vs an FP32 nn.Linear, with tolerances from the quantization step."""
 import pytest
 import torch
+import torch.nn as nn
 
-from fastpipes.kernels.woq import (Int4WeightOnlyLinear, Int8WeightOnlyLinear, dequantize_int4,
-                                   quantize_int4, quantize_int8)
+from fastpipes.kernels.woq import (Int4WeightOnlyLinear, Int8DynamicLinear, Int8WeightOnlyLinear,
+                                   dequantize_int4, quantize_int4, quantize_int8)
 
 
 def _lin(k=256, n=128, bias=True):
@@ -63,3 +64,35 @@ def test_output_dtype_follows_caller_and_bytes_shrink():
     assert q8(x).dtype == torch.bfloat16 and q4(x).dtype == torch.bfloat16
     assert q8.weight.numel() * 1 == lin.weight.numel()  # 1 byte per weight
     assert q4.weight.numel() * 2 == lin.weight.numel()  # 2 weights per byte
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [1, 3, 17, 64])
+def test_int8_dynamic_linear_is_exactly_the_quantized_arithmetic(bias, rows):
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 96, bias=bias)
+    x = torch.randn(2, rows, 256)
+    q = Int8DynamicLinear.from_linear(lin)
+    out = q(x)
+    assert out.shape == (2, rows, 96) and out.dtype == torch.float32
+    # the same arithmetic in float: per-row activation scales, per-channel weight scales.
+    # Every partial sum is below 2**24, so the float product is exact like the int32 one.
+    x2 = x.reshape(-1, 256)
+    xs = (x2.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-8)
+    xq = torch.round(x2 / xs).clamp(-127, 127)
+    w_int8, ws = quantize_int8(lin.weight)
+    ref = (xq @ w_int8.float().t()) * xs * ws
+    if bias:
+        ref = ref + lin.bias.detach()
+    torch.testing.assert_close(out.reshape(-1, 96), ref, rtol=1e-6, atol=1e-5)
+    # and it is close to the FP32 layer: two roundings of 1/254 of each row's / channel's range
+    exact = lin(x).detach()
+    assert ((out - exact).norm() / exact.norm()) < 0.02
+
+
+def test_int8_dynamic_linear_keeps_the_callers_dtype_and_zero_rows():
+    lin = nn.Linear(64, 32)
+    q = Int8DynamicLinear.from_linear(lin)
+    assert q(torch.randn(5, 64, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    zero = q(torch.zeros(4, 64))  # all-zero rows: the scale clamp keeps them finite
+    torch.testing.assert_close(zero, lin.bias.detach().expand(4, 32))

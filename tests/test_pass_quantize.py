@@ -5,7 +5,7 @@ import torch.nn as nn
 
 import fastpipes
 from fastpipes.errors import PassError, RecipeError
-from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8WeightOnlyLinear
+from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8DynamicLinear, Int8WeightOnlyLinear
 from fastpipes.passes.quantize import load_quantized, save_quantized
 
 
@@ -50,16 +50,40 @@ def test_bad_group_size_is_a_recipe_error():
         fastpipes.accelerate(Net(), {"quantize": {"dtype": "int4", "group_size": 48}})
 
 
-@pytest.mark.parametrize("dtype", ["int8", "int4"])
-def test_cache_dir_saves_then_loads(tmp_path, dtype):
+def test_dynamic_mode_quantizes_weights_and_activations():
+    net, x = Net(), torch.randn(64, 128)
+    ref = net(x).detach()
+    report = fastpipes.accelerate(net, {"quantize": {"mode": "dynamic", "exclude": ["small"]}})
+    assert all(isinstance(m, Int8DynamicLinear) for m in (net.up, net.down, net.lm_head))
+    assert type(net.small) is nn.Linear
+    assert "per-row int8 activations (dynamic W8A8)" in " ".join(report.passes[0].changes)
+    assert report.extra["quantize"]["model"]["dtype"] == "int8_dynamic"
+    out = net(x).detach()
+    assert 0 < ((out - ref).norm() / ref.norm()) < 0.05
+
+
+@pytest.mark.parametrize("bad, field", [({"dtype": "int4"}, "mode"),
+                                        ({"act_dtype": "bfloat16"}, "act_dtype")])
+def test_dynamic_mode_bad_combinations_are_recipe_errors(bad, field):
+    net = Net()
+    with pytest.raises(RecipeError, match=field):
+        fastpipes.accelerate(net, {"quantize": {"mode": "dynamic", **bad}})
+    assert type(net.up) is nn.Linear
+
+
+@pytest.mark.parametrize("dtype, mode", [("int8", "weight_only"), ("int4", "weight_only"),
+                                         ("int8", "dynamic")])
+def test_cache_dir_saves_then_loads(tmp_path, dtype, mode):
     x = torch.randn(2, 128)
-    cfg = {"quantize": {"dtype": dtype, "group_size": 32, "cache_dir": str(tmp_path)}}
+    cfg = {"quantize": {"dtype": dtype, "mode": mode, "group_size": 32,
+                        "cache_dir": str(tmp_path)}}
     a = Net()
     r1 = fastpipes.accelerate(a, cfg)
     assert "saved to" in " ".join(r1.passes[0].changes)
     b = Net()
     r2 = fastpipes.accelerate(b, cfg)
     assert "loaded from" in " ".join(r2.passes[0].changes)
+    assert type(b.up) is type(a.up) and type(a.up) is not nn.Linear
     assert torch.equal(a(x), b(x))
     # a model with other weights gets another cache file, not the stale one
     c = Net()

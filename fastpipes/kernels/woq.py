@@ -1,9 +1,12 @@
-"""Weight-only quantized Linear layers on PyTorch's CPU kernels (gpt-fast / torchao style).
+"""Quantized Linear layers on PyTorch's CPU kernels (gpt-fast / torchao style).
 
 - int8: symmetric, one scale per output channel; ``aten._weight_int8pack_mm(x, w_int8, scales)``.
 - int4: asymmetric, group-wise along the input dim (group 32/64/128); the weight is packed by
   ``aten._convert_weight_to_int4pack_for_cpu`` and multiplied by
   ``aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)``.
+- int8 dynamic (W8A8): int8 weights as above, activations quantized per row at run time,
+  ``aten._int_mm`` (int8 x int8 -> int32); for compute-bound layers, see
+  :class:`Int8DynamicLinear`.
 
 Decode is a GEMV per layer, bound by reading weights: int8 reads 1/4 and int4 1/8 of the
 FP32 bytes. Activations run in ``act_dtype`` (the kernels need scales in the same dtype);
@@ -153,6 +156,50 @@ class Int4WeightOnlyLinear(nn.Module):
                 f"act_dtype={self.act_dtype}")
 
 
+class Int8DynamicLinear(nn.Module):
+    """W8A8 dynamic: int8 weights (symmetric, per output channel) and int8 activations
+    quantized per row at run time; the product is an int8 x int8 -> int32 GEMM
+    (``aten._int_mm``: VNNI on AVX-512 CPUs, vpmaddubsw on AVX2), rescaled to FP32.
+
+    For compute-bound layers (SAM's image encoder, a UNet at 512x512), where weight-only
+    kernels gain nothing: on our Zen 4 the int8 GEMM runs at about 3x the FP32 GEMM
+    (benchmarks/kernels_probe.py). The price is activation rounding (a relative error of a
+    few 1e-3 per layer), so recipes using it are judged by the stated quantized bars.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.act_dtype = torch.float32  # what the layer takes and returns around the int8 GEMM
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32))
+        self.register_buffer("bias", torch.empty(out_features) if bias else None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8DynamicLinear":
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        q.weight, q.scales = quantize_int8(linear.weight)
+        if linear.bias is not None:
+            q.bias = linear.bias.detach().float().clone()
+        return q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., K] -> [..., N]
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()
+        x_scale = (x2.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-8)  # [M, 1]
+        x_int8 = torch.round(x2 / x_scale).clamp(-127, 127).to(torch.int8)
+        acc = torch._int_mm(x_int8, self.weight.t())  # [M, N] int32
+        y = acc.float() * x_scale * self.scales
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, activations=int8 per row (dynamic)")
+
+
 def weight_bytes(module: nn.Module) -> int:
     """Bytes of every parameter and buffer of `module` (what a decode step reads, roughly)."""
     seen, total = set(), 0
@@ -163,5 +210,5 @@ def weight_bytes(module: nn.Module) -> int:
     return total
 
 
-__all__ = ["Int8WeightOnlyLinear", "Int4WeightOnlyLinear", "quantize_int8", "quantize_int4",
+__all__ = ["Int8WeightOnlyLinear", "Int4WeightOnlyLinear", "Int8DynamicLinear", "quantize_int8", "quantize_int4",
            "dequantize_int4", "weight_bytes", "ACT_DTYPES", "INT4_GROUP_SIZES"]

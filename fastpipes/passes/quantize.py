@@ -1,4 +1,10 @@
-"""quantize: weight-only int8 / int4 Linear replacements (gpt-fast's WOQ on CPU kernels).
+"""quantize: int8 / int4 Linear replacements on CPU kernels (gpt-fast's WOQ, and W8A8 dynamic).
+
+``mode: weight_only`` (the default) is for memory-bound work such as LLM decode;
+``mode: dynamic`` (int8 only) also quantizes activations per row at run time and runs an
+int8 x int8 GEMM, for compute-bound work (SAM's image encoder, a UNet) where weight-only
+kernels cannot help. Dynamic int8 changes the numerics more: recipes that use it are judged
+by their family's stated quantized fidelity bars.
 
 Decode is memory-bound: each token reads every weight once. int8 (per output channel)
 reads 1/4 of the FP32 bytes, int4 (group-wise) 1/8. Activations run in ``act_dtype``. On
@@ -29,7 +35,8 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
-from fastpipes.kernels.woq import INT4_GROUP_SIZES, Int4WeightOnlyLinear, Int8WeightOnlyLinear
+from fastpipes.kernels.woq import (INT4_GROUP_SIZES, Int4WeightOnlyLinear, Int8DynamicLinear,
+                                   Int8WeightOnlyLinear)
 from fastpipes.passes.base import PassContext, SkipPass, register_pass
 from fastpipes.recipe.schema import Section
 
@@ -37,6 +44,11 @@ from fastpipes.recipe.schema import Section
 class QuantDtype(str, Enum):
     int8 = "int8"
     int4 = "int4"
+
+
+class QuantMode(str, Enum):
+    weight_only = "weight_only"  # int8/int4 weights, float activations: memory-bound GEMV
+    dynamic = "dynamic"  # int8 weights and per-row int8 activations: compute-bound GEMM
 
 
 class ActDtype(str, Enum):
@@ -48,6 +60,7 @@ class ActDtype(str, Enum):
 @dataclass(frozen=True)
 class QuantizeConfig(Section):
     dtype: QuantDtype = QuantDtype.int8
+    mode: QuantMode = QuantMode.weight_only
     group_size: int = 128  # int4 only: input features per (scale, zero) pair
     act_dtype: ActDtype = ActDtype.auto  # auto = bfloat16 (fastest packed kernels on CPU)
     components: list[str] = field(default_factory=list)  # [] = the adapter's default
@@ -62,6 +75,12 @@ class QuantizeConfig(Section):
         if self.dtype == QuantDtype.int4 and self.group_size not in INT4_GROUP_SIZES:
             out.append(("group_size", f"int4 group_size {self.group_size} is not supported",
                         ", ".join(map(str, INT4_GROUP_SIZES))))
+        if self.mode == QuantMode.dynamic and self.dtype != QuantDtype.int8:
+            out.append(("mode", f"mode dynamic needs dtype int8, got {self.dtype.value}",
+                        "dtype: int8 with mode: dynamic; int4 only with mode: weight_only"))
+        if self.mode == QuantMode.dynamic and self.act_dtype not in (ActDtype.auto,):
+            out.append(("act_dtype", f"mode dynamic quantizes activations to int8 itself; "
+                        f"act_dtype {self.act_dtype.value} does not apply", "auto"))
         if self.min_features < 0:
             out.append(("min_features", f"must be >= 0, got {self.min_features}", "an int >= 0"))
         return out
@@ -108,6 +127,9 @@ def _bytes(t: torch.Tensor | None) -> int:
 
 def quantize_linear(linear: nn.Linear, dtype: str, group_size: int, act_dtype: str,
                     keep_nibbles: bool = False) -> nn.Module:
+    """`dtype`: int8 | int4 (weight-only) | int8_dynamic (W8A8, `act_dtype` unused)."""
+    if dtype == "int8_dynamic":
+        return Int8DynamicLinear.from_linear(linear)
     if dtype == "int8":
         return Int8WeightOnlyLinear.from_linear(linear, act_dtype=act_dtype)
     return Int4WeightOnlyLinear.from_linear(linear, group_size, act_dtype, keep_nibbles)
@@ -145,7 +167,7 @@ def save_quantized(model: nn.Module, path: str | Path, fingerprint_key: str = ""
 
     tensors, meta = {}, {}
     for name, m in model.named_modules():
-        if isinstance(m, Int8WeightOnlyLinear):
+        if isinstance(m, (Int8WeightOnlyLinear, Int8DynamicLinear)):
             tensors[f"{name}.weight"] = m.weight
             tensors[f"{name}.scales"] = m.scales
         elif isinstance(m, Int4WeightOnlyLinear):
@@ -156,7 +178,8 @@ def save_quantized(model: nn.Module, path: str | Path, fingerprint_key: str = ""
             continue
         if m.bias is not None:
             tensors[f"{name}.bias"] = m.bias
-        meta[name] = {"kind": "int8" if isinstance(m, Int8WeightOnlyLinear) else "int4",
+        kind = {Int8WeightOnlyLinear: "int8", Int8DynamicLinear: "int8_dynamic"}.get(type(m), "int4")
+        meta[name] = {"kind": kind,
                       "in": m.in_features, "out": m.out_features,
                       "group_size": getattr(m, "group_size", 0),
                       "act_dtype": str(m.act_dtype).removeprefix("torch.")}
@@ -185,7 +208,10 @@ def load_quantized(model: nn.Module, path: str | Path) -> list[str]:
                                  f"(file has Linear {info['in']}->{info['out']}, model has {old!r})")
             act = getattr(torch, info["act_dtype"])
             has_bias = f"{name}.bias" in f.keys()
-            if info["kind"] == "int8":
+            if info["kind"] == "int8_dynamic":
+                q = Int8DynamicLinear(info["in"], info["out"], has_bias)
+                q.weight, q.scales = f.get_tensor(f"{name}.weight"), f.get_tensor(f"{name}.scales")
+            elif info["kind"] == "int8":
                 q = Int8WeightOnlyLinear(info["in"], info["out"], has_bias, act)
                 q.weight, q.scales = f.get_tensor(f"{name}.weight"), f.get_tensor(f"{name}.scales")
             else:
@@ -209,10 +235,12 @@ def cache_fingerprint(path: str | Path) -> str:
 
 # ---- the pass -----------------------------------------------------------------------------
 
-@register_pass("quantize", QuantizeConfig, "weight-only int8/int4 Linear layers (WOQ)")
+@register_pass("quantize", QuantizeConfig,
+               "int8/int4 Linear layers: weight-only (WOQ) or int8 dynamic (W8A8)")
 def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
-    act = resolve_act_dtype(cfg.act_dtype)
-    dtype = cfg.dtype.value
+    dynamic = cfg.mode == QuantMode.dynamic
+    act = "int8" if dynamic else resolve_act_dtype(cfg.act_dtype)
+    dtype = "int8_dynamic" if dynamic else cfg.dtype.value
     done = 0
     for comp, model in ctx.components("quantize", cfg.components).items():
         dev = next(iter(model.parameters()), torch.empty(0)).device
@@ -237,9 +265,10 @@ def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
                 save_quantized(model, cache, key)
                 how += f", saved to {cache}"
         after = sum(_bytes(b) for n in linears for b in model.get_submodule(n).buffers())
-        ctx.change(comp, f"{len(linears)} Linear -> {dtype} weight-only"
-                   + (f" (group {cfg.group_size})" if dtype == "int4" else "")
-                   + f", {act} activations; weights {before / 2**20:.1f} MiB -> "
+        what = ("int8 weights + per-row int8 activations (dynamic W8A8)" if dynamic else
+                 f"{dtype} weight-only" + (f" (group {cfg.group_size})" if dtype == "int4" else "")
+                 + f", {act} activations")
+        ctx.change(comp, f"{len(linears)} Linear -> {what}; weights {before / 2**20:.1f} MiB -> "
                    f"{after / 2**20:.1f} MiB ({how})")
         ctx.report.extra.setdefault("quantize", {})[comp] = {
             "layers": len(linears), "bytes_before": before, "bytes_after": after,

@@ -252,6 +252,14 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if union == 0 else inter / union
 
 
+# Fidelity bars vs FP32 eager: (min mask IoU over every prompt, max embedding rel. error).
+# Exact-precision recipes: issue 5's bars. Quantized recipes (int8 activations round every
+# Linear input): IoU >= 0.95 and a relative error of 3e-2 (a 30 dB signal-to-error ratio,
+# the same loosening SDXL's quantized bar makes), stated before any quantized run.
+EXACT_BARS = (0.99, 1e-3)
+QUANTIZED_BARS = (0.95, 3e-2)
+
+
 class SamWorkload(Workload):
     """SAM image encoder on a seeded batch of 1024x1024 images (``--model tiny`` for tests).
 
@@ -359,10 +367,12 @@ class SamWorkload(Workload):
         ious = [mask_iou(r, g) for r, g in zip(reference["masks"].flatten(0, 1),
                                                 output["masks"].flatten(0, 1))]
         iou = min(ious)
+        min_iou, max_rel = QUANTIZED_BARS if self.tolerance == "quantized" else EXACT_BARS
         return Fidelity({"mask_iou_min": iou, "mask_iou_mean": sum(ious) / len(ious),
                          "embedding_rel_err": rel},
-                        ok=iou >= 0.99 and rel <= 1e-3,
-                        thresholds="mask IoU >= 0.99, embedding rel. error <= 1e-3")
+                        ok=iou >= min_iou and rel <= max_rel,
+                        thresholds=f"mask IoU >= {min_iou:g}, embedding rel. error <= {max_rel:g} "
+                                   f"({self.tolerance} recipe bars)")
 
     def flops(self, pipe: Any, inputs: dict[str, torch.Tensor]) -> float | None:
         from torch.utils.flop_counter import FlopCounterMode

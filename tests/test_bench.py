@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from fastpipes.bench import WorkloadSpec, check_schema, plan, run_benchmark
+from fastpipes.errors import BenchmarkError
 from fastpipes.hardware import detect
 
 CHANNELS_LAST = {"name": "channels_last", "memory_format": {}}
@@ -163,3 +164,21 @@ def test_which_recipes_get_a_second_start(recipe, second_start):
     from fastpipes.bench.runner import _compiles
 
     assert _compiles(recipe) is second_start
+
+
+def test_no_baseline_runs_the_recipes_without_speedup_or_fidelity(tmp_path):
+    result = run_benchmark(WorkloadSpec("toy", size="tiny"), [CHANNELS_LAST], iters=1, warmup=0,
+                           limits=False, warm_start=False, baseline=False, progress=False)
+    base, cl = result.config("fp32_eager"), result.config("channels_last")
+    assert base.status == "not_run" and "--no-baseline" in base.reason
+    assert cl.ok and cl.latency_s["median"] > 0 and cl.throughput > 0
+    assert cl.speedup is None and cl.fidelity is None
+    assert "no fidelity" in cl.reason
+    data = json.loads(result.write_json(tmp_path / "r.json").read_text())
+    assert check_schema(data) == []
+
+
+def test_a_workload_built_in_bf16_cannot_be_called_the_fp32_baseline():
+    spec = WorkloadSpec("llama", size="tiny", options={"dtype": "bfloat16"})
+    with pytest.raises(BenchmarkError, match="--no-baseline"):
+        run_benchmark(spec, ["llama_woq_int4"], progress=False)

@@ -4,7 +4,7 @@ import torch
 
 import fastpipes
 from fastpipes.bench.workload import WorkloadSpec
-from fastpipes.errors import InputError
+from fastpipes.errors import BenchmarkError, InputError
 from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8WeightOnlyLinear
 from fastpipes.pipelines.base import find_adapter
 
@@ -28,6 +28,19 @@ def test_build_is_seeded_and_shaped():
     assert torch.isfinite(a.model.rotary_emb.inv_freq).all()
     with pytest.raises(InputError, match="llama-3.2-1b"):
         build_llama("llama-9b")
+
+
+def test_bf16_build_is_the_same_shape_without_an_fp32_copy():
+    a = build_llama("tiny", seed=0, dtype=torch.bfloat16)
+    assert {p.dtype for p in a.parameters()} == {torch.bfloat16}
+    assert a.lm_head.weight is a.model.embed_tokens.weight
+    ref = build_llama("tiny", seed=0)
+    assert [p.shape for p in a.parameters()] == [p.shape for p in ref.parameters()]
+    # random weights of the same scale (std 0.02), not a copy of uninitialised memory
+    w = a.model.layers[0].mlp.up_proj.weight.float()
+    assert 0.015 < w.std().item() < 0.025 and torch.isfinite(w).all()
+    with pytest.raises(BenchmarkError, match="float32 or bfloat16"):
+        LlamaWorkload(WorkloadSpec("llama", size="tiny", options={"dtype": "float16"}))
 
 
 def test_adapter_and_report():

@@ -79,8 +79,10 @@ def _plan_one(spec: Any, family: str, overrides: list[str], info: Any, device: s
 
 
 def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = (),
-         run_all: bool = False, info: Any = None, device: str = "cpu") -> list[Planned]:
-    """The baseline plus the recipes to run, in order.
+         run_all: bool = False, info: Any = None, device: str = "cpu",
+         baseline: bool = True) -> list[Planned]:
+    """The baseline plus the recipes to run, in order (the baseline row stays, marked not
+    run, when `baseline` is False).
 
     Named recipes always run (marked when this machine misses their ``requires``). With no
     names: every built-in recipe of `family`; those whose ``requires`` are unmet are listed
@@ -91,7 +93,9 @@ def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = 
 
     info = info or detect()
     overrides = list(overrides)
-    out = [Planned(BASELINE, baseline=True)]
+    out = [Planned(BASELINE, baseline=True) if baseline else Planned(
+        BASELINE, baseline=True, run=False,
+        reason="not run (--no-baseline): no speedup or fidelity for the other rows")]
     if recipes:
         out += [_plan_one(r, family, overrides, info, device, named=True) for r in recipes]
     else:
@@ -249,6 +253,7 @@ def run_benchmark(
     warm_start: bool = True,
     limits: bool = True,
     limits_quick: bool = False,
+    baseline: bool = True,
     progress: bool = True,
     command: str = "",
     workdir: str | Path | None = None,
@@ -265,6 +270,11 @@ def run_benchmark(
     compile time is a cold start. With `warm_start`, a recipe that compiles then starts a
     second process on the caches the first one left (build, accelerate, first call): the
     row's ``compile_warm_s`` is what a user's next run pays.
+
+    ``baseline=False`` skips the FP32 eager run, for models whose FP32 form does not fit in
+    memory (the llama-2-7b shape): rows then have times but no speedup and no fidelity.
+    A workload built in another dtype (``options={"dtype": "bfloat16"}``) needs it, so
+    that nothing is ever labelled FP32 that is not.
 
     >>> from fastpipes.bench import WorkloadSpec, run_benchmark
     >>> r = run_benchmark(WorkloadSpec("toy", size="tiny"), [{"memory_format": {}}],
@@ -284,7 +294,12 @@ def run_benchmark(
     info = detect()
     threads = threads or torch.get_num_threads()
     overrides = list(overrides)
-    planned = plan(spec.family, recipes, overrides, run_all, info, spec.device)
+    build_dtype = str(spec.options.get("dtype", "float32"))
+    if baseline and build_dtype != "float32":
+        raise BenchmarkError(f"the workload is built in {build_dtype}, so its eager run would "
+                             "not be an FP32 baseline; add --no-baseline (baseline=False), or "
+                             "drop the dtype option")
+    planned = plan(spec.family, recipes, overrides, run_all, info, spec.device, baseline)
 
     tmp = tempfile.TemporaryDirectory(prefix="fastpipes-bench-") if workdir is None else None
     wd = Path(tmp.name if tmp else workdir)

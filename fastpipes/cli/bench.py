@@ -74,6 +74,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-warm-start", action="store_false", dest="warm_start",
                    help="skip the second start of each compiling recipe (which measures "
                         "compile time on the caches the first start left)")
+    p.add_argument("--no-baseline", action="store_false", dest="baseline",
+                   help="skip the FP32 eager baseline (for models whose FP32 form does not "
+                        "fit in memory): no speedup or fidelity columns then")
     p.add_argument("--no-limits", action="store_false", dest="limits",
                    help="skip measuring the machine's GEMM and bandwidth limits")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON")
@@ -139,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_benchmark(spec, recipes, overrides=args.overrides, iters=args.iters,
                                warmup=args.warmup, threads=args.threads, max_time=args.max_time,
                                run_all=args.run_all, warm_start=args.warm_start,
-                               limits=args.limits,
+                               limits=args.limits, baseline=args.baseline,
                                progress=not args.quiet,
                                command="fastpipes " + shlex.join(sys.argv[1:]))
     except FastpipesError as e:

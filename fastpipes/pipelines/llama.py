@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from fastpipes.bench.workload import Fidelity, Workload, WorkloadSpec
-from fastpipes.errors import InputError
+from fastpipes.errors import BenchmarkError, InputError
 from fastpipes.pipelines.base import Adapter, AttentionSite, register_adapter
 from fastpipes.recipe.schema import Family
 
@@ -69,8 +69,9 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
     """A LlamaForCausalLM in eval mode: a named shape with seeded random weights, or a local
     Hugging Face directory (config.json + safetensors).
 
-    Random models are built on the meta device and initialised in place, so the 1B shape
-    builds in seconds without a second copy of the weights.
+    Random models are built on the meta device, cast to `dtype` there and initialised in
+    place, so the 1B shape builds in seconds without a second copy of the weights, and a
+    BF16 build of the 7B shape (13.5 GB) never holds its 27 GB FP32 form.
     """
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
@@ -83,9 +84,9 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
     config = llama_config(str(name_or_path))
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
+    model.to(dtype)  # on meta: allocates nothing
     model.to_empty(device="cpu")  # gives each module its own tensors: tie them again
     model.tie_weights()
-    model.to(dtype)
     _seeded_init(model, seed)
     # buffers made on meta hold garbage after to_empty: rebuild the rotary tables
     model.model.rotary_emb = type(model.model.rotary_emb)(config)
@@ -210,13 +211,20 @@ class LlamaWorkload(Workload):
         self.model_name = spec.model or ("tiny" if spec.size == "tiny" else "llama-3.2-1b")
         self.prompt_len = int(spec.options.get("prompt_len", 32))
         self.new_tokens = int(spec.options.get("new_tokens", 64))
+        # dtype the model is built in: float32 (the baseline's), or bfloat16 for shapes whose
+        # FP32 form does not fit in memory (runs without a baseline; see run_benchmark)
+        self.dtype = str(spec.options.get("dtype", "float32"))
+        if self.dtype not in ("float32", "bfloat16"):
+            raise BenchmarkError(f"llama option dtype must be float32 or bfloat16, "
+                                 f"got {self.dtype!r}")
 
     def describe(self) -> str:
-        return (f"{self.model_name}: {self.prompt_len} prompt + {self.new_tokens} new tokens, "
+        built = "" if self.dtype == "float32" else f" (built in {self.dtype})"
+        return (f"{self.model_name}{built}: {self.prompt_len} prompt + {self.new_tokens} new tokens, "
                 f"greedy, batch {self.spec.batch_size}")
 
     def build(self) -> Any:
-        return build_llama(self.model_name, seed=self.spec.seed)
+        return build_llama(self.model_name, seed=self.spec.seed, dtype=getattr(torch, self.dtype))
 
     def inputs(self, pipe: Any) -> torch.Tensor:
         model = LlamaAdapter(pipe).model

@@ -145,26 +145,13 @@ def main() -> None:
         print(breakdown(prof, wl, inputs, peak32, flops))
 
 
-# profiler op name -> group (first match wins); Inductor's C++ kernels carry their own
-# names because main() turns on torch._inductor.config.cpp.enable_kernel_profile
-GROUPS = (("Inductor fused kernels (norm, GELU, adds, rel-pos mask build)", ("cpp_fused",)),
-          ("GEMM: linear layers (oneDNN/MKL)", ("mkldnn::_linear", "mkl::_mkl_linear",
-                                               "aten::addmm", "aten::mm", "aten::linear")),
-          ("GEMM: batched (rel-pos terms)", ("aten::bmm", "aten::einsum")),
-          ("SDPA flash attention (aten kernel)", ("flash_attention", "scaled_dot_product")),
-          ("copies / layout", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat",
-                               "aten::empty", "aten::as_strided")))
-
-
 def breakdown(prof, wl, inputs, peak32: float, total_flops: float) -> str:
     """Self CPU time per group, and what the GEMM groups reach against the GEMM peak."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
-    groups: dict[str, float] = {}
-    for e in prof.key_averages():
-        name = next((g for g, keys in GROUPS if any(k in e.key for k in keys)), "other")
-        groups[name] = groups.get(name, 0.0) + e.self_cpu_time_total / 1e6
+    from profile_groups import group_times
+
+    total, groups = group_times(prof)
     # FLOPs by op on the uncompiled SDPA model (same math as the compiled one)
     sam = wl.build()
     fastpipes.accelerate(sam, {"attention": {"backend": "sdpa"}})
@@ -175,14 +162,12 @@ def breakdown(prof, wl, inputs, peak32: float, total_flops: float) -> str:
     # FlopCounterMode does not count the CPU flash kernel: attention is the rest of the
     # eager model's total (which computes attention with matmuls)
     attn = total_flops - sum(by_op.values())
-    sdpa_t = groups.get(GROUPS[3][0], 0.0)
-    # the profiler's CPU time of an op is its wall time on the calling thread (intra-op
-    # OpenMP threads are inside it), so the groups add up to the call's wall time
+    sdpa_t = groups.get("SDPA attention", 0.0)
     lines = [f"profiled call: {total:.2f} s of op time", "| group | s | share |",
              "|---|---|---|"]
     for g, t in sorted(groups.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {g} | {t:.2f} | {100 * t / total:.0f}% |")
-    gemm_t = groups.get(GROUPS[1][0], 0.0)
+    gemm_t = groups.get("GEMM: linear layers", 0.0)
     if gemm_t:
         lines.append(f"linear layers: {linear / 1e9:.0f} GFLOP in {gemm_t:.2f} s -> "
                      f"{linear / gemm_t / 1e9:.0f} GFLOP/s ({100 * linear / gemm_t / 1e9 / peak32:.0f}% "

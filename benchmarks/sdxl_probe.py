@@ -15,6 +15,11 @@ the probe applies the same transform directly and labels the row "(manual)". Eac
 median (and min/max) of `--iters` UNet forwards on the CFG batch after one warm-up call,
 compile time apart (first call), and PSNR of the noise prediction vs FP32 eager (peak = the
 FP32 output's range). Results print as Markdown.
+
+With ``--profile``, each configuration's step is profiled once more (torch.profiler) and its
+self time is grouped by kind of work (convolutions, linear GEMMs, attention, norms, Inductor's
+fused kernels), with the FLOPs of each group and the rate it reaches against a GEMM peak
+measured in the same process: where the time of a step goes.
 """
 from __future__ import annotations
 
@@ -67,6 +72,50 @@ def call(unet, x: dict, dtype: torch.dtype) -> torch.Tensor:
     return unet(**args, added_cond_kwargs=added, return_dict=False)[0].float()
 
 
+# FlopCounterMode op -> profile group (benchmarks/profile_groups.py)
+FLOP_GROUPS = {"addmm": "GEMM: linear layers", "mm": "GEMM: linear layers",
+               "convolution": "convolution", "bmm": "GEMM: batched", "baddbmm": "GEMM: batched"}
+
+
+def flops_by_group(unet, x: dict) -> dict[str, float]:
+    """GFLOP per profile group of one FP32 step (attention ops are counted as SDPA)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        call(unet, x, torch.float32)
+    out: dict[str, float] = {}
+    for op, n in counter.get_flop_counts()["Global"].items():
+        name = str(op).split(".")[-1]
+        group = FLOP_GROUPS.get(name, "SDPA attention" if "attention" in name else name)
+        out[group] = out.get(group, 0.0) + n / 1e9
+    return out
+
+
+def gemm_peak(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def profile_step(name: str, unet, x: dict, dtype: torch.dtype, gflop: dict, peak: float) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from profile_groups import group_times, table
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call(unet, x, dtype)
+    total, groups = group_times(prof)
+    print(f"\nwhere {name}'s step goes:\n" + table(total, groups, gflop, peak), flush=True)
+
+
 def measure(name: str, unet, x: dict, dtype: torch.dtype, iters: int, ref) -> dict:
     t0 = time.perf_counter()
     out = call(unet, x, dtype)  # warm-up (includes compilation when compiled)
@@ -90,7 +139,12 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-compile", action="store_true")
+    ap.add_argument("--only-fp32", action="store_true", help="skip the BF16 rows")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile one step of each configuration: where the time goes")
     args = ap.parse_args()
+    if args.profile:  # name Inductor's C++ kernels in the profile (costs ~nothing per call)
+        torch._inductor.config.cpp.enable_kernel_profile = True
     hw = detect()
     print(f"# {hw.cpu_model}, {hw.torch_threads} threads, bf16 native: {hw.bf16_native}, "
           f"torch {hw.torch_version}", flush=True)
@@ -113,11 +167,22 @@ def main() -> None:
     print(f"UNet FLOP per step: {flops / 1e12:.3f} TFLOP", flush=True)
     rows.append(measure("fp32_eager", pipe.unet, x, torch.float32, args.iters, None))
     ref = rows[0]["out"]
+    if args.profile:
+        peak = gemm_peak()
+        gflop = flops_by_group(pipe.unet, x)
+        print(f"FP32 GEMM peak (2048^3, best of 10): {peak:.0f} GFLOP/s; GFLOP per step: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in gflop.items()), flush=True)
+        profile_step("fp32_eager", pipe.unet, x, torch.float32, gflop, peak)
+
+    def profiled(row_name: str, dtype: torch.dtype) -> None:
+        if args.profile:
+            profile_step(row_name, pipe.unet, x, dtype, gflop, peak)
 
     report = fastpipes.accelerate(pipe, {"attention": {"backend": "sdpa"}, "fuse_qkv": {},
                                          "memory_format": {"components": ["unet"]}})
     print(report, flush=True)
     rows.append(measure("fp32_layout", pipe.unet, x, torch.float32, args.iters, ref))
+    profiled("fp32_layout", torch.float32)
 
     if not args.skip_compile:
         if "compile" in SECTIONS:
@@ -127,11 +192,12 @@ def main() -> None:
             pipe.unet = torch.compile(pipe.unet)
             name = "fp32_compile (manual)"
         rows.append(measure(name, pipe.unet, x, torch.float32, args.iters, ref))
+        profiled(name, torch.float32)
         torch._dynamo.reset()
         pipe.unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
         gc.collect()
 
-    if hw.bf16_native:
+    if hw.bf16_native and not args.only_fp32:
         if "precision" in SECTIONS:
             fastpipes.accelerate(pipe, {"precision": {"mode": "cast", "dtype": "bfloat16",
                                                       "components": ["unet"]}})

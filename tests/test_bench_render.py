@@ -84,6 +84,14 @@ def test_rows_say_what_happened(result):
     assert rows["fast"]["machine share"] == "12.0 GFLOP/s (10% of GEMM)"
 
 
+def test_a_row_judged_by_quantized_bars_says_so(result):
+    c = result.config("fast")
+    c.fidelity = dict(c.fidelity, thresholds="mask IoU >= 0.95, embedding rel. error <= 0.03 "
+                                             "(quantized recipe bars)")
+    assert row(c)["fidelity vs FP32"].startswith("ok (quantized bars): rel_error=")
+    assert not row(result.config("lossy"))["fidelity vs FP32"].startswith("FAIL (quantized")
+
+
 def test_markdown_has_header_and_one_row_per_config(result):
     md = markdown(result)
     assert "Test CPU" in md and "FP32 GEMM 120.0 GFLOP/s" in md

@@ -173,6 +173,33 @@ def test_workload_tiny():
     assert wl.extra_metrics(fast_pipe, inputs)["predict_e2e_s"] > 0
 
 
+def test_int8_dynamic_recipe_meets_the_stated_quantized_bars():
+    from fastpipes.bench.workload import WorkloadSpec, get_workload
+    from fastpipes.kernels.woq import Int8DynamicLinear
+    from fastpipes.recipe.load import load_recipe
+
+    wl = get_workload(WorkloadSpec("sam", size="tiny"))
+    ref_pipe, q_pipe = wl.build(), wl.build()
+    # the recipe as shipped, compiled with the eager backend (wiring, not Inductor's cost)
+    recipe = load_recipe("sam_int8_dynamic", ["compile.backend=eager", "compile.options={}",
+                                              "attention.block_size=16"])
+    report = fastpipes.accelerate(q_pipe, recipe)
+    assert report.applied == ["attention", "quantize", "compile"]
+    enc = q_pipe.image_encoder
+    assert all(isinstance(b.mlp.lin1, Int8DynamicLinear) and isinstance(b.attn.qkv, Int8DynamicLinear)
+               for b in enc.blocks)
+    assert not any(isinstance(m, Int8DynamicLinear) for m in q_pipe.mask_decoder.modules())
+    inputs = wl.inputs(ref_pipe)
+    ref, out = wl.run(ref_pipe, inputs), wl.run(q_pipe, inputs)
+    exact = wl.fidelity(ref, out)
+    assert exact.metrics["embedding_rel_err"] > 1e-3 and not exact.ok  # not FP32-exact
+    wl.tolerance = "quantized"
+    fid = wl.fidelity(ref, out)
+    assert fid.ok, fid.metrics
+    assert "quantized recipe bars" in fid.thresholds
+    torch._dynamo.reset()
+
+
 def test_benchmark_run_and_predictor_share_one_compiled_graph():
     """The timed run and the predictor feed the encoder tensors of the same kind (inference
     tensors, contiguous): a compiled encoder must not recompile for predict (it did: the

@@ -103,15 +103,17 @@ def test_fp32_layout_recipe_end_to_end(pipe, reference):
     torch.testing.assert_close(out, reference, atol=2e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name,min_db", [("sdxl_fp32_fast", 60.0), ("sdxl_bf16", 25.0)])
+@pytest.mark.parametrize("name,min_db", [("sdxl_fp32_fast", 60.0), ("sdxl_bf16", 25.0),
+                                         ("sdxl_int8_dynamic", 30.0)])
 def test_builtin_recipes_end_to_end(pipe, reference, name, min_db):
     # compile with the eager backend: checks the wiring without an Inductor compile
     recipe = load_recipe(name, ["compile.backend=eager"])
     report = fastpipes.accelerate(pipe, recipe)
     assert "compile" in report.applied
     out = generate(pipe)
-    # FP32 recipes only reorder sums; BF16 keeps 8 mantissa bits through a random-weight
-    # UNet, so the tiny model's image is compared at a looser, stated bound
+    # FP32 recipes only reorder sums; BF16 keeps 8 mantissa bits and dynamic int8 rounds every
+    # Linear input to 8 bits through a random-weight UNet, so the tiny model's image is
+    # compared at a looser, stated bound
     assert psnr(reference, out, peak=1.0) >= min_db, report
 
 

@@ -140,9 +140,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--only-fp32", action="store_true", help="skip the BF16 rows")
+    ap.add_argument("--int8", action="store_true",
+                    help="add a dynamic int8 (W8A8) row, compiled unless --skip-compile, as "
+                         "sdxl_int8_dynamic applies it (needs --only-fp32: it runs last)")
     ap.add_argument("--profile", action="store_true",
                     help="profile one step of each configuration: where the time goes")
     args = ap.parse_args()
+    if args.int8 and not args.only_fp32:
+        ap.error("--int8 needs --only-fp32 (the int8 row quantizes the FP32 UNet in place)")
     if args.profile:  # name Inductor's C++ kernels in the profile (costs ~nothing per call)
         torch._inductor.config.cpp.enable_kernel_profile = True
     hw = detect()
@@ -211,6 +216,17 @@ def main() -> None:
             pipe.unet = torch.compile(pipe.unet)
             rows.append(measure(name.replace("layout", "compile"), pipe.unet, x, dtype,
                                 args.iters, ref))
+
+    if args.int8:
+        pipe.unet._compiled_call_impl = None  # drop the FP32 compile: quantize, then recompile
+        recipe = {"quantize": {"mode": "dynamic", "components": ["unet"]}}
+        if not args.skip_compile:
+            recipe["compile"] = {"components": ["unet"]}
+        print(fastpipes.accelerate(pipe, recipe), flush=True)
+        gc.collect()
+        name = "int8_dynamic" + ("" if args.skip_compile else "_compile")
+        rows.append(measure(name, pipe.unet, x, torch.float32, args.iters, ref))
+        profiled(name, torch.float32)
 
     base = rows[0]["median"]
     print(f"\n| config | UNet s/step (median of {args.iters}) | min-max | first call s | "

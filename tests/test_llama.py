@@ -5,7 +5,7 @@ import torch
 import fastpipes
 from fastpipes.bench.workload import WorkloadSpec
 from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8WeightOnlyLinear
+from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8DynamicLinear, Int8WeightOnlyLinear
 from fastpipes.pipelines.base import find_adapter
 
 transformers = pytest.importorskip("transformers")
@@ -50,24 +50,29 @@ def test_adapter_and_report():
     assert model.config in adapter.state_objects() and model.generation_config in adapter.state_objects()
 
 
-@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("dtype", ["int8", "int4", "int8_dynamic"])
 def test_woq_recipe_keeps_generate_and_fidelity(dtype):
     ref_model = build_llama("tiny")
     ref_seq = _gen(ref_model)
     model = build_llama("tiny")
+    quantize = ({"mode": "dynamic"} if dtype == "int8_dynamic" else
+                {"dtype": dtype, "group_size": 32})
     report = fastpipes.accelerate(model, {
         "family": "llama", "attention": {"backend": "sdpa"},
-        "quantize": {"dtype": dtype, "group_size": 32}, "kv_cache": {"implementation": "static"}})
+        "quantize": quantize, "kv_cache": {"implementation": "static"}})
     assert report.applied == ["attention", "quantize", "kv_cache"]
     assert model.config._attn_implementation == "sdpa"
     assert model.generation_config.cache_implementation == "static"
-    kind = Int8WeightOnlyLinear if dtype == "int8" else Int4WeightOnlyLinear
+    kind = {"int8": Int8WeightOnlyLinear, "int4": Int4WeightOnlyLinear,
+            "int8_dynamic": Int8DynamicLinear}[dtype]
     assert isinstance(model.lm_head, kind)
     assert isinstance(model.model.layers[0].mlp.down_proj, kind)
     seq = _gen(model)
     assert seq.shape == ref_seq.shape and torch.equal(seq[:, :8], PROMPT)
     fid = compare_logits(teacher_forced_logits(ref_model, ref_seq),
                          teacher_forced_logits(model, ref_seq), PROMPT.shape[1])
+    # int8 weights alone keep the tiny model's argmax; int4, and int8 activations rounded
+    # per token, flip some of its small-margin positions (random weights)
     assert fid["top1_agreement"] >= (0.95 if dtype == "int8" else 0.75), fid
 
 

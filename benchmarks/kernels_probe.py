@@ -1,5 +1,5 @@
-"""Raw kernel rates on this machine: GEMM in FP32/BF16/FP16 and one decode-sized GEMV per
-weight-only kernel. The numbers quoted in docs/passes/precision.md and quantize.md come
+"""Raw kernel rates on this machine: GEMM in FP32/BF16/FP16, one decode-sized GEMV per
+weight-only kernel, and compute-bound Linear layers in FP32 vs dynamic int8 (W8A8). The numbers quoted in docs/passes/precision.md and quantize.md come
 from this script.
 
     PYTHONPATH=$PWD python benchmarks/kernels_probe.py [--threads 2]
@@ -15,7 +15,7 @@ import time
 import torch
 
 from fastpipes.hardware import detect
-from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8WeightOnlyLinear
+from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8DynamicLinear, Int8WeightOnlyLinear
 
 
 def median_s(fn, reps: int, warmup: int = 2) -> float:
@@ -62,6 +62,27 @@ def main() -> None:
             for name, mod, inp in rows:
                 s = median_s(lambda: mod(inp), args.reps * 3)
                 print(f"{name:22s} {s * 1e3:8.3f} ms")
+
+    # compute-bound: SAM vit_b's MLP (4096 tokens) and an SDXL UNet feed-forward (2 x 1024
+    # tokens at 32x32 latents, width 1280 -> GEGLU 10240)
+    print(f"\n## compute-bound Linear, x: [M, K] (median of {args.reps})")
+    print("shape (M x K -> N) | fp32 nn.Linear | aten._int_mm alone | Int8DynamicLinear "
+          "(quantize + GEMM + rescale) | layer rel. error vs fp32")
+    for m, k, nout in ((4096, 768, 3072), (2048, 1280, 10240)):
+        lin = torch.nn.Linear(k, nout)
+        x = torch.randn(m, k)
+        q = Int8DynamicLinear.from_linear(lin)
+        a8 = torch.randint(-127, 128, (m, k), dtype=torch.int8)
+        with torch.no_grad():
+            t32 = median_s(lambda: lin(x), args.reps)
+            t8 = median_s(lambda: torch._int_mm(a8, q.weight.t()), args.reps)
+            tq = median_s(lambda: q(x), args.reps)
+            ref = lin(x)
+            err = ((q(x) - ref).norm() / ref.norm()).item()
+        gf = 2 * m * k * nout / 1e9
+        print(f"{m} x {k} -> {nout} | {t32 * 1e3:.1f} ms ({gf / t32:.0f} GFLOP/s) | "
+              f"{t8 * 1e3:.1f} ms ({gf / t8:.0f} GOP/s) | {tq * 1e3:.1f} ms ({t32 / tq:.2f}x) | "
+              f"{err:.1e}")
 
 
 if __name__ == "__main__":

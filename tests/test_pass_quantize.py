@@ -115,3 +115,22 @@ def test_failure_after_quantize_restores_modules():
     assert type(net.up) is nn.Linear and type(net.lm_head) is nn.Linear
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert torch.equal(net(x), ref)
+
+
+def test_dynamic_mode_under_inductor_matches_the_eager_quantized_layers():
+    # the recipes always compile this mode (Inductor fuses the per-row quantization); one
+    # small Inductor compile checks that the fused graph computes the same int8 arithmetic
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128))
+    x = torch.randn(64, 128)
+    compiled = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128))
+    compiled.load_state_dict(eager.state_dict())
+    fastpipes.accelerate(eager, {"quantize": {"mode": "dynamic"}})
+    report = fastpipes.accelerate(compiled, {"quantize": {"mode": "dynamic"},
+                                             "compile": {"cache": False}})
+    with torch.no_grad():
+        ref, out = eager(x), compiled(x)
+    assert report.applied == ["quantize", "compile"] and report.warnings == []
+    assert isinstance(compiled[0], Int8DynamicLinear)
+    assert ((out - ref).norm() / ref.norm()) < 1e-3
+    torch._dynamo.reset()

@@ -63,6 +63,16 @@ def dequantize_int4(w_int: torch.Tensor, sz: torch.Tensor, group_size: int) -> t
     return (wg * scales[..., None] + zeros[..., None]).reshape(n, k)
 
 
+def _rows_apply(layer: nn.Module, x: torch.Tensor, matmul) -> torch.Tensor:
+    """What every quantized layer does around its kernel: x [..., K] as rows [M, K],
+    `matmul` -> [M, N], bias added, back to [..., N] in the caller's dtype."""
+    shape = x.shape
+    y = matmul(x.reshape(-1, shape[-1]))
+    if layer.bias is not None:
+        y = y + layer.bias
+    return y.reshape(*shape[:-1], layer.out_features).to(x.dtype)
+
+
 def _act_dtype(act_dtype: str | torch.dtype) -> torch.dtype:
     return ACT_DTYPES[act_dtype] if isinstance(act_dtype, str) else act_dtype
 
@@ -90,13 +100,8 @@ class Int8WeightOnlyLinear(nn.Module):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [..., K] -> [..., N]
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1]).to(self.act_dtype)
-        y = torch.ops.aten._weight_int8pack_mm(x2, self.weight, self.scales)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return _rows_apply(self, x, lambda x2: torch.ops.aten._weight_int8pack_mm(
+            x2.to(self.act_dtype), self.weight, self.scales))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -141,14 +146,8 @@ class Int4WeightOnlyLinear(nn.Module):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [..., K] -> [..., N]
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1]).to(self.act_dtype)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight, self.group_size,
-                                                       self.scales_and_zeros)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return _rows_apply(self, x, lambda x2: torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x2.to(self.act_dtype), self.weight, self.group_size, self.scales_and_zeros))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -159,18 +158,21 @@ class Int4WeightOnlyLinear(nn.Module):
 class Int8DynamicLinear(nn.Module):
     """W8A8 dynamic: int8 weights (symmetric, per output channel) and int8 activations
     quantized per row at run time; the product is an int8 x int8 -> int32 GEMM
-    (``aten._int_mm``: VNNI on AVX-512 CPUs, vpmaddubsw on AVX2), rescaled to FP32.
+    (``aten._int_mm``), rescaled to FP32.
 
     For compute-bound layers (SAM's image encoder, a UNet at 512x512), where weight-only
-    kernels gain nothing: on our Zen 4 the int8 GEMM runs at about 3x the FP32 GEMM
-    (benchmarks/kernels_probe.py). The price is activation rounding (a relative error of a
-    few 1e-3 per layer), so recipes using it are judged by the stated quantized bars.
+    kernels gain nothing: on our Zen 4 ``aten._int_mm`` runs at 3.2-3.7x the FP32 GEMM
+    (benchmarks/kernels_probe.py). Eager, the per-row quantize and the rescale are extra
+    passes over the activations and eat most of that (1.15-1.7x per layer); under
+    ``torch.compile`` Inductor fuses them, which is how the recipes use it. The price is
+    activation rounding (a relative error of ~9e-3 per layer on random data), so recipes
+    using it are judged by the stated quantized bars.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.act_dtype = torch.float32  # what the layer takes and returns around the int8 GEMM
+        self.act_dtype = torch.float32  # the dtype it quantizes from and rescales to
         self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32))
         self.register_buffer("bias", torch.empty(out_features) if bias else None)
@@ -184,16 +186,14 @@ class Int8DynamicLinear(nn.Module):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [..., K] -> [..., N]
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1]).float()
+        return _rows_apply(self, x, self._matmul)
+
+    def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        x2 = x2.float()
         x_scale = (x2.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-8)  # [M, 1]
         x_int8 = torch.round(x2 / x_scale).clamp(-127, 127).to(torch.int8)
         acc = torch._int_mm(x_int8, self.weight.t())  # [M, N] int32
-        y = acc.float() * x_scale * self.scales
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return acc.float() * x_scale * self.scales
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -78,7 +78,7 @@ class QuantizeConfig(Section):
         if self.mode == QuantMode.dynamic and self.dtype != QuantDtype.int8:
             out.append(("mode", f"mode dynamic needs dtype int8, got {self.dtype.value}",
                         "dtype: int8 with mode: dynamic; int4 only with mode: weight_only"))
-        if self.mode == QuantMode.dynamic and self.act_dtype not in (ActDtype.auto,):
+        if self.mode == QuantMode.dynamic and self.act_dtype != ActDtype.auto:
             out.append(("act_dtype", f"mode dynamic quantizes activations to int8 itself; "
                         f"act_dtype {self.act_dtype.value} does not apply", "auto"))
         if self.min_features < 0:

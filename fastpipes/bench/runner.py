@@ -273,8 +273,8 @@ def run_benchmark(
 
     ``baseline=False`` skips the FP32 eager run, for models whose FP32 form does not fit in
     memory (the llama-2-7b shape): rows then have times but no speedup and no fidelity.
-    A workload built in another dtype (``options={"dtype": "bfloat16"}``) needs it, so
-    that nothing is ever labelled FP32 that is not.
+    A workload built in another dtype (its ``build_dtype``, e.g. Llama with
+    ``options={"dtype": "bfloat16"}``) needs it, so nothing is labelled FP32 that is not.
 
     >>> from fastpipes.bench import WorkloadSpec, run_benchmark
     >>> r = run_benchmark(WorkloadSpec("toy", size="tiny"), [{"memory_format": {}}],
@@ -284,7 +284,7 @@ def run_benchmark(
     import torch
 
     import fastpipes
-    from fastpipes.bench.workload import WORKLOADS
+    from fastpipes.bench.workload import WORKLOADS, get_workload
     from fastpipes.hardware import detect
 
     if spec.family not in WORKLOADS:
@@ -294,7 +294,8 @@ def run_benchmark(
     info = detect()
     threads = threads or torch.get_num_threads()
     overrides = list(overrides)
-    build_dtype = str(spec.options.get("dtype", "float32"))
+    # the workload checks its own options here, before any worker starts
+    build_dtype = get_workload(spec).build_dtype
     if baseline and build_dtype != "float32":
         raise BenchmarkError(f"the workload is built in {build_dtype}, so its eager run would "
                              "not be an FP32 baseline; add --no-baseline (baseline=False), or "

@@ -38,6 +38,7 @@ class Workload:
     family: str = ""
     unit: str = "items"  # what throughput counts: images | steps | tokens
     bound: str = "compute"  # compute (GFLOP/s vs GEMM peak) | memory (GB/s vs bandwidth)
+    build_dtype: str = "float32"  # what build() makes; anything else cannot be the baseline
 
     def __init__(self, spec: WorkloadSpec):
         self.spec = spec

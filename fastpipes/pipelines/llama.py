@@ -213,18 +213,18 @@ class LlamaWorkload(Workload):
         self.new_tokens = int(spec.options.get("new_tokens", 64))
         # dtype the model is built in: float32 (the baseline's), or bfloat16 for shapes whose
         # FP32 form does not fit in memory (runs without a baseline; see run_benchmark)
-        self.dtype = str(spec.options.get("dtype", "float32"))
-        if self.dtype not in ("float32", "bfloat16"):
+        self.build_dtype = str(spec.options.get("dtype", "float32"))
+        if self.build_dtype not in ("float32", "bfloat16"):
             raise BenchmarkError(f"llama option dtype must be float32 or bfloat16, "
-                                 f"got {self.dtype!r}")
+                                 f"got {self.build_dtype!r}")
 
     def describe(self) -> str:
-        built = "" if self.dtype == "float32" else f" (built in {self.dtype})"
+        built = "" if self.build_dtype == "float32" else f" (built in {self.build_dtype})"
         return (f"{self.model_name}{built}: {self.prompt_len} prompt + {self.new_tokens} new tokens, "
                 f"greedy, batch {self.spec.batch_size}")
 
     def build(self) -> Any:
-        return build_llama(self.model_name, seed=self.spec.seed, dtype=getattr(torch, self.dtype))
+        return build_llama(self.model_name, seed=self.spec.seed, dtype=getattr(torch, self.build_dtype))
 
     def inputs(self, pipe: Any) -> torch.Tensor:
         model = LlamaAdapter(pipe).model

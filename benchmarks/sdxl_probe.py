@@ -31,6 +31,7 @@ import time
 import torch
 
 import fastpipes
+from fastpipes.bench.limits import gemm_gflops
 from fastpipes.bench.workload import WorkloadSpec
 from fastpipes.hardware import detect
 from fastpipes.pipelines.sdxl import SdxlShape, build_sdxl, psnr
@@ -90,19 +91,6 @@ def flops_by_group(unet, x: dict) -> dict[str, float]:
         group = FLOP_GROUPS.get(name, "SDPA attention" if "attention" in name else name)
         out[group] = out.get(group, 0.0) + n / 1e9
     return out
-
-
-def gemm_peak(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
-    return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def profile_step(name: str, unet, x: dict, dtype: torch.dtype, gflop: dict, peak: float) -> None:
@@ -173,7 +161,7 @@ def main() -> None:
     rows.append(measure("fp32_eager", pipe.unet, x, torch.float32, args.iters, None))
     ref = rows[0]["out"]
     if args.profile:
-        peak = gemm_peak()
+        peak = gemm_gflops("cpu", n=2048, repeats=10)  # the bench's own GEMM limit probe
         gflop = flops_by_group(pipe.unet, x)
         print(f"FP32 GEMM peak (2048^3, best of 10): {peak:.0f} GFLOP/s; GFLOP per step: "
               + ", ".join(f"{k} {v:.0f}" for k, v in gflop.items()), flush=True)

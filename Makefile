@@ -35,7 +35,7 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 docs: setup
-	$(BIN)/python -m fastpipes.recipe.docs > docs/recipe-reference.md
+	$(BIN)/python -m fastpipes.cli.recipe_docs > docs/recipe-reference.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info bench-out

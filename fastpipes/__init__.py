@@ -3,12 +3,14 @@
 >>> import fastpipes
 >>> report = fastpipes.accelerate(pipe, recipe="sdxl_bf16")  # doctest: +SKIP
 """
+import fastpipes.passes  # noqa: F401  (registers every pass and its recipe section)
+from fastpipes._version import __version__
 from fastpipes.api import accelerate
-from fastpipes.errors import (FastpipesError, HardwareError, InputError, PassError, RecipeError,
-                              UnsupportedPipelineError)
-from fastpipes.recipe import load_recipe
+from fastpipes.errors import (ConflictError, FastpipesError, HardwareError, InputError, PassError,
+                              PreflightError, RecipeError, UnsupportedPipelineError)
+from fastpipes.recipe import PrecisionClass, load_recipe
 from fastpipes.report import Report
 
-__version__ = "0.1.0"
-__all__ = ["accelerate", "load_recipe", "Report", "FastpipesError", "HardwareError",
-           "InputError", "PassError", "RecipeError", "UnsupportedPipelineError", "__version__"]
+__all__ = ["accelerate", "load_recipe", "Report", "PrecisionClass", "ConflictError",
+           "FastpipesError", "HardwareError", "InputError", "PassError", "PreflightError",
+           "RecipeError", "UnsupportedPipelineError", "__version__"]

@@ -1,12 +1,14 @@
 """recipe="auto": measure the candidate recipes on the user's own pipeline, keep the fastest
 faithful one, and remember the decision on disk.
 
-Candidates are the built-in recipes of the pipeline's family (and family ``any``) whose
-``requires`` this machine meets, plus user recipes named in ``auto.candidates``. Each is
-applied, timed on the user's inputs, compared with the untouched FP32 output, and undone
-(accelerate() snapshots make that exact); the winner is then applied for real. The
-decision is cached under the fastpipes cache directory, keyed by model structure, input
-shapes, hardware and torch version, so the next call (or process) skips the search.
+Candidates are the built-in recipes of the pipeline's family (and generic ones) whose
+``requires`` this machine meets and whose precision class is within ``auto.max_class``,
+plus user recipes named in ``auto.candidates``. Each is applied, timed on the inputs (the
+user's ``example_inputs``, or inputs the adapter makes from the model's shapes), compared
+with the untouched FP32 output against the family's bars *for its own precision class*,
+and undone (accelerate()'s snapshot makes that exact); the winner is then applied for
+real. The decision is cached under the fastpipes cache directory, keyed by model
+structure, input shapes, hardware and torch version, so the next call skips the search.
 
 >>> report = fastpipes.accelerate(model, "auto", example_inputs=(x,))   # doctest: +SKIP
 >>> report.extra["auto"]["winner"]                                      # doctest: +SKIP
@@ -20,47 +22,46 @@ import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from fastpipes.cache import CACHE_ENV, cache_dir  # noqa: F401  (re-exported)
-from fastpipes.recipe.schema import SECTIONS, Section
+from fastpipes._version import __version__
+from fastpipes.apply import apply_recipe
+from fastpipes.cache import cache_dir
+from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
+from fastpipes.hardware import detect, unmet_requirements
+from fastpipes.pipelines.base import Fidelity, find_adapter
+from fastpipes.recipe.load import available, builtin_dir, load_recipe
+from fastpipes.recipe.schema import AutoConfig, PrecisionClass
+from fastpipes.report import Report
 
-DECISION_VERSION = 1
-
-
-@dataclass(frozen=True)
-class AutoConfig(Section):
-    """The ``auto`` section: how recipe="auto" searches."""
-
-    budget_s: float = 300.0  # stop trying new candidates after this long (compile included)
-    candidates: list[str] = field(default_factory=list)  # extra recipes (names or paths)
-    builtin: bool = True  # also try the built-in recipes of the family whose requires are met
-    iters: int = 3  # timed calls per candidate (median kept), after one warm-up call
-    min_fidelity: float = 0.0  # 0 = the family's default threshold
-    cache: bool = True  # reuse / store decisions on disk
-
-    def check(self) -> list[tuple[str, str, str]]:
-        out = []
-        if self.budget_s <= 0:
-            out.append(("budget_s", f"must be > 0, got {self.budget_s}", "a positive number"))
-        if self.iters < 1:
-            out.append(("iters", f"must be >= 1, got {self.iters}", "a positive integer"))
-        return out
+DECISION_VERSION = 2
 
 
-SECTIONS.add("auto", AutoConfig)
+class TrialStatus(str, Enum):
+    ok = "ok"  # faithful by its class's bars
+    unfaithful = "unfaithful"  # misses its class's bars
+    failed = "failed"  # could not be applied or run here
+    over_budget = "over-budget"  # not tried: auto.budget_s was spent
+    excluded = "excluded"  # not tried: its precision class is looser than auto.max_class
+
+
+class Excluded(Exception):
+    """A candidate that is not tried (the reason is the message)."""
 
 
 @dataclass
 class Trial:
     recipe: str
-    status: str  # ok | unfaithful | failed | over-budget
+    status: TrialStatus
+    precision_class: str = PrecisionClass.exact.value
     latency_s: float | None = None
     speedup: float | None = None
-    fidelity: float | None = None
+    fidelity: dict[str, float] = field(default_factory=dict)  # the family's metrics
+    bars: str = ""  # the bars it was held to
     reason: str = ""
 
 
@@ -73,50 +74,23 @@ class Decision:
     cached: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for t in d["trials"]:
+            t["status"] = TrialStatus(t["status"]).value
+        return d
 
 
 # -- the cache key --------------------------------------------------------------------
 
-def _shapes(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return [list(obj.shape), str(obj.dtype)]
-    if isinstance(obj, (list, tuple)):
-        return [_shapes(o) for o in obj]
-    if isinstance(obj, dict):
-        return {str(k): _shapes(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if hasattr(obj, "shape"):  # numpy arrays (SAM images)
-        return [list(obj.shape), str(getattr(obj, "dtype", ""))]
-    return repr(obj) if isinstance(obj, (int, float, str, bool, type(None))) else type(obj).__name__
-
-
-def structure_signature(modules: dict[str, torch.nn.Module]) -> list:
-    """Module classes and parameter shapes/dtypes: what the model *is*, not its values."""
-    sig = []
-    for name, m in modules.items():
-        params = [(n, list(p.shape), str(p.dtype)) for n, p in m.named_parameters()]
-        classes = sorted({type(x).__qualname__ for x in m.modules()})
-        sig.append([name, type(m).__qualname__, classes, params])
-    return sig
-
-
-def machine_fingerprint(hardware: Any) -> dict:
-    """What a cached result depends on beyond the model: torch, CPU model and ISA, GPUs."""
-    return {"torch": torch.__version__, "cpu": hardware.cpu_model,
-            "isa": sorted(k for k, v in hardware.isa.items() if v), "cuda": hardware.cuda_devices}
-
-
 def decision_key(modules: dict[str, torch.nn.Module], inputs: Any, candidates: list[str],
                  hardware: Any) -> str:
-    import fastpipes
-
     payload = {
         "v": DECISION_VERSION,
-        "fastpipes": fastpipes.__version__,
+        "fastpipes": __version__,
         **machine_fingerprint(hardware),
         "threads": torch.get_num_threads(),
         "model": structure_signature(modules),
-        "inputs": _shapes(inputs),
+        "inputs": shapes(inputs),
         "candidates": sorted(candidates),
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -130,7 +104,7 @@ def load_decision(key: str, directory: Path) -> Decision | None:
         return None
     try:
         data = json.loads(path.read_text())
-        trials = [Trial(**t) for t in data["trials"]]
+        trials = [Trial(**{**t, "status": TrialStatus(t["status"])}) for t in data["trials"]]
         return Decision(key=data["key"], winner=data["winner"], baseline_s=data["baseline_s"],
                         trials=trials, cached=True)
     except (ValueError, KeyError, TypeError) as e:
@@ -149,23 +123,22 @@ def save_decision(decision: Decision, directory: Path) -> Path:
 
 # -- the search -------------------------------------------------------------------------
 
-def candidate_recipes(family: str, hardware: Any, extra: list[str], device: str = "cpu",
-                      builtin: bool = True) -> list[str]:
-    """Built-in recipes of `family` (or `any`) whose requires are met, then `extra`."""
-    if not builtin:
-        return list(dict.fromkeys(extra))
-    from fastpipes.hardware import unmet_requirements
-    from fastpipes.recipe.load import available, builtin_dir, load_recipe
-
-    builtin = builtin_dir().resolve()
+def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
+                      device: str = "cpu") -> list[str]:
+    """Built-in recipes of `family` (or generic) whose requires are met and whose precision
+    class is within ``cfg.max_class``, then ``cfg.candidates``."""
     names = []
-    for name, path in sorted(available().items()):
-        if path.parent.resolve() != builtin:
-            continue
-        rec = load_recipe(path)
-        if rec.family.value in (family, "any") and not unmet_requirements(rec.requires, hardware, device):
-            names.append(name)
-    return names + [c for c in extra if c not in names]
+    if cfg.builtin:
+        builtin = builtin_dir().resolve()
+        for name, path in sorted(available().items()):
+            if path.parent.resolve() != builtin:
+                continue
+            rec = load_recipe(path)
+            if (rec.family.value in (family, "generic")
+                    and rec.precision_class.rank <= cfg.max_class.rank
+                    and not unmet_requirements(rec.requires, hardware, device)):
+                names.append(name)
+    return names + [c for c in cfg.candidates if c not in names]
 
 
 def time_call(fn: Callable[[], Any], iters: int) -> tuple[float, Any]:
@@ -180,28 +153,36 @@ def time_call(fn: Callable[[], Any], iters: int) -> tuple[float, Any]:
 
 
 def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
-           trial: Callable[[str, Any], tuple[float, float, bool]], budget_s: float,
+           trial: Callable[[str, Any], tuple[float, Fidelity]], budget_s: float,
            key: str) -> Decision:
     """Measure each candidate; the fastest faithful one that beats FP32 wins.
 
-    `baseline()` -> (seconds, reference output); `trial(name, reference)` -> (seconds,
-    fidelity score, faithful?) and must leave the pipeline as it found it.
+    `baseline()` -> (seconds, reference view); `trial(name, reference)` -> (seconds,
+    Fidelity by the candidate's class) and must leave the pipeline as it found it.
     """
     start = time.perf_counter()
     base_s, reference = baseline()
     trials: list[Trial] = []
     for name in candidates:
         if time.perf_counter() - start > budget_s:
-            trials.append(Trial(name, "over-budget", reason=f"auto.budget_s={budget_s:g} s spent"))
+            trials.append(Trial(name, TrialStatus.over_budget,
+                                reason=f"auto.budget_s={budget_s:g} s spent"))
             continue
         try:
-            secs, score, ok = trial(name, reference)
-        except Exception as e:  # a candidate that cannot run here is just not chosen
-            trials.append(Trial(name, "failed", reason=f"{type(e).__name__}: {str(e).splitlines()[0]}"))
+            secs, fid = trial(name, reference)
+        except Excluded as e:
+            trials.append(Trial(name, TrialStatus.excluded, reason=str(e)))
             continue
-        trials.append(Trial(name, "ok" if ok else "unfaithful", secs, base_s / secs, score,
-                            "" if ok else "fidelity below the family threshold"))
-    faithful = [t for t in trials if t.status == "ok" and t.speedup and t.speedup > 1.0]
+        except Exception as e:  # a candidate that cannot run here is just not chosen
+            first = (str(e).splitlines() or [""])[0]
+            trials.append(Trial(name, TrialStatus.failed, reason=f"{type(e).__name__}: {first}"))
+            continue
+        ok = fid.ok is not False  # an output that cannot be judged is not held against it
+        trials.append(Trial(name, TrialStatus.ok if ok else TrialStatus.unfaithful,
+                            fid.precision_class, secs, base_s / secs, dict(fid.metrics),
+                            fid.thresholds, fid.note if ok else
+                            f"misses its {fid.precision_class} bars: {fid.thresholds}"))
+    faithful = [t for t in trials if t.status is TrialStatus.ok and t.speedup and t.speedup > 1.0]
     winner = min(faithful, key=lambda t: t.latency_s).recipe if faithful else None
     return Decision(key=key, winner=winner, baseline_s=base_s, trials=trials)
 
@@ -212,90 +193,80 @@ def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
 class AutoTarget:
     """What auto times and how it judges fidelity.
 
-    `call()` runs the pipeline once; `comparable(output)` turns an output into what
-    `compare(reference, output) -> (score, faithful?)` takes, and is applied right after
-    each call, while that configuration is still applied. The default target
-    (:meth:`from_adapter`) calls the adapter on the example inputs and uses its family
-    metric; ``fastpipes bench --recipes auto`` passes the workload's own run and fidelity bars.
-    `higher_is_better` says which way ``auto.min_fidelity`` cuts (None: it does not apply).
+    `call()` runs the pipeline once; `view(output, reference)` is what `compare(reference,
+    view, precision_class) -> Fidelity` reads, taken right after each call while that
+    configuration is still applied (`reference` is None for the FP32 run itself). The default target (:meth:`from_adapter`) uses the
+    adapter on the example inputs; ``fastpipes bench --recipes auto`` passes the
+    benchmark workload's own timed run.
     """
 
     call: Callable[[], Any]
-    compare: Callable[[Any, Any], tuple[float, bool]]
-    comparable: Callable[[Any], Any] = lambda out: out
-    higher_is_better: bool | None = False
-    name: str = "adapter"  # part of the decision key: different bars, different decisions
+    view: Callable[[Any, Any], Any]
+    compare: Callable[[Any, Any, PrecisionClass], Fidelity]
+    name: str = "adapter"  # part of the decision key: other bars, other decisions
+    inputs: str = ""  # what the calls were given, in words
 
     @classmethod
     def from_adapter(cls, adapter: Any, inputs: Any) -> "AutoTarget":
-        return cls(call=lambda: adapter.call(inputs), compare=adapter.compare,
-                   higher_is_better=adapter.higher_is_better)
-
-    def judge(self, reference: Any, output: Any, min_fidelity: float) -> tuple[float, bool]:
-        score, ok = self.compare(reference, output)
-        if min_fidelity and self.higher_is_better is not None:
-            ok = score >= min_fidelity if self.higher_is_better else score <= min_fidelity
-        return score, ok
+        return cls(call=lambda: adapter.call(inputs),
+                   view=lambda out, ref: adapter.fidelity_view(inputs, out, ref),
+                   compare=adapter.compare, inputs=adapter.describe_inputs(inputs))
 
 
 def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
                     example_inputs: Any = None, measure: Callable | None = None,
-                    target: AutoTarget | None = None):
+                    target: AutoTarget | None = None) -> Report:
     """The body of ``accelerate(pipe, "auto")``; `measure` may replace timing in tests.
 
     `measure(call) -> (seconds, output)` times a zero-argument call of the pipeline.
-    `target` replaces what is timed and compared (default: the adapter on `example_inputs`).
+    `target` replaces what is timed and compared (default: the adapter on `example_inputs`,
+    or on inputs the adapter makes when there are none).
     """
-    from fastpipes.api import apply_recipe
-    from fastpipes.hardware import detect
-    from fastpipes.pipelines.base import find_adapter
-    from fastpipes.recipe.load import load_recipe
-
     settings = load_recipe({"name": "auto", "auto": {}}, overrides)
     cfg: AutoConfig = settings.sections["auto"]
     adapter = find_adapter(pipe)
     hw = detect()
+    inputs = example_inputs
     if target is None:
         inputs = example_inputs if example_inputs is not None else adapter.example_inputs()
         target = AutoTarget.from_adapter(adapter, inputs)
-    else:
-        inputs = example_inputs
     device = str(adapter.device())
-    candidates = candidate_recipes(adapter.family.value, hw, list(cfg.candidates), device,
-                                   cfg.builtin)
+    candidates = candidate_recipes(adapter.family.value, hw, cfg, device)
     key = decision_key(adapter.components(), [target.name, inputs], candidates, hw)
     timer = measure or (lambda call: time_call(call, cfg.iters))
 
     decision = load_decision(key, cache_dir()) if cfg.cache else None
     if decision is None:
-        def timed() -> tuple[float, Any]:
+        def timed(reference: Any = None) -> tuple[float, Any]:
             with torch.no_grad():
                 secs, out = timer(target.call)
-                return secs, target.comparable(out)
+                return secs, target.view(out, reference)
 
-        def trial(name: str, reference: Any):
+        def trial(name: str, reference: Any) -> tuple[float, Fidelity]:
             rec = load_recipe(name)
-            _, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
+            if rec.precision_class.rank > cfg.max_class.rank:
+                raise Excluded(f"precision class {rec.precision_class.value} is looser than "
+                               f"auto.max_class={cfg.max_class.value}")
+            report, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
             try:
-                secs, out = timed()
-                score, ok = target.judge(reference, out, cfg.min_fidelity)
+                secs, view = timed(reference)
+                fid = target.compare(reference, view, PrecisionClass(report.precision_class))
             finally:
                 snap.restore()
                 torch._dynamo.reset()  # drop compiled code of the undone candidate
-            return secs, score, ok
+            return secs, fid
 
         decision = search(candidates, timed, trial, cfg.budget_s, key)
         if cfg.cache:
             save_decision(decision, cache_dir())
     if decision.winner is None:
-        from fastpipes.report import Report
-
         report = Report(recipe="auto (none: FP32 kept)", family=adapter.family.value,
                         adapter=adapter.name, components=list(adapter.components()))
-        report.warnings.append("auto: no candidate was both faithful and faster than FP32; "
-                               "the pipeline is unchanged")
+        report.warnings.append("auto: no candidate was both faithful (by its precision class's "
+                               "bars) and faster than FP32; the pipeline is unchanged")
     else:
         report, _ = apply_recipe(pipe, load_recipe(decision.winner), strict, adapter)
         report.recipe = f"auto -> {decision.winner}"
-    report.extra["auto"] = decision.to_dict()
+    report.extra["auto"] = {**decision.to_dict(), "inputs": target.inputs,
+                            "max_class": cfg.max_class.value}
     return report

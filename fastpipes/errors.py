@@ -30,6 +30,8 @@ class Problem:
 class RecipeError(FastpipesError):
     """A recipe could not be loaded or is invalid. Lists every problem at once."""
 
+    verdict = "is invalid"  # how the first line of the message reads
+
     def __init__(self, problems: list[Problem] | Problem | str, recipe: str = ""):
         if isinstance(problems, str):
             problems = [Problem(recipe or "<recipe>", "", problems)]
@@ -37,7 +39,7 @@ class RecipeError(FastpipesError):
             problems = [problems]
         self.problems: list[Problem] = list(problems)
         self.recipe = recipe
-        head = f"recipe {recipe!r} is invalid" if recipe else "recipe is invalid"
+        head = f"recipe {recipe!r} {self.verdict}" if recipe else f"recipe {self.verdict}"
         n = len(self.problems)
         lines = [f"{head}: {n} problem{'s' if n != 1 else ''}"]
         lines += [f"  - {p}" for p in self.problems]
@@ -59,9 +61,6 @@ class UnsupportedPipelineError(FastpipesError, TypeError):
     """accelerate() got an object no adapter understands."""
 
 
-class HardwareError(FastpipesError):
-    """This machine lacks what a recipe requires (raised with strict=True)."""
-
 
 class PassError(FastpipesError):
     """A pass failed while being applied; the pipeline has been restored."""
@@ -75,8 +74,20 @@ class PassError(FastpipesError):
         )
 
 
-class ConflictError(RecipeError):
-    """Two passes of one recipe cannot be combined."""
+class PreflightError(RecipeError):
+    """A valid recipe that cannot be applied to this pipeline on this machine (an unknown
+    component, a backend that does not import, a conflict); raised before anything is
+    touched, listing every problem."""
+
+    verdict = "cannot be applied to this pipeline here"
+
+
+class ConflictError(PreflightError):
+    """Two passes of one recipe (or a recipe and an earlier accelerate()) cannot be combined."""
+
+
+class HardwareError(PreflightError):
+    """This machine lacks what a recipe requires (raised with strict=True)."""
 
 
 class InputError(FastpipesError, ValueError):

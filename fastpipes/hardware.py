@@ -210,3 +210,22 @@ def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list
     if requires.native_fp16 and not info.native("fp16", device):
         out.append(info.low_precision_note("fp16"))
     return out
+
+
+def check_device(device: str) -> str | None:
+    """Why `device` ("cpu", "cuda", "cuda:1") cannot be used here, or None when it can."""
+    import torch
+
+    if device == "cpu":
+        return None
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build"
+            return (f"device {device!r} is not available: torch {torch.__version__} is "
+                    f"{build} and sees no GPU; use --device cpu")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            return (f"device {device!r} does not exist; this machine has "
+                    f"{torch.cuda.device_count()} GPU(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return None
+    return f"unknown device {device!r}; allowed: cpu, cuda, cuda:N"

@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 
 import fastpipes
-import fastpipes.api
+import fastpipes.apply
 from fastpipes.errors import (ConflictError, FastpipesError, HardwareError, PassError,
-                              UnsupportedPipelineError)
+                              PreflightError, UnsupportedPipelineError)
 from fastpipes.hardware import detect
 from fastpipes.passes.base import PASSES, PassSpec
 
@@ -37,7 +37,7 @@ def make(seed=0):
 
 def fake_hardware(monkeypatch, bf16: bool):
     hw = dataclasses.replace(detect(), bf16_native=bf16, fp16_native=False, cuda_devices=[])
-    monkeypatch.setattr(fastpipes.api, "detect", lambda *a, **k: hw)
+    monkeypatch.setattr(fastpipes.apply, "detect", lambda *a, **k: hw)
     return hw
 
 
@@ -85,7 +85,7 @@ def test_missing_native_bf16_with_strict_raises_and_touches_nothing(monkeypatch)
     with torch.no_grad():
         ref = model(x)
     before = state(model)
-    with pytest.raises(HardwareError, match="needs_bf16.*bf16 matmul is NOT native"):
+    with pytest.raises(HardwareError, match="(?s)needs_bf16.*bf16 matmul is NOT native"):
         fastpipes.accelerate(model, BF16_RECIPE, strict=True)
     assert_same_state(model, before, x, ref)
 
@@ -164,16 +164,61 @@ def test_unsupported_object():
 
 def test_family_mismatch():
     model, _ = make()
-    with pytest.raises(FastpipesError, match="is for sam pipelines, but this is a any pipeline"):
+    with pytest.raises(FastpipesError, match="is for sam pipelines, but this is a generic pipeline"):
         fastpipes.accelerate(model, {"family": "sam", "precision": {}})
     assert "forward" not in model.__dict__
 
 
 def test_conflict_compile_ipex_backend_without_ipex_pass():
     model, _ = make()
-    with pytest.raises(ConflictError, match="compile.backend=ipex need the ipex pass"):
+    with pytest.raises(PreflightError, match="compile.backend=ipex need the ipex pass") as e:
         fastpipes.accelerate(model, {"compile": {"backend": "ipex"}})
+    if fastpipes.hardware.import_ipex()[0] is None:  # both problems, in one error
+        assert "backend 'ipex' is unavailable" in str(e.value) and len(e.value.problems) == 2
     assert model._compiled_call_impl is None
+
+
+def test_every_preflight_problem_is_reported_at_once_before_anything_changes():
+    model, x = make()
+    with torch.no_grad():
+        ref = model(x)
+    before = state(model)
+    with pytest.raises(PreflightError) as e:
+        fastpipes.accelerate(model, {"family": "sam", "precision": {"components": ["unet"]},
+                                     "memory_format": {"components": ["vae"]},
+                                     "attention": {"backend": "ipex"}})
+    keys = {p.key for p in e.value.problems}
+    assert {"family", "precision.components", "memory_format.components"} <= keys
+    assert_same_state(model, before, x, ref)
+
+
+def test_a_second_accelerate_that_would_stack_casts_is_refused():
+    model, x = make()
+    fastpipes.accelerate(model, {"precision": {"mode": "cast", "dtype": "float16"}})
+    with torch.no_grad():
+        ref = model(x)
+    before = state(model)
+    with pytest.raises(ConflictError, match="already accelerated with custom: precision fp16"):
+        fastpipes.accelerate(model, {"precision": {"mode": "cast", "dtype": "bfloat16"}})
+    assert_same_state(model, before, x, ref)
+    # a recipe that does not change numerics (layout) still applies on top
+    assert fastpipes.accelerate(model, {"memory_format": {}}).applied == ["memory_format"]
+
+
+def test_ctrl_c_during_a_pass_restores_everything(monkeypatch):
+    def interrupted(ctx, cfg):
+        ctx.pipe.conv.weight.data = ctx.pipe.conv.weight.data.to(torch.bfloat16)
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(PASSES._items, "compile",
+                        dataclasses.replace(PASSES.get("compile"), apply=interrupted))
+    model, x = make(4)
+    with torch.no_grad():
+        ref = model(x)
+    before = state(model)
+    with pytest.raises(KeyboardInterrupt):
+        fastpipes.accelerate(model, {"memory_format": {}, "compile": {}})
+    assert_same_state(model, before, x, ref)
 
 
 def test_unknown_component_is_a_recipe_error_listing_components():

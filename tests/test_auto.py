@@ -84,7 +84,7 @@ def test_cache_misses_when_torch_hardware_or_shapes_change(setup, monkeypatch, c
     elif change == "hardware":
         real = fastpipes.hardware.detect()
         other = type(real)(**{**real.to_dict(), "cpu_model": "Some Other CPU", "packages": []})
-        monkeypatch.setattr(fastpipes.hardware, "detect", lambda *a, **k: other)
+        monkeypatch.setattr(fastpipes.auto, "detect", lambda *a, **k: other)
     else:
         inputs = (torch.randn(1, 3, 16, 16),)
     m = model()
@@ -130,3 +130,84 @@ def test_auto_through_accelerate_needs_inputs_for_a_plain_module(setup):
 def test_bad_auto_settings_are_recipe_errors(setup):
     with pytest.raises(fastpipes.RecipeError, match="auto.budget_s: must be > 0"):
         fastpipes.accelerate(model(), "auto", overrides=["auto.budget_s=-1"], example_inputs=X)
+
+
+# ---- precision classes -------------------------------------------------------------------
+
+class ExactMeasure(FakeMeasure):
+    """Faster for any change of the model; the output is the real one."""
+
+    def __call__(self, call):
+        self.calls += 1
+        out = call()
+        changed = self.m._forward_pre_hooks or "forward" in self.m.__dict__
+        return (0.5 if changed else 1.0), out
+
+
+def test_each_candidate_is_judged_by_its_own_class_bars(setup):
+    (setup / "recipes" / "half.yaml").write_text("precision: {mode: autocast}\n")
+    m = model()
+    report = auto.accelerate_auto(m, ["auto.builtin=false", "auto.candidates=[half]"],
+                                  example_inputs=X, measure=ExactMeasure(m))
+    (trial,) = report.extra["auto"]["trials"]
+    # BF16 misses the exact bar (1e-3) but meets its own class's (3e-2)
+    assert trial["precision_class"] == "bf16" and "(bf16 bars)" in trial["bars"]
+    assert 1e-3 < trial["fidelity"]["rel_error"] <= 3e-2
+    assert trial["status"] == "ok" and report.recipe == "auto -> half"
+    assert report.precision_class == "bf16"
+
+
+def test_max_class_excludes_a_looser_candidate_without_trying_it(setup):
+    (setup / "recipes" / "half.yaml").write_text("precision: {mode: autocast}\n")
+    m = model()
+    fake = ExactMeasure(m)
+    report = auto.accelerate_auto(m, ["auto.builtin=false", "auto.candidates=[half]",
+                                      "auto.max_class=exact"], example_inputs=X, measure=fake)
+    (trial,) = report.extra["auto"]["trials"]
+    assert trial["status"] == "excluded" and "auto.max_class=exact" in trial["reason"]
+    assert fake.calls == 1 and report.extra["auto"]["winner"] is None  # the baseline only
+
+
+# ---- auto without example_inputs: the adapter makes them ------------------------------------
+
+def _auto_trial(pipe, recipe: dict, tmp: "Path"):
+    import yaml
+
+    (tmp / "recipes" / "cand.yaml").write_text(yaml.safe_dump(recipe))
+    report = fastpipes.accelerate(pipe, "auto", overrides=["auto.builtin=false",
+                                                           "auto.candidates=[cand]",
+                                                           "auto.iters=1", "auto.cache=false"])
+    (trial,) = report.extra["auto"]["trials"]
+    return report, trial
+
+
+def test_sam_auto_needs_no_example_inputs(setup):
+    from fastpipes.pipelines.sam import build_sam
+
+    report, trial = _auto_trial(build_sam("tiny"), {"family": "sam",
+                                                    "attention": {"block_size": 16}}, setup)
+    assert report.extra["auto"]["inputs"] == ("1 image(s) of 128x128 (encoder input), 1 point "
+                                              "prompt(s) per image")
+    assert trial["status"] in ("ok", "unfaithful") and trial["precision_class"] == "exact"
+    assert trial["fidelity"]["mask_iou_min"] == 1.0  # SDPA only reorders sums
+    assert trial["fidelity"]["embedding_rel_err"] < 1e-5
+
+
+def test_sdxl_auto_needs_no_example_inputs(setup):
+    pytest.importorskip("diffusers")
+    from fastpipes.pipelines.sdxl import build_sdxl
+
+    report, trial = _auto_trial(build_sdxl("tiny"), {"family": "sdxl", "attention": {}}, setup)
+    assert report.extra["auto"]["inputs"].startswith(
+        "one UNet call as the pipeline makes it: guidance batch 2, latents 8x8 (64x64 pixels)")
+    assert trial["status"] in ("ok", "unfaithful") and trial["fidelity"]["psnr_db"] > 60
+
+
+def test_llama_auto_needs_no_example_inputs(setup):
+    pytest.importorskip("transformers")
+    from fastpipes.pipelines.llama import build_llama
+
+    report, trial = _auto_trial(build_llama("tiny"), {"family": "llama",
+                                                      "quantize": {"dtype": "int8"}}, setup)
+    assert report.extra["auto"]["inputs"] == "1 prompt(s) of 16 token ids, then 8 greedy decode steps"
+    assert trial["precision_class"] == "int8" and 0 <= trial["fidelity"]["top1_agreement"] <= 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fastpipes.bench import WorkloadSpec, check_schema, plan, run_benchmark
+from fastpipes.bench import WorkloadSpec, check_schema, plan, render, run_benchmark
 from fastpipes.errors import BenchmarkError
 from fastpipes.hardware import detect
 
@@ -26,7 +26,7 @@ def toy_run(tmp_path_factory):
 
 
 def test_json_follows_documented_schema(toy_run, tmp_path):
-    data = json.loads(toy_run.write_json(tmp_path / "toy.json").read_text())
+    data = json.loads(toy_run.json())
     assert check_schema(data) == []
     assert data["workload"]["family"] == "toy" and data["workload"]["flops"] > 0
     assert data["limits"]["gemm_gflops"] > 0 and data["limits"]["bandwidth_gbps"] > 0
@@ -61,9 +61,9 @@ def test_crashing_configuration_does_not_lose_the_others(toy_run):
 
 
 def test_markdown_and_png_are_written(toy_run, tmp_path):
-    md = toy_run.write_markdown(tmp_path / "toy.md").read_text()
-    assert "| fp32_eager (baseline) | ok |" in md and "| broken | FAILED |" in md
-    png = toy_run.plot(tmp_path / "toy.png")
+    md = render.markdown(toy_run)
+    assert "| fp32_eager (baseline) | exact | ok |" in md and "| broken | exact | FAILED |" in md
+    png = render.plot(toy_run, tmp_path / "toy.png")
     with Image.open(png) as img:
         img.verify()
         assert img.format == "PNG"
@@ -101,7 +101,7 @@ def test_max_time_cuts_cleanly(tmp_path):
 
 def test_plan_runs_unmet_recipes_only_when_asked(tmp_path, monkeypatch):
     (tmp_path / "needs_bf16.yaml").write_text(
-        "# fastpipes bench toy --recipes needs_bf16\nname: needs_bf16\nfamily: any\n"
+        "# fastpipes bench toy --recipes needs_bf16\nname: needs_bf16\nfamily: generic\n"
         "requires: {native_bf16: true}\nmemory_format: {}\n")
     monkeypatch.setenv("FASTPIPES_RECIPE_PATH", str(tmp_path))
     no_bf16 = dataclasses.replace(detect(), bf16_native=False)
@@ -161,9 +161,9 @@ def test_auto_row_and_second_start_of_compiling_recipes():
     ({"compile": {}}, True), ({"compile": {"enabled": False}}, False),
     ({"kv_cache": {"compile_decode": True}}, True), ({"kv_cache": {}}, False)])
 def test_which_recipes_get_a_second_start(recipe, second_start):
-    from fastpipes.bench.runner import _compiles
+    from fastpipes.bench.plan import compiles
 
-    assert _compiles(recipe) is second_start
+    assert compiles(recipe) is second_start
 
 
 def test_no_baseline_runs_the_recipes_without_speedup_or_fidelity(tmp_path):
@@ -174,8 +174,7 @@ def test_no_baseline_runs_the_recipes_without_speedup_or_fidelity(tmp_path):
     assert cl.ok and cl.latency_s["median"] > 0 and cl.throughput > 0
     assert cl.speedup is None and cl.fidelity is None
     assert "no fidelity" in cl.reason
-    data = json.loads(result.write_json(tmp_path / "r.json").read_text())
-    assert check_schema(data) == []
+    assert check_schema(json.loads(result.json())) == []
 
 
 def test_a_workload_built_in_bf16_cannot_be_called_the_fp32_baseline():

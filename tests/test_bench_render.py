@@ -5,14 +5,16 @@ import pytest
 from PIL import Image
 
 from fastpipes.bench import BenchResult, ConfigResult, check_schema
-from fastpipes.bench.render import markdown, row, table
+from fastpipes.bench.render import markdown, plot, row, table
+from fastpipes.bench.result import RunStatus
 
 
-def _ok(name, median, speedup, fid_ok=None, **kw):
+def _ok(name, median, speedup, fid_ok=None, klass="exact", **kw):
     fidelity = None if fid_ok is None else {
         "metrics": {"rel_error": 1e-7 if fid_ok else 0.3, "top1_agreement": 1.0},
-        "ok": fid_ok, "thresholds": "rel. error <= 1e-3"}
-    return ConfigResult(name, status="ok", latency_s={"median": median, "min": median * 0.9,
+        "ok": fid_ok, "thresholds": "rel. error <= 0.001 (exact bars)", "precision_class": klass,
+        "note": ""}
+    return ConfigResult(name, status=RunStatus.ok, precision_class=klass, latency_s={"median": median, "min": median * 0.9,
                                                       "max": median * 1.2, "runs": [median]},
                         items=2, throughput=2 / median, unit="images", speedup=speedup,
                         compile_s=0.5, first_call_s=median + 0.5, peak_rss_mb=812.0,
@@ -24,17 +26,19 @@ def result():
     configs = [
         _ok("fp32_eager", 0.2, 1.0, baseline=True),
         _ok("fast", 0.1, 2.0, fid_ok=True, recipe_source="fast.yaml",
-            report={"recipe": "fast", "family": "any", "adapter": "module", "components": [],
+            report={"recipe": "fast", "family": "generic", "adapter": "generic", "components": [],
                     "passes": [{"name": "memory_format", "status": "applied", "reason": "",
                                 "changes": [], "components": []},
                                {"name": "attention", "status": "skipped",
                                 "reason": "no attention sites", "changes": [],
                                 "components": []}],
-                    "warnings": [], "extra": {}}),
+                    "warnings": [], "precision_class": "exact", "extra": {}}),
         _ok("lossy", 0.05, 4.0, fid_ok=False, hardware_note="bf16 matmul is NOT native"),
-        ConfigResult("broken", status="failed", reason="PassError during accelerate: boom\nmore"),
-        ConfigResult("slow", status="cut", reason="cut: exceeded --max-time 5 s (during timed)"),
-        ConfigResult("bf16", status="not_run", reason="not run: needs native bf16"),
+        ConfigResult("broken", status=RunStatus.failed,
+                     reason="PassError during accelerate: boom\nmore"),
+        ConfigResult("slow", status=RunStatus.cut,
+                     reason="cut: exceeded --max-time 5 s (during timed)"),
+        ConfigResult("bf16", status=RunStatus.not_run, reason="not run: needs native bf16"),
     ]
     return BenchResult(
         workload={"family": "toy", "description": "toy net", "spec": {}, "unit": "images",
@@ -43,13 +47,13 @@ def result():
                   "overrides": ["memory_format.convert_inputs=false"]},
         machine={"cpu_model": "Test CPU", "logical_cpus": 2, "bf16_native": False},
         limits={"gemm_gflops": 120.0, "gemm_n": 2048, "bandwidth_gbps": 30.0, "copy_mb": 512.0,
-                "device": "cpu"},
+                "device": "cpu", "ceilings": {"exact": 120.0, "bf16": 960.0, "int8": 1500.0}},
         configs=configs, torch_version="2.x", fastpipes_version="0.1.0",
         command="fastpipes bench toy", date="2026-01-01T00:00:00+00:00")
 
 
 def test_json_round_trip_matches_schema(result, tmp_path):
-    data = json.loads(result.write_json(tmp_path / "r.json").read_text())
+    data = json.loads(result.json())
     assert check_schema(data) == []
     again = BenchResult.from_dict(data)
     assert [c.status for c in again.configs] == ["ok", "ok", "ok", "failed", "cut", "not_run"]
@@ -76,25 +80,33 @@ def test_rows_say_what_happened(result):
     assert rows["fast"]["latency median (min-max)"] == "100.0 ms (90.0 ms-120.0 ms)"
     assert "applied: memory_format" in rows["fast"]["notes"]
     assert "attention skipped (no attention sites)" in rows["fast"]["notes"]
-    assert rows["lossy"]["fidelity vs FP32"].startswith("FAIL")
+    assert rows["lossy"]["fidelity vs FP32"].startswith("FAIL (exact bars)")
     assert "hardware: bf16 matmul is NOT native" in rows["lossy"]["notes"]
     assert rows["broken"]["status"] == "FAILED" and "boom more" in rows["broken"]["notes"]
     assert rows["slow"]["status"] == "CUT"
     assert rows["bf16"]["status"] == "not run"
-    assert rows["fast"]["machine share"] == "12.0 GFLOP/s (10% of GEMM)"
+    assert rows["fast"]["machine share"] == "12.0 GFLOP/s"  # share needs the limits
+    assert row(result.config("fast"), result.limits)["machine share"] == \
+        "12.0 GFLOP/s (10% of FP32 GEMM)"
+    assert rows["fast"]["class"] == "exact"
 
 
-def test_a_row_judged_by_quantized_bars_says_so(result):
+def test_a_row_is_judged_by_the_bars_of_its_own_class_and_says_which(result):
     c = result.config("fast")
-    c.fidelity = dict(c.fidelity, thresholds="mask IoU >= 0.95, embedding rel. error <= 0.03 "
-                                             "(quantized recipe bars)")
-    assert row(c)["fidelity vs FP32"].startswith("ok (quantized bars): rel_error=")
-    assert not row(result.config("lossy"))["fidelity vs FP32"].startswith("FAIL (quantized")
+    c.precision_class, c.gflops_share = "bf16", 12.0 / 960.0
+    c.fidelity = dict(c.fidelity, precision_class="bf16",
+                      thresholds="rel. error <= 0.03 (bf16 bars)")
+    cells = row(c, result.limits)
+    assert cells["fidelity vs FP32"].startswith("ok (bf16 bars): rel_error=")
+    assert "bars: rel. error <= 0.03 (bf16 bars)" in cells["fidelity vs FP32"]
+    assert cells["class"] == "bf16" and cells["machine share"] == "12.0 GFLOP/s (1% of BF16 GEMM)"
+    c.fidelity = dict(c.fidelity, ok=None, note="not judged: random weights")
+    assert row(c)["fidelity vs FP32"].startswith("not judged: ")
 
 
 def test_markdown_has_header_and_one_row_per_config(result):
     md = markdown(result)
-    assert "Test CPU" in md and "FP32 GEMM 120.0 GFLOP/s" in md
+    assert "Test CPU" in md and "FP32 120 GFLOP/s, BF16 960 GFLOP/s, int8 1,500 GOP/s" in md
     assert "memory_format.convert_inputs=false" in md
     table_rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln]
     assert len(table_rows) == 1 + len(result.configs)  # header + rows
@@ -111,7 +123,7 @@ def test_terminal_table_renders(result):
 
 
 def test_plot_is_a_valid_png(result, tmp_path):
-    path = result.plot(tmp_path / "chart.png")
+    path = plot(result, tmp_path / "chart.png")
     with Image.open(path) as img:
         img.verify()
     with Image.open(path) as img:
@@ -123,7 +135,7 @@ def test_toy_flops_match_flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
     from fastpipes.bench import WorkloadSpec
-    from fastpipes.bench.toy import ToyWorkload
+    from fastpipes.bench.workloads.toy import ToyWorkload
 
     wl = ToyWorkload(WorkloadSpec("toy", size="tiny", batch_size=3))
     pipe = wl.build()

@@ -28,7 +28,7 @@ def test_validate_good_file_is_one_line(tmp_path, capsys):
     good.write_text("name: good\nattention: {}\n")
     assert main(["recipes", "validate", str(good)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].endswith("ok (recipe 'good', family any, passes: attention)")
+    assert len(out) == 1 and out[0].endswith("ok (recipe 'good', family generic, passes: attention)")
 
 
 def test_show_resolves_inheritance_and_overrides(recipe_dir, capsys):

@@ -1,15 +1,15 @@
 """The recipe reference is generated from the schema; a stale committed copy fails here."""
 from pathlib import Path
 
-from fastpipes.recipe.docs import generate
+from fastpipes.cli.recipe_docs import generate
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "recipe-reference.md"
 
 
 def test_recipe_reference_is_up_to_date():
-    assert DOC.exists(), "run: python -m fastpipes.recipe.docs > docs/recipe-reference.md"
+    assert DOC.exists(), "run: python -m fastpipes.cli.recipe_docs > docs/recipe-reference.md"
     assert DOC.read_text() == generate(), \
-        "docs/recipe-reference.md is stale; run: python -m fastpipes.recipe.docs > docs/recipe-reference.md"
+        "docs/recipe-reference.md is stale; run: python -m fastpipes.cli.recipe_docs > docs/recipe-reference.md"
 
 
 def test_reference_lists_every_section():

@@ -3,13 +3,14 @@ import pytest
 import torch
 
 import fastpipes
-from fastpipes.bench.workload import WorkloadSpec
+from fastpipes.bench.workloads import WorkloadSpec
 from fastpipes.errors import BenchmarkError, InputError
 from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8DynamicLinear, Int8WeightOnlyLinear
 from fastpipes.pipelines.base import find_adapter
 
 transformers = pytest.importorskip("transformers")
-from fastpipes.pipelines.llama import (LlamaWorkload, build_llama, compare_logits,  # noqa: E402
+from fastpipes.bench.workloads.llama import LlamaWorkload  # noqa: E402
+from fastpipes.pipelines.llama import (LlamaAdapter, build_llama, compare_logits,  # noqa: E402
                                        teacher_forced_logits)
 
 PROMPT = torch.tensor([[5, 17, 99, 3, 250, 7, 42, 11]])
@@ -96,10 +97,28 @@ def test_workload_runs_and_compares():
     assert ref.sequences.shape == (1, 14) and wl.items(inputs) == 6
     assert ref.ttft_s > 0 and ref.decode_tokens_per_s > 0
     pipe = wl.build()
-    fastpipes.accelerate(pipe, {"quantize": {"dtype": "int8"}})
-    fid = wl.fidelity(ref, wl.run(pipe, inputs))
-    assert fid.ok and fid.metrics["top1_agreement"] >= 0.95
+    report = fastpipes.accelerate(pipe, {"quantize": {"dtype": "int8"}})
+    assert report.precision_class == "int8"
+    ref_view = wl.view(ref_pipe, inputs, ref)
+    view = wl.view(pipe, inputs, wl.run(pipe, inputs), ref_view)
+    # teacher-forced on FP32's own sequence
+    assert torch.equal(view["logits"], teacher_forced_logits(pipe, ref.sequences))
+    fid = wl.compare(pipe, ref_view, view, report.precision_class)
+    # random weights: flat logits, so top-1 agreement is measured but not judged
+    assert fid.ok is None and "random weights" in fid.note and fid.precision_class == "int8"
+    assert 0 <= fid.metrics["top1_agreement"] <= 1
     assert wl.bytes_per_item(pipe) < wl.bytes_per_item(wl.build())
+
+
+def test_trained_weights_are_judged_by_the_class_bars():
+    adapter = LlamaAdapter(build_llama("tiny"))
+    inputs = adapter.example_inputs(prompt_len=8, new_tokens=4)
+    ref = adapter.fidelity_view(inputs, adapter.call(inputs))
+    same = adapter.compare(ref, ref, "int8")
+    assert same.ok is True and same.metrics["top1_agreement"] == 1.0
+    assert "perplexity" in same.note  # no held-out text here: that bar is not measured
+    flipped = dict(ref, logits=-ref["logits"])  # every argmax changes
+    assert adapter.compare(ref, flipped, "int4").ok is False
 
 
 def test_text_generation_pipeline_is_accepted():

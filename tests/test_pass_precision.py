@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import fastpipes
-import fastpipes.api
+import fastpipes.apply
 from fastpipes.hardware import detect
 from fastpipes.passes.precision import map_tensors
 
@@ -35,7 +35,7 @@ def make(seed=0):
 
 def fake_hardware(monkeypatch, bf16: bool, fp16: bool):
     hw = dataclasses.replace(detect(), bf16_native=bf16, fp16_native=fp16, cuda_devices=[])
-    monkeypatch.setattr(fastpipes.api, "detect", lambda *a, **k: hw)
+    monkeypatch.setattr(fastpipes.apply, "detect", lambda *a, **k: hw)
     return hw
 
 

@@ -16,7 +16,7 @@ def write(d, name, text):
 def test_load_by_path_and_by_name_from_env_path(recipe_dir):
     write(recipe_dir, "mine.yaml", """
         name: mine
-        family: any
+        family: generic
         description: my recipe
         memory_format: {convert_inputs: false}
     """)
@@ -24,7 +24,7 @@ def test_load_by_path_and_by_name_from_env_path(recipe_dir):
     by_path = load_recipe(str(recipe_dir / "mine.yaml"))
     assert by_name == by_path
     assert by_name.section("memory_format").convert_inputs is False
-    assert by_name.family is Family.any
+    assert by_name.family is Family.generic
 
 
 def test_inheritance_three_levels_child_wins(recipe_dir):

@@ -25,7 +25,7 @@ def test_all_problems_reported_at_once_with_file_key_value_allowed(tmp_path):
     """)
     assert len(problems) == 5, msg
     assert all(p.file == path for p in problems)
-    assert f"{path}: family: unknown value 'vision'" in msg and "sam, sdxl, llama, any" in msg
+    assert f"{path}: family: unknown value 'vision'" in msg and "sam, sdxl, llama, generic" in msg
     assert "attentoin: unknown section (did you mean 'attention'?)" in msg
     assert "attention.backend: unknown value 'fast'" in msg
     assert "attention.block_size: wrong type: 'big' (allowed: integer)" in msg

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import fastpipes
-from fastpipes.errors import FastpipesError, InputError
+from fastpipes.bench.workloads import WorkloadSpec, get_workload
+from fastpipes.bench.workloads.sam import SamWorkload
+from fastpipes.errors import BenchmarkError, FastpipesError, InputError
 from fastpipes.pipelines.base import find_adapter
-from fastpipes.pipelines.sam import SAM_CONFIGS, SamConfig, build_sam, sam_modeling
+from fastpipes.pipelines.sam import SAM_SHAPES, SamShape, build_sam, sam_modeling
 from fastpipes.pipelines.sam_predictor import SamPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +74,7 @@ def test_configs_match_upstream_builders():
     try:
         for name in ("vit_b", "vit_l", "vit_h"):
             build.sam_model_registry[name]()
-            cfg = SAM_CONFIGS[name]
+            cfg = SAM_SHAPES[name]
             assert (cfg.embed_dim, cfg.depth, cfg.num_heads, list(cfg.global_attn_indexes)) == (
                 seen["encoder_embed_dim"], seen["encoder_depth"], seen["encoder_num_heads"],
                 list(seen["encoder_global_attn_indexes"]))
@@ -91,7 +93,7 @@ def test_tiny_is_sam_shaped_seeded_and_rel_pos_nonzero(tiny):
     assert all(torch.equal(a, b) for a, b in zip(tiny.state_dict().values(),
                                                  again.state_dict().values()))
     with pytest.raises(InputError, match="allowed: vit_b, vit_l, vit_h, tiny"):
-        SamConfig.from_name("vit_x")
+        SamShape.from_name("vit_x")
 
 
 def test_checkpoint_round_trip_and_errors(tiny, tmp_path):
@@ -126,7 +128,7 @@ def test_adapter_accepts_sam_predictors_and_generator(tiny):
         assert a.default_components("compile") == ["image_encoder"]
         (site,) = a.attention_sites()
         assert site.kind == "sam_relpos" and len(site.modules) == len(tiny.image_encoder.blocks)
-    assert find_adapter(torch.nn.Linear(2, 2)).name == "module"
+    assert find_adapter(torch.nn.Linear(2, 2)).name == "generic"
 
 
 def test_attention_pass_matches_fp32():
@@ -147,34 +149,47 @@ def test_ipex_backend_without_ipex_is_a_clear_error_and_restores():
     if fastpipes.hardware.import_ipex()[0] is not None:
         pytest.skip("ipex imports here")
     sam = build_sam("tiny", seed=0)
-    with pytest.raises(FastpipesError, match="attention.backend 'ipex' is unavailable: "
+    with pytest.raises(FastpipesError, match="attention.backend: backend 'ipex' is unavailable: "
                                              "intel-extension-for-pytorch"):
         fastpipes.accelerate(sam, {"attention": {"backend": "ipex"}})
     assert all(type(b.attn).__name__ == "Attention" for b in sam.image_encoder.blocks)
 
 
-def test_workload_tiny():
-    from fastpipes.bench.workload import WorkloadSpec, get_workload
+def _views(wl, ref_pipe, pipe, inputs, out=None):
+    """(FP32 reference view, this configuration's view) as the benchmark makes them."""
+    ref = wl.view(ref_pipe, inputs, wl.run(ref_pipe, inputs))
+    return ref, wl.view(pipe, inputs, wl.run(pipe, inputs) if out is None else out, ref)
 
+
+def test_workload_tiny():
     wl = get_workload(WorkloadSpec("sam", size="tiny", batch_size=2))
     ref_pipe, fast_pipe = wl.build(), wl.build()
     fastpipes.accelerate(fast_pipe, {"attention": {"block_size": 16}})
     inputs = wl.inputs(ref_pipe)
     assert inputs["images"].shape == (2, 3, 128, 128)
-    ref, out = wl.run(ref_pipe, inputs), wl.run(fast_pipe, inputs)
-    assert ref.embeddings.shape == (2, 32, 8, 8)
-    fid = wl.fidelity(ref, out)
-    assert fid.ok and fid.metrics["mask_iou_min"] >= 0.99
+    assert wl.run(ref_pipe, inputs).shape == (2, 32, 8, 8)
+    ref, view = _views(wl, ref_pipe, fast_pipe, inputs)
+    fid = wl.compare(fast_pipe, ref, view, "exact")
+    assert fid.ok and fid.metrics["mask_iou_min"] >= 0.99 and fid.precision_class == "exact"
     assert fid.metrics["embedding_rel_err"] <= 1e-5
     # a perturbed encoder is caught
-    bad = wl.fidelity(ref, type(out)(out.embeddings * 1.01, fast_pipe))
-    assert not bad.ok
+    _, bad = _views(wl, ref_pipe, fast_pipe, inputs, wl.run(fast_pipe, inputs) * 1.01)
+    assert not wl.compare(fast_pipe, ref, bad, "exact").ok
     assert wl.flops(ref_pipe, inputs) > 0
     assert wl.extra_metrics(fast_pipe, inputs)["predict_e2e_s"] > 0
 
 
+@pytest.mark.parametrize("options,message", [
+    ({"model": "vit_h"}, "--size tiny builds the tiny SAM"),
+    ({"options": {"pointz": 3}}, "unknown sam option.*'pointz'.*did you mean 'points'"),
+    ({"options": {"points": "three"}}, "wrong sam option type: points='three'"),
+])
+def test_workload_refuses_what_it_would_silently_ignore(options, message):
+    with pytest.raises(BenchmarkError, match=message):
+        get_workload(WorkloadSpec("sam", size="tiny", **options))
+
+
 def test_int8_dynamic_recipe_meets_the_stated_quantized_bars():
-    from fastpipes.bench.workload import WorkloadSpec, get_workload
     from fastpipes.kernels.woq import Int8DynamicLinear
     from fastpipes.recipe.load import load_recipe
 
@@ -189,14 +204,14 @@ def test_int8_dynamic_recipe_meets_the_stated_quantized_bars():
     assert all(isinstance(b.mlp.lin1, Int8DynamicLinear) and isinstance(b.attn.qkv, Int8DynamicLinear)
                for b in enc.blocks)
     assert not any(isinstance(m, Int8DynamicLinear) for m in q_pipe.mask_decoder.modules())
+    assert report.precision_class == "int8"  # derived from the passes, not labelled
     inputs = wl.inputs(ref_pipe)
-    ref, out = wl.run(ref_pipe, inputs), wl.run(q_pipe, inputs)
-    exact = wl.fidelity(ref, out)
+    ref, view = _views(wl, ref_pipe, q_pipe, inputs)
+    exact = wl.compare(q_pipe, ref, view, "exact")
     assert exact.metrics["embedding_rel_err"] > 1e-3 and not exact.ok  # not FP32-exact
-    wl.tolerance = "quantized"
-    fid = wl.fidelity(ref, out)
+    fid = wl.compare(q_pipe, ref, view, report.precision_class)
     assert fid.ok, fid.metrics
-    assert "quantized recipe bars" in fid.thresholds
+    assert "(int8 bars)" in fid.thresholds and fid.precision_class == "int8"
     torch._dynamo.reset()
 
 
@@ -204,9 +219,6 @@ def test_benchmark_run_and_predictor_share_one_compiled_graph():
     """The timed run and the predictor feed the encoder tensors of the same kind (inference
     tensors, contiguous): a compiled encoder must not recompile for predict (it did: the
     dispatch-key and stride guards failed, and predict_e2e_s timed a recompile)."""
-    from fastpipes.bench.workload import WorkloadSpec
-    from fastpipes.pipelines.sam import SamWorkload
-
     wl = SamWorkload(WorkloadSpec("sam", size="tiny"))
     sam = wl.build()
     # Dynamo's guards without Inductor's compile cost: backend eager

@@ -12,11 +12,13 @@ import fastpipes  # noqa: E402
 from fastpipes.errors import PassError, RecipeError  # noqa: E402
 from fastpipes.passes.base import PASSES, PassSpec  # noqa: E402
 from fastpipes.pipelines.base import find_adapter  # noqa: E402
-from fastpipes.pipelines.sdxl import (SdxlShape, SdxlWorkload, build_sdxl, clip_vocab,  # noqa: E402
-                                      psnr, unet_config, vae_config)
+from fastpipes.pipelines.sdxl import psnr  # noqa: E402
+from fastpipes.pipelines.sdxl_build import (SdxlShape, build_sdxl, build_tokenizer,  # noqa: E402
+                                            clip_vocab, unet_config, vae_config)
 from fastpipes.recipe.load import load_recipe  # noqa: E402
 
-from fastpipes.bench.workload import WorkloadSpec  # noqa: E402
+from fastpipes.bench.workloads import WorkloadSpec  # noqa: E402
+from fastpipes.bench.workloads.sdxl import SdxlWorkload  # noqa: E402
 
 STEPS, SIDE = 2, 64
 
@@ -55,8 +57,6 @@ def test_full_unet_has_sdxl_base_shapes():
 
 
 def test_local_clip_vocab_is_full_size_and_valid():
-    from fastpipes.pipelines.sdxl import build_tokenizer
-
     vocab, merges = clip_vocab(49408)
     assert len(vocab) == 49408 and sorted(vocab.values()) == list(range(49408))
     assert vocab["<|startoftext|>"] == 49406 and vocab["<|endoftext|>"] == 49407
@@ -144,30 +144,33 @@ def test_workload_unet_step_and_fidelity():
     fp32, fast = w.build(), w.build()
     fastpipes.accelerate(fast, {"attention": {}, "fuse_qkv": {}})
     x = w.inputs(fp32)
-    ref, out = w.run(fp32, x), w.run(fast, x)
+    ref = w.run(fp32, x)
     assert ref.shape == (2, 4, 8, 8)
-    fid = w.fidelity(ref, out)
+    ref_view = w.view(fp32, x, ref)
+    fid = w.compare(fast, ref_view, w.view(fast, x, w.run(fast, x), ref_view), "exact")
     assert fid.ok and fid.metrics["psnr_db"] >= 60.0
+    assert "not measured: image PSNR" in fid.note  # no end-to-end image here: said so
     assert w.flops(fp32, x) > 0
     extra = w.extra_metrics(fast, x)
     assert extra["vae_decode_s"] > 0 and extra["end_to_end_s"] > 0
 
 
-def test_workload_fidelity_includes_the_end_to_end_image_and_quantized_bars():
+def test_workload_fidelity_includes_the_end_to_end_image_and_class_bars():
     w = SdxlWorkload(WorkloadSpec("sdxl", size="tiny", options={"steps": 2}))
     fp32, other = w.build(), w.build()
     x = w.inputs(fp32)
-    w.extra_metrics(fp32, x)  # times generate and keeps its image for comparable()
-    ref = w.comparable(fp32, x, w.run(fp32, x))
+    w.extra_metrics(fp32, x)  # times generate and keeps its image for view()
+    ref = w.view(fp32, x, w.run(fp32, x))
     assert set(ref) == {"noise_pred", "image"} and ref["image"].shape == (1, 3, 64, 64)
-    assert w.comparable(fp32, x, ref["noise_pred"]) is ref["noise_pred"]  # the image is used once
+    assert set(w.view(fp32, x, ref["noise_pred"])) == {"noise_pred"}  # the image is used once
     w.extra_metrics(other, x)
-    same = w.fidelity(ref, w.comparable(other, x, w.run(other, x)))
+    same = w.compare(other, ref, w.view(other, x, w.run(other, x), ref), "exact")
     assert same.ok and same.metrics["image_psnr_db"] == float("inf")  # same seed: identical
     noisy = {"noise_pred": ref["noise_pred"] + 0.1 * ref["noise_pred"].std() * torch.randn(
         ref["noise_pred"].shape, generator=torch.Generator().manual_seed(0)),
         "image": ref["image"]}
-    fid = w.fidelity(ref, noisy)
+    fid = w.compare(other, ref, noisy, "exact")
     assert 30.0 < fid.metrics["psnr_db"] < 40.0 and not fid.ok  # exact bar: 40 dB
-    w.tolerance = "quantized"
-    assert w.fidelity(ref, noisy).ok and "30 dB" in w.fidelity(ref, noisy).thresholds
+    int8 = w.compare(other, ref, noisy, "int8")
+    assert int8.ok and int8.thresholds == ("noise-prediction PSNR dB >= 30, image PSNR dB >= 30 "
+                                           "(int8 bars)")

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastpipes.bench.limits import ceiling_for
 from fastpipes.bench.result import CUT, FAILED, NOT_RUN, OK, BenchResult, ConfigResult
+from fastpipes.report import PassStatus
 
-COLUMNS = ("configuration", "status", "latency median (min-max)", "throughput", "speedup",
-           "compile", "peak mem", "machine share", "fidelity vs FP32", "notes")
+COLUMNS = ("configuration", "class", "status", "latency median (min-max)", "throughput",
+           "speedup", "compile", "peak mem", "machine share", "fidelity vs FP32", "notes")
+CEILING_NAMES = {"exact": "FP32", "bf16": "BF16", "fp16": "FP16", "int8": "int8"}
 
 
 def fmt_time(s: float | None) -> str:
@@ -28,24 +31,34 @@ def fmt_num(x: float) -> str:
     return f"{x:.2e}"
 
 
+def verdict(fidelity: dict) -> str:
+    """ok / FAIL / not judged, and the class whose bars it was held to."""
+    klass = fidelity.get("precision_class") or "exact"
+    if fidelity["ok"] is None:
+        return "not judged"
+    return f"{'ok' if fidelity['ok'] else 'FAIL'} ({klass} bars)"
+
+
 def fidelity_text(c: ConfigResult) -> str:
     if c.baseline:
         return "reference" if c.ok else "-"
     if c.fidelity is None:
         return "-"
     metrics = ", ".join(f"{k}={fmt_num(v)}" for k, v in c.fidelity["metrics"].items())
-    # a quantized recipe is judged by its family's looser stated bars: say so in the cell
-    bars = " (quantized bars)" if "quantized recipe bars" in c.fidelity.get("thresholds", "") else ""
-    return f"{'ok' if c.fidelity['ok'] else 'FAIL'}{bars}: {metrics}"
+    text = f"{verdict(c.fidelity)}: {metrics}; bars: {c.fidelity['thresholds']}"
+    return text + (f"; {c.fidelity['note']}" if c.fidelity.get("note") else "")
 
 
-def share_text(c: ConfigResult) -> str:
+def share_text(c: ConfigResult, limits: dict | None = None) -> str:
     if c.achieved_gbps is not None:
         share = f" ({c.bandwidth_share:.0%} of bw)" if c.bandwidth_share is not None else ""
         return f"{c.achieved_gbps:.1f} GB/s{share}"
     if c.achieved_gflops is not None:
-        share = f" ({c.gflops_share:.0%} of GEMM)" if c.gflops_share is not None else ""
-        return f"{c.achieved_gflops:.1f} GFLOP/s{share}"
+        unit = "GOP/s" if c.precision_class in ("int8",) else "GFLOP/s"
+        found = ceiling_for(limits, c.precision_class)
+        share = (f" ({c.gflops_share:.0%} of {CEILING_NAMES[found[0]]} GEMM)"
+                 if c.gflops_share is not None and found else "")
+        return f"{c.achieved_gflops:.1f} {unit}{share}"
     return "-"
 
 
@@ -66,9 +79,10 @@ def notes_text(c: ConfigResult) -> str:
     if c.hardware_note and c.status != NOT_RUN:
         notes.append(f"hardware: {c.hardware_note}")
     if c.report:
-        skipped = [f"{p['name']} skipped ({p['reason']})" for p in c.report["passes"]
-                   if p["status"] != "applied"]
-        applied = [p["name"] for p in c.report["passes"] if p["status"] == "applied"]
+        skipped = [f"{p['name']} {p['status']} ({p['reason']})" for p in c.report["passes"]
+                   if p["status"] != PassStatus.applied.value]
+        applied = [p["name"] for p in c.report["passes"]
+                   if p["status"] == PassStatus.applied.value]
         if applied:
             notes.append("applied: " + ", ".join(applied))
         notes += skipped
@@ -82,10 +96,11 @@ def compile_text(c: ConfigResult) -> str:
     return f"{fmt_time(c.compile_s)} cold / {fmt_time(c.compile_warm_s)} warm"
 
 
-def row(c: ConfigResult) -> dict[str, str]:
+def row(c: ConfigResult, limits: dict | None = None) -> dict[str, str]:
     lat = c.latency_s
     return {
         "configuration": c.name + (" (baseline)" if c.baseline else ""),
+        "class": c.precision_class or "-",
         "status": {OK: "ok", FAILED: "FAILED", CUT: "CUT", NOT_RUN: "not run"}.get(c.status,
                                                                                  c.status),
         "latency median (min-max)": (f"{fmt_time(lat['median'])} ({fmt_time(lat['min'])}-"
@@ -94,7 +109,7 @@ def row(c: ConfigResult) -> dict[str, str]:
         "speedup": f"{c.speedup:.2f}x" if c.speedup is not None else "-",
         "compile": compile_text(c),
         "peak mem": memory_text(c),
-        "machine share": share_text(c),
+        "machine share": share_text(c, limits),
         "fidelity vs FP32": fidelity_text(c),
         "notes": notes_text(c),
     }
@@ -114,12 +129,18 @@ def header_lines(r: BenchResult) -> list[str]:
              + (f"; max {s['max_time_s']:g} s per configuration" if s.get("max_time_s") else ""),
              f"date: {r.date}; command: {r.command}"]
     if lim:
-        lines.append(f"limits measured in this run: FP32 GEMM {lim['gemm_gflops']:.1f} GFLOP/s "
-                     f"(n={lim['gemm_n']}), copy bandwidth {lim['bandwidth_gbps']:.1f} GB/s")
+        ceilings = lim.get("ceilings") or {"exact": lim["gemm_gflops"]}
+        shown = ", ".join(f"{CEILING_NAMES[k]} {v:,.0f} {'GOP/s' if k == 'int8' else 'GFLOP/s'}"
+                          for k, v in ceilings.items())
+        lines.append(f"ceilings measured in this run: GEMM (n={lim['gemm_n']}) {shown}; "
+                     f"copy bandwidth {lim['bandwidth_gbps']:.1f} GB/s")
     if r.workload.get("flops"):
         lines.append(f"workload FLOPs per run: {r.workload['flops'] / 1e9:.4g} GFLOP")
     if s.get("overrides"):
         lines.append(f"overrides applied to every recipe: {' '.join(s['overrides'])}")
+    if r.interrupted:
+        lines.append("INTERRUPTED: the rows below are those measured before the benchmark "
+                     "was stopped")
     return lines
 
 
@@ -131,7 +152,7 @@ def markdown(r: BenchResult) -> str:
     out += [f"- {line}" for line in header_lines(r)]
     out += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for c in r.configs:
-        out.append("| " + " | ".join(cell(v) for v in row(c).values()) + " |")
+        out.append("| " + " | ".join(cell(v) for v in row(c, r.limits).values()) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -146,9 +167,9 @@ def table(r: BenchResult):
         t.add_column(col, overflow="fold", justify="right" if col in (
             "speedup", "throughput", "compile", "peak mem") else "left")
     for c in r.configs:
-        values = row(c)
+        values = row(c, r.limits)
         style = {FAILED: "red", CUT: "red", NOT_RUN: "dim"}.get(c.status)
-        if c.fidelity is not None and not c.fidelity["ok"]:
+        if c.fidelity is not None and c.fidelity["ok"] is False:
             values["fidelity vs FP32"] = f"[red]{values['fidelity vs FP32']}[/]"
         t.add_row(*values.values(), style=style)
     return t
@@ -165,7 +186,8 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     configs = list(reversed(r.configs))  # baseline at the top
-    names = [c.name + (" (baseline)" if c.baseline else "") for c in configs]
+    names = [c.name + (" (baseline)" if c.baseline else f" [{c.precision_class or '?'}]")
+             for c in configs]
     speed = [c.speedup if c.ok and c.speedup is not None else 0.0 for c in configs]
     xmax = max([1.0] + speed) * 2.0  # room for the labels right of the longest bar
     fig, ax = plt.subplots(figsize=(11, 1.9 + 0.55 * len(configs)))
@@ -173,7 +195,7 @@ def plot(r: BenchResult, path: str | Path) -> Path:
         fid = c.fidelity
         if c.baseline:
             color, hatch = "#7f7f7f", None
-        elif fid is not None and not fid["ok"]:
+        elif fid is not None and fid["ok"] is False:
             color, hatch = "#d62728", "//"
         elif fid is not None:
             color, hatch = "#2ca02c", None
@@ -185,7 +207,7 @@ def plot(r: BenchResult, path: str | Path) -> Path:
             if fid is not None:
                 # every metric (up to 3): which one broke the threshold is not known here
                 shown = ", ".join(f"{k}={fmt_num(v)}" for k, v in list(fid["metrics"].items())[:3])
-                mark = "ok" if fid["ok"] else "FIDELITY FAIL"
+                mark = verdict(fid).replace("FAIL", "FIDELITY FAIL")
                 label += f"  {mark}" + (f"\n{shown}" if shown else "")
             if c.hardware_note:
                 label += "  [hardware: requires unmet]"
@@ -209,10 +231,11 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     ax.set_title(f"{r.workload.get('description', '')}\n{m.get('cpu_model', '')}, "
                  f"{r.settings['threads']} threads, torch {r.torch_version}", fontsize=9)
     fig.legend(handles=[Patch(color="#7f7f7f", label="FP32 eager baseline"),
-                       Patch(color="#2ca02c", label="fidelity within thresholds"),
+                       Patch(color="#2ca02c", label="within its precision class's bars"),
                        Patch(facecolor="#d62728", hatch="//", edgecolor="black",
-                             label="fidelity outside thresholds")],
-              loc="lower center", ncol=3, fontsize=8, frameon=False)
+                             label="outside its precision class's bars"),
+                       Patch(color="#1f77b4", label="fidelity not judged")],
+              loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend under the axis
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
 BASELINE = "fp32_eager"
 
-# status of a configuration
-OK, FAILED, CUT, NOT_RUN = "ok", "failed", "cut", "not_run"
+
+class RunStatus(str, Enum):
+    """What happened to one configuration of a benchmark."""
+
+    ok = "ok"
+    failed = "failed"  # could not be loaded, applied or run (reason says why)
+    cut = "cut"  # killed: over --max-time, or interrupted (Ctrl-C / SIGTERM)
+    not_run = "not_run"  # planned but not run (requires unmet, --no-baseline, interrupted)
+
+
+OK, FAILED, CUT, NOT_RUN = RunStatus.ok, RunStatus.failed, RunStatus.cut, RunStatus.not_run
 
 
 @dataclass
@@ -24,7 +34,7 @@ class ConfigResult:
     name: str  # "fp32_eager" or the recipe name
     recipe_source: str | None = None  # file the recipe came from (None: the baseline)
     baseline: bool = False
-    status: str = NOT_RUN  # ok | failed | cut | not_run
+    status: RunStatus = NOT_RUN
     reason: str = ""  # why failed / cut / not run
     hardware_note: str = ""  # requires this machine misses (run anyway: asked by name / --all)
     build_s: float | None = None
@@ -37,13 +47,14 @@ class ConfigResult:
     throughput: float | None = None  # unit per second
     unit: str = ""
     speedup: float | None = None  # baseline median / this median
+    precision_class: str | None = None  # the numerics it computed in: its fidelity bars' class
     peak_rss_mb: float | None = None
     cuda_max_allocated_mb: float | None = None
     achieved_gflops: float | None = None  # workload FLOPs / median latency
-    gflops_share: float | None = None  # of the measured FP32 GEMM peak
+    gflops_share: float | None = None  # of the measured GEMM peak of its precision class
     achieved_gbps: float | None = None  # memory-bound: bytes_per_item * items/s
     bandwidth_share: float | None = None  # of the measured copy bandwidth
-    fidelity: dict[str, Any] | None = None  # metrics, ok, thresholds
+    fidelity: dict[str, Any] | None = None  # metrics, ok, thresholds, precision_class, note
     report: dict[str, Any] | None = None  # fastpipes.Report.to_dict(): applied/skipped passes
     extra: dict[str, float] = field(default_factory=dict)
     wall_s: float | None = None  # the worker process, start to end
@@ -51,7 +62,7 @@ class ConfigResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == OK
+        return self.status is OK
 
 
 @dataclass
@@ -59,7 +70,7 @@ class BenchResult:
     """Everything one ``run_benchmark`` measured; render with :mod:`fastpipes.bench.render`.
 
     >>> result = run_benchmark(WorkloadSpec("toy", size="tiny"), ["r.yaml"])  # doctest: +SKIP
-    >>> result.write_json("bench.json"); print(result.markdown())             # doctest: +SKIP
+    >>> print(render.markdown(result)); Path("bench.json").write_text(result.json())  # doctest: +SKIP
     """
 
     workload: dict[str, Any]  # family, description, spec, unit, bound, flops
@@ -71,6 +82,7 @@ class BenchResult:
     fastpipes_version: str = ""
     command: str = ""
     date: str = ""
+    interrupted: bool = False  # stopped early (Ctrl-C / SIGTERM): the rows run so far
     schema_version: int = SCHEMA_VERSION
 
     def config(self, name: str) -> ConfigResult:
@@ -81,37 +93,19 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["configs"] = [asdict(c) for c in self.configs]
+        d["configs"] = [{**asdict(c), "status": RunStatus(c.status).value} for c in self.configs]
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BenchResult":
         """Rebuild from a loaded ``--json`` file (to re-render a table, Markdown or chart)."""
         data = dict(data)
-        data["configs"] = [ConfigResult(**c) for c in data["configs"]]
+        data["configs"] = [ConfigResult(**{**c, "status": RunStatus(c["status"])})
+                           for c in data["configs"]]
         return cls(**data)
 
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
-        return path
-
-    def markdown(self) -> str:
-        from fastpipes.bench.render import markdown
-
-        return markdown(self)
-
-    def write_markdown(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.markdown())
-        return path
-
-    def plot(self, path: str | Path) -> Path:
-        from fastpipes.bench.render import plot
-
-        return plot(self, path)
+    def json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str) + "\n"
 
 
 NUM = (int, float)
@@ -132,12 +126,13 @@ JSON_SCHEMA: dict[str, Any] = {
     "settings": {"iters": int, "warmup": int, "threads": int, "max_time_s": OPT_NUM,
                  "device": str, "overrides": list},
     "limits": OPT_DICT,
+    "interrupted": bool,
     "configs": [{
         "name": str, "recipe_source": OPT_STR, "baseline": bool, "status": str, "reason": str,
         "hardware_note": str, "build_s": OPT_NUM, "first_call_s": OPT_NUM, "compile_s": OPT_NUM,
         "compile_warm_s": OPT_NUM, "latency_s": OPT_DICT, "items": (int, type(None)),
         "bytes_per_item": OPT_NUM, "throughput": OPT_NUM, "unit": str,
-        "speedup": OPT_NUM, "peak_rss_mb": OPT_NUM, "cuda_max_allocated_mb": OPT_NUM,
+        "speedup": OPT_NUM, "precision_class": OPT_STR, "peak_rss_mb": OPT_NUM, "cuda_max_allocated_mb": OPT_NUM,
         "achieved_gflops": OPT_NUM, "gflops_share": OPT_NUM, "achieved_gbps": OPT_NUM,
         "bandwidth_share": OPT_NUM, "fidelity": OPT_DICT, "report": OPT_DICT, "extra": dict,
         "wall_s": OPT_NUM, "traceback": str,
@@ -146,10 +141,12 @@ JSON_SCHEMA: dict[str, Any] = {
 LIMITS_SCHEMA = {"gemm_gflops": NUM, "gemm_n": int, "bandwidth_gbps": NUM, "copy_mb": NUM,
                  "device": str}
 LATENCY_SCHEMA = {"median": NUM, "min": NUM, "max": NUM, "runs": list}
-FIDELITY_SCHEMA = {"metrics": dict, "ok": bool, "thresholds": str}
-STATUSES = (OK, FAILED, CUT, NOT_RUN)
+# ok is null when the output could not be judged (note says why)
+FIDELITY_SCHEMA = {"metrics": dict, "ok": (bool, type(None)), "thresholds": str,
+                   "precision_class": str, "note": str}
+STATUSES = tuple(s.value for s in RunStatus)
 # keys added after version 1 was published: files written before them still conform
-ADDED_KEYS = {"compile_warm_s"}
+ADDED_KEYS = {"compile_warm_s", "precision_class", "interrupted", "note"}
 
 
 def _check(value: Any, schema: Any, where: str, problems: list[str]) -> None:

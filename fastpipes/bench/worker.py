@@ -69,13 +69,13 @@ def check_portable(obj: Any, where: str = "output") -> None:
             check_portable(v, f"{where}[{k!r}]")
         return
     raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; what "
-                    "Workload.comparable() returns must be tensors, numbers, strings or "
+                    "Workload.view() returns must be tensors, numbers, strings or "
                     "lists/tuples/dicts of them (it is saved by the baseline process and "
                     "loaded with weights_only=True by each recipe process)")
 
 
-def _comparable(workload: Any, pipe: Any, inputs: Any, output: Any) -> Any:
-    value = workload.comparable(pipe, inputs, output)
+def _view(workload: Any, pipe: Any, inputs: Any, output: Any, reference: Any = None) -> Any:
+    value = workload.view(pipe, inputs, output, reference)
     check_portable(value)
     return value
 
@@ -83,16 +83,19 @@ def _comparable(workload: Any, pipe: Any, inputs: Any, output: Any) -> Any:
 def _save_reference(workload: Any, pipe: Any, inputs: Any, output: Any, path: str) -> None:
     import torch
 
-    value = _comparable(workload, pipe, inputs, output)
+    value = _view(workload, pipe, inputs, output)
     torch.save(value, path + ".tmp")
     os.replace(path + ".tmp", path)  # recipe workers never see a half-written reference
 
 
-def _fidelity(workload: Any, pipe: Any, inputs: Any, output: Any, path: str) -> Any:
+def _fidelity(workload: Any, pipe: Any, inputs: Any, output: Any, path: str,
+              klass: str) -> Any:
+    """This configuration against the FP32 reference, by the bars of its precision class."""
     import torch
 
     reference = torch.load(path, weights_only=True)
-    return workload.fidelity(reference, _comparable(workload, pipe, inputs, output))
+    view = _view(workload, pipe, inputs, output, reference)
+    return workload.compare(pipe, reference, view, klass)
 
 
 def peak_rss_mb() -> float:
@@ -116,25 +119,21 @@ def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
     """Apply `recipe`; "auto" searches with this workload's own timed call and fidelity
     bars, so it picks what this benchmark would rank first among faithful recipes."""
     from fastpipes.api import accelerate
+    from fastpipes.auto import AutoTarget, accelerate_auto
 
     if recipe != "auto":
         return accelerate(pipe, recipe)
-    from fastpipes.auto import AutoTarget, accelerate_auto
-
-    def compare(reference: Any, output: Any) -> tuple[float, bool]:
-        fid = workload.fidelity(reference, output)
-        return next(iter(fid.metrics.values()), float("nan")), bool(fid.ok)
-
     target = AutoTarget(call=lambda: workload.run(pipe, inputs),
-                        comparable=lambda out: workload.comparable(pipe, inputs, out),
-                        compare=compare, higher_is_better=None)
+                        view=lambda out, ref: workload.view(pipe, inputs, out, ref),
+                        compare=lambda ref, view, klass: workload.compare(pipe, ref, view, klass),
+                        name=f"bench:{workload.family}", inputs=workload.describe())
     return accelerate_auto(pipe, auto_overrides or None, example_inputs=inputs, target=target)
 
 
 def run_config(job: dict, events: Events) -> dict:
     import torch
 
-    from fastpipes.bench.workload import WorkloadSpec, get_workload
+    from fastpipes.bench.workloads import WorkloadSpec, get_workload
 
     spec = WorkloadSpec(**job["spec"])
     torch.set_num_threads(job["threads"])
@@ -149,13 +148,14 @@ def run_config(job: dict, events: Events) -> dict:
     t_build, pipe = _timed(workload.build, spec.device)
     out["build_s"] = t_build
     inputs = workload.inputs(pipe)
+    klass = "exact"  # FP32 eager; a recipe row is judged by its applied passes' class
     if job["recipe"] is not None:
         events("accelerate", 1)
         out["accelerate_s"], report = _timed(lambda: _accelerate(
             workload, pipe, inputs, job["recipe"], job.get("auto_overrides")), spec.device)
         out["report"] = report.to_dict()
-        if "quantize" in report.applied:  # the family's looser, stated bars apply
-            workload.tolerance = "quantized"
+        klass = report.precision_class
+    out["precision_class"] = klass
 
     def call():
         return workload.run(pipe, inputs)
@@ -195,10 +195,11 @@ def run_config(job: dict, events: Events) -> dict:
                  inputs, output, job["reference"])
     elif os.path.exists(job["reference"]):
         fid = _attempt(notes, "fidelity", _fidelity, workload, pipe, inputs, output,
-                       job["reference"])
+                       job["reference"], klass)
         if fid is not None:
             out["fidelity"] = {"metrics": {k: float(v) for k, v in fid.metrics.items()},
-                               "ok": bool(fid.ok), "thresholds": fid.thresholds}
+                               "ok": fid.ok, "thresholds": fid.thresholds,
+                               "precision_class": fid.precision_class, "note": fid.note}
     else:
         notes.append("no fidelity: the FP32 baseline left no reference output")
     out["notes"] = notes
@@ -207,8 +208,10 @@ def run_config(job: dict, events: Events) -> dict:
     return out
 
 
-def _exit_with_parent() -> None:
-    """The worker runs in its own session; if the parent dies (killed), do not run on alone."""
+def _exit_with_parent(workdir: str | None) -> None:
+    """The worker runs in its own session; if the parent dies (killed), do not run on alone,
+    and remove the parent's temporary work directory, which nobody else will."""
+    import shutil
     import threading
 
     parent = os.getppid()
@@ -217,15 +220,17 @@ def _exit_with_parent() -> None:
         while True:
             time.sleep(1.0)
             if os.getppid() != parent:
+                if workdir:
+                    shutil.rmtree(workdir, ignore_errors=True)
                 os._exit(3)
 
     threading.Thread(target=watch, daemon=True, name="fastpipes-parent-watch").start()
 
 
 def main(argv: list[str]) -> int:
-    _exit_with_parent()
     with open(argv[0]) as f:
         job = json.load(f)
+    _exit_with_parent(job.get("workdir"))
     events = Events(job["events"], job.get("steps", 1))
     try:
         result = run_limits(job, events) if job["kind"] == "limits" else run_config(job, events)

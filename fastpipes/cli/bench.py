@@ -11,24 +11,22 @@ import shlex
 import sys
 from typing import Any
 
-# Family options -> WorkloadSpec.options[key]: (flag, key, type, help). Kept here (not on the
-# Workload classes) so building the parser imports no model library.
-FAMILY_OPTIONS: dict[str, list[tuple[str, str, Any, str]]] = {
-    "sam": [("--checkpoint", "checkpoint", str, "local SAM checkpoint (.pth) instead of random "
-                                                "weights"),
-            ("--image", "image", str, "image file to segment instead of a seeded random image")],
-    "sdxl": [("--resolution", "resolution", int, "image side in pixels (latents are 1/8)"),
-             ("--steps", "steps", int, "denoising steps per timed run")],
-    "llama": [("--prompt-len", "prompt_len", int, "prompt tokens"),
-              ("--new-tokens", "new_tokens", int, "tokens generated per timed run")],
-    "toy": [],
-}
+from fastpipes.bench.workloads import WORKLOADS
+
 FAMILY_HELP = {
     "sam": "Segment Anything: image encoder + prompt encoder + mask decoder",
     "sdxl": "Stable Diffusion XL: UNet steps, VAE decode, text encoders",
     "llama": "Llama (transformers generate): prefill + decode tokens",
     "toy": "a tiny seeded conv+MLP (smoke runs of the harness; no model library needed)",
 }
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _positive_float(text: str) -> float:
@@ -91,11 +89,13 @@ def add_parser(subparsers) -> None:
                                   description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     families = bench.add_subparsers(dest="family", metavar="FAMILY", required=True)
-    for family, options in FAMILY_OPTIONS.items():
-        p = families.add_parser(family, help=FAMILY_HELP[family])
+    for family, workload in WORKLOADS.items():
+        p = families.add_parser(family, help=FAMILY_HELP.get(family, workload.__doc__ or ""))
         add_common(p)
-        for flag, key, typ, text in options:
-            p.add_argument(flag, dest=f"opt_{key}", type=typ, help=text)
+        # each family option (Workload.OPTIONS) is also a flag: --prompt-len 64
+        for key, (typ, text) in workload.OPTIONS.items():
+            p.add_argument(f"--{key.replace('_', '-')}", dest=f"opt_{key}",
+                           type=_boolean if typ is bool else typ, help=text)
     bench.set_defaults(func=run)
 
 
@@ -105,7 +105,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if args.option:  # typed like YAML: 3 -> int, true -> bool
         opts.update(OmegaConf.to_container(OmegaConf.from_dotlist(args.option)))
-    for _, key, _, _ in FAMILY_OPTIONS.get(args.family, []):
+    for key in WORKLOADS.get(args.family).OPTIONS:
         value = getattr(args, f"opt_{key}", None)
         if value is not None:
             opts[key] = value
@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fastpipes.bench import WorkloadSpec, run_benchmark
+    from fastpipes.bench.outputs import check_outputs, write_outputs
+    from fastpipes.bench.plan import plan
     from fastpipes.bench.render import table
     from fastpipes.errors import FastpipesError
 
@@ -126,10 +128,15 @@ def run(args: argparse.Namespace) -> int:
     spec = WorkloadSpec(family=args.family, size=args.size, model=args.model,
                         device=args.device, batch_size=args.batch_size, seed=args.seed,
                         options=_options(args))
+    outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
+    problems = check_outputs(outputs)  # before hours of measurements, not after
+    if problems:
+        for p in problems:
+            print(f"fastpipes bench: {p}", file=sys.stderr)
+        print("fastpipes bench: nothing was run", file=sys.stderr)
+        return 2
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
     if recipes:  # a typo in --recipes must not cost an FP32 baseline run first
-        from fastpipes.bench.runner import plan
-
         bad = [p for p in plan(args.family, recipes, args.overrides, device=args.device)
                if p.failed]
         if bad:
@@ -148,12 +155,14 @@ def run(args: argparse.Namespace) -> int:
     except FastpipesError as e:
         print(f"fastpipes bench: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # the running worker was already killed
-        print("fastpipes bench: interrupted; no results written", file=sys.stderr)
-        return 130
     console.print(table(result))
-    for path, write in ((args.json, result.write_json), (args.markdown, result.write_markdown),
-                        (args.plot, result.plot)):
-        if path:
-            console.print(f"wrote {write(path)}")
-    return 1 if any(c.status in ("failed", "cut") for c in result.configs) else 0
+    wrote, failed = write_outputs(result, outputs)
+    for line in wrote:
+        console.print(line)
+    for line in failed:
+        print(f"fastpipes bench: {line}", file=sys.stderr)
+    if result.interrupted:
+        print("fastpipes bench: interrupted; the rows measured so far were kept"
+              + (" and written (marked interrupted)" if wrote else ""), file=sys.stderr)
+        return 130
+    return 1 if failed or any(c.status in ("failed", "cut") for c in result.configs) else 0

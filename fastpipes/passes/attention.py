@@ -15,9 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from fastpipes.hardware import import_ipex
 from fastpipes.passes.attention_sites import SITE_HANDLERS
 from fastpipes.passes.base import PassContext, SkipPass, register_pass
 from fastpipes.recipe.schema import Section
+
+
+IPEX_SITE_KINDS = ("sam_relpos",)  # site kinds whose handler serves backend ipex
 
 
 class AttentionBackend(str, Enum):
@@ -40,6 +44,20 @@ class AttentionConfig(Section):
         if self.block_size < 0:
             return [("block_size", f"must be >= 0, got {self.block_size}", "0 or a positive int")]
         return []
+
+    def preflight(self, target) -> list:
+        if self.backend is not AttentionBackend.ipex:
+            return []
+        kinds = {s.kind for s in target.adapter.attention_sites()} - set(IPEX_SITE_KINDS)
+        if kinds:
+            return [target.problem(
+                "attention.backend", f"backend 'ipex' serves only SAM's rel-pos attention, not "
+                                     f"{', '.join(sorted(kinds))} attention",
+                "sdpa or math (for transformers / diffusers models, the ipex pass)")]
+        ipex, why = import_ipex()  # importing IPEX registers its CPU SDPA kernels
+        return [] if ipex is not None else [target.problem(
+            "attention.backend", f"backend 'ipex' is unavailable: {why}",
+            "sdpa (PyTorch's own CPU flash kernel) or math")]
 
 
 @register_pass("attention", AttentionConfig, "SDPA attention (block-wise rel-pos mask for SAM)")

@@ -12,17 +12,19 @@ A pass module looks like::
             ...
             ctx.change(name, "weights -> channels_last")
 
-Passes mutate the pipeline directly: accelerate() snapshots everything it may touch
-beforehand and restores it if any pass raises. A pass that cannot do its work on this
-pipeline raises :class:`SkipPass` (reported visibly), never silently does nothing.
-Passes never import each other; ordering and conflicts live in ``passes/order.py``.
+What can be known wrong before the pipeline is touched (unknown component names, a backend
+this machine lacks, conflicts) is found by one preflight (``passes/preflight.py``, using the
+section's ``preflight`` method); passes then only apply. Passes mutate the pipeline
+directly: accelerate() snapshots everything they may touch beforehand and restores it if
+any pass raises. A pass that cannot do its work on this pipeline raises :class:`SkipPass`
+(reported visibly), never silently does nothing. Passes never import each other; ordering
+and conflicts live in ``passes/order.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from fastpipes.errors import RecipeError, Problem
 from fastpipes.recipe.schema import SECTIONS, Section
 from fastpipes.registry import Registry
 
@@ -76,20 +78,9 @@ class PassContext:
 
     def components(self, pass_name: str, names: list[str] | None) -> dict[str, "nn.Module"]:
         """The components a pass works on: `names`, or the adapter's default for the pass.
-
-        An unknown name is a RecipeError listing the components this pipeline has.
-        """
+        (Unknown names were refused by the preflight, before anything was touched.)"""
         available = self.adapter.components()
-        if not names:
-            names = self.adapter.default_components(pass_name)
-        missing = [n for n in names if n not in available]
-        if missing:
-            raise RecipeError([
-                Problem(self.recipe.source, f"{pass_name}.components",
-                        f"this {self.adapter.name} pipeline has no component {m!r}",
-                        ", ".join(available) or "(none)")
-                for m in missing
-            ], recipe=self.recipe.name)
+        names = names or self.adapter.default_components(pass_name)
         return {n: available[n] for n in names}
 
     def change(self, component: str, what: str) -> None:

@@ -42,9 +42,14 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from fastpipes.errors import FastpipesError, Problem, RecipeError
+from fastpipes.cache import part_dir
+from fastpipes.errors import Problem, RecipeError
+from fastpipes.fingerprint import machine_fingerprint, structure_signature
+from fastpipes.hardware import detect, import_ipex
 from fastpipes.passes.base import PassContext, register_pass
 from fastpipes.recipe.schema import Section
+from fastpipes.registry import did_you_mean
+from fastpipes.report import PassStatus
 
 COMPILE_TIME_ATTR = "_fastpipes_compile_time_s"
 
@@ -78,6 +83,14 @@ class CompileConfig(Section):
     options: dict[str, Any] = field(default_factory=dict)  # Inductor options, e.g. freezing
     fallback: CompileFallback = CompileFallback.error
     cache: bool = True  # persist compiled artifacts in the fastpipes cache: fast second start
+
+    def preflight(self, target) -> list[Problem]:
+        if self.backend is not CompileBackend.ipex:
+            return []
+        ipex, why = import_ipex()  # the 'ipex' dynamo backend exists only once IPEX imported
+        return [] if ipex is not None else [target.problem(
+            "compile.backend", f"backend 'ipex' is unavailable: {why}",
+            "inductor (PyTorch's own compiler)")]
 
 
 INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -129,9 +142,6 @@ def cache_counts() -> dict[str, int]:
 
 def artifact_key(name: str, module: nn.Module, kw: dict[str, Any]) -> str:
     """Names a component's portable bundle: structure, compile arguments, torch, CPU ISA."""
-    from fastpipes.auto import machine_fingerprint, structure_signature
-    from fastpipes.hardware import detect
-
     payload = {"component": name, "model": structure_signature({name: module}),
                "compile": kw, **machine_fingerprint(detect())}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -147,8 +157,6 @@ class CompileCache:
 
     @classmethod
     def for_component(cls, name: str, module: nn.Module, kw: dict[str, Any]) -> "CompileCache":
-        from fastpipes.cache import part_dir
-
         user = _user_inductor_dir()
         return cls(None if user else part_dir("inductor"),
                    part_dir("artifacts") / f"{artifact_key(name, module, kw)}.bin")
@@ -278,7 +286,7 @@ class FirstCall:
             f"compile: {self.name}: torch.compile failed, running eager instead "
             f"(fallback: eager): {type(e).__name__}: {first_line}")
         rec = self.report.record("compile")
-        rec.status = "fallback"
+        rec.status = PassStatus.fallback
         rec.reason = f"{self.name} runs eager: compilation failed ({type(e).__name__})"
         return out
 
@@ -311,8 +319,6 @@ def _check_options(ctx: PassContext, options: dict[str, Any]) -> None:
     RuntimeError listing all ~400 known options)."""
     from torch._inductor import config
 
-    from fastpipes.registry import did_you_mean
-
     known = config.get_config_copy()
     problems = [Problem(ctx.recipe.source, f"compile.options.{k}",
                         f"unknown Inductor option{did_you_mean(k.replace('-', '_'), known)}",
@@ -322,20 +328,8 @@ def _check_options(ctx: PassContext, options: dict[str, Any]) -> None:
         raise RecipeError(problems, recipe=ctx.recipe.name)
 
 
-def _require_ipex_backend() -> None:
-    """The 'ipex' dynamo backend exists only once intel_extension_for_pytorch imported."""
-    from fastpipes.hardware import import_ipex
-
-    ipex, why = import_ipex()
-    if ipex is None:
-        raise FastpipesError(f"compile.backend 'ipex' is unavailable: {why}; "
-                             "or use backend 'inductor'")
-
-
 @register_pass("compile", CompileConfig, "torch.compile of components (lazy, first call timed)")
 def apply(ctx: PassContext, cfg: CompileConfig) -> None:
-    if cfg.backend is CompileBackend.ipex:
-        _require_ipex_backend()
     kw = compile_kwargs(cfg)
     if "options" in kw:
         _check_options(ctx, kw["options"])

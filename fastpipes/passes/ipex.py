@@ -23,10 +23,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fastpipes.errors import FastpipesError
 from fastpipes.hardware import import_ipex
 from fastpipes.passes.base import PassContext, register_pass
-from fastpipes.recipe.schema import Section
+from fastpipes.recipe.schema import PrecisionClass, Section
+from fastpipes.report import PassStatus
 
 class IpexDtype(str, Enum):
     float32 = "float32"
@@ -45,6 +45,16 @@ class IpexConfig(Section):
     llm: bool = False  # ipex.llm.optimize (transformers decoder models) instead of ipex.optimize
     fallback: IpexFallback = IpexFallback.error
 
+    def numerics(self) -> PrecisionClass:
+        return PrecisionClass.bf16 if self.dtype is IpexDtype.bfloat16 else PrecisionClass.exact
+
+    def preflight(self, target) -> list:
+        if self.fallback is IpexFallback.native:
+            return []
+        ipex, why = import_ipex()
+        return [] if ipex is not None else [target.problem(
+            "ipex", f"IPEX is unavailable: {why}", "ipex.fallback: native, or drop the section")]
+
 
 def _optimize(ipex, module: nn.Module, cfg: IpexConfig) -> nn.Module:
     dtype = torch.bfloat16 if cfg.dtype is IpexDtype.bfloat16 else torch.float32
@@ -57,11 +67,9 @@ def _optimize(ipex, module: nn.Module, cfg: IpexConfig) -> nn.Module:
 @register_pass("ipex", IpexConfig, "Intel Extension for PyTorch module rewrites (optional)")
 def apply(ctx: PassContext, cfg: IpexConfig) -> None:
     ipex, why = import_ipex()
-    if ipex is None:
-        if cfg.fallback is IpexFallback.error:
-            raise FastpipesError(f"ipex pass: {why} (or set ipex.fallback: native)")
+    if ipex is None:  # the preflight refused this unless fallback is native
         rec = ctx.report.record(ctx.pass_name)
-        rec.status, rec.reason = "fallback", f"native PyTorch kernels: {why}"
+        rec.status, rec.reason = PassStatus.fallback, f"native PyTorch kernels: {why}"
         ctx.warn(f"IPEX unavailable, using native PyTorch kernels: {why}")
         return
     for name, module in ctx.components("ipex", cfg.components).items():

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fastpipes.errors import ConflictError, Problem
+from fastpipes.errors import Problem
+from fastpipes.passes.base import PASSES
 from fastpipes.recipe.schema import Recipe
 
 # Why this order:
@@ -40,18 +41,13 @@ CONFLICTS: list[tuple[str, Callable[[Recipe], str]]] = [
 
 
 def ordered(recipe: Recipe) -> list[str]:
-    """The recipe's enabled pass sections in the order they must run."""
-    import fastpipes.passes  # noqa: F401  (registers passes)
-    from fastpipes.passes.base import PASSES
-
+    """The recipe's pass sections (enabled or not) in the order they must run."""
     names = [n for n in recipe.sections if n in PASSES]
     for n in names:
         assert n in PASS_ORDER, f"pass {n!r} is registered but has no place in PASS_ORDER"
     return sorted(names, key=PASS_ORDER.index)
 
 
-def check_conflicts(recipe: Recipe) -> None:
-    """Raise one ConflictError naming every conflicting combination in the recipe."""
-    problems = [Problem(recipe.source, "", msg) for _, rule in CONFLICTS if (msg := rule(recipe))]
-    if problems:
-        raise ConflictError(problems, recipe=recipe.name)
+def conflicts(recipe: Recipe) -> list[Problem]:
+    """One Problem per conflicting combination of passes in the recipe."""
+    return [Problem(recipe.source, "", msg) for _, rule in CONFLICTS if (msg := rule(recipe))]

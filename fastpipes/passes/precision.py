@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from fastpipes.passes.base import PassContext, SkipPass, register_pass
-from fastpipes.recipe.schema import Section
+from fastpipes.recipe.schema import PrecisionClass, Section
 
 
 class PrecisionMode(str, Enum):
@@ -54,6 +54,9 @@ class PrecisionConfig(Section):
     components: list[str] = field(default_factory=list)  # [] = the adapter's default
     # fnmatch patterns on module names inside a component ("*norm*"), or component names
     keep_fp32: list[str] = field(default_factory=list)
+
+    def numerics(self) -> PrecisionClass:
+        return PrecisionClass(SHORT[self.dtype.value])
 
 
 # ---- casting nested call arguments and outputs ---------------------------------------------

@@ -38,7 +38,7 @@ from fastpipes.errors import InputError
 from fastpipes.kernels.woq import (INT4_GROUP_SIZES, Int4WeightOnlyLinear, Int8DynamicLinear,
                                    Int8WeightOnlyLinear)
 from fastpipes.passes.base import PassContext, SkipPass, register_pass
-from fastpipes.recipe.schema import Section
+from fastpipes.recipe.schema import PrecisionClass, Section
 
 
 class QuantDtype(str, Enum):
@@ -84,6 +84,9 @@ class QuantizeConfig(Section):
         if self.min_features < 0:
             out.append(("min_features", f"must be >= 0, got {self.min_features}", "an int >= 0"))
         return out
+
+    def numerics(self) -> PrecisionClass:
+        return PrecisionClass(self.dtype.value)  # int8 (weight-only or dynamic) or int4
 
 
 def resolve_act_dtype(act: ActDtype | str, device: str = "cpu") -> str:

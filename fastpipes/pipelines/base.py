@@ -1,12 +1,17 @@
-"""Adapters *describe* a pipeline to the passes; they hold no optimization logic.
+"""Adapters *describe* a pipeline; they hold no optimization logic.
 
 An adapter says which object it understands, the pipeline's named components, which
 components each pass touches by default, where its attention lives, which plain objects
-(configs, wrappers) a pass may mutate, and how to put a replaced component back.
+(configs, wrappers) a pass may mutate, how to put a replaced component back, and how to
+exercise and judge the pipeline: inputs it can make from the model's own shapes
+(:meth:`Adapter.example_inputs`), one call (:meth:`Adapter.call`), what of an output
+fidelity looks at (:meth:`Adapter.fidelity_view`) and the comparison with FP32 against the
+family's bars for a precision class (:meth:`Adapter.compare`, bars in ``BARS``).
 Third-party libraries are imported lazily inside adapters' methods.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import UnsupportedPipelineError
-from fastpipes.recipe.schema import Family
+from fastpipes.recipe.schema import Family, PrecisionClass
 from fastpipes.registry import Registry
 
 
@@ -33,13 +38,70 @@ class AttentionSite:
     owner: Any = None  # the object the handler configures (e.g. a transformers model)
 
 
+# ---- fidelity: bars per precision class, and the verdict --------------------------------------
+
+@dataclass(frozen=True)
+class Bar:
+    """One stated fidelity bar: ``metric >= value`` (op ">=") or ``metric <= value``."""
+
+    metric: str
+    op: str
+    value: float
+    label: str = ""  # how people read the metric, e.g. "mask IoU min"
+
+    def holds(self, x: float) -> bool:
+        return x >= self.value if self.op == ">=" else x <= self.value
+
+    def __str__(self) -> str:
+        return f"{self.label or self.metric} {self.op} {self.value:g}"
+
+
+@dataclass
+class Fidelity:
+    """Closeness to the FP32 eager output, judged by the bars of one precision class.
+
+    ``ok`` is None when the output could not be judged (``note`` says why), e.g. a
+    random-weight language model whose flat logits make top-1 agreement meaningless.
+    """
+
+    metrics: dict[str, float]
+    ok: bool | None
+    thresholds: str  # the bars held to, e.g. "mask IoU min >= 0.97, embedding rel. error <= 0.02"
+    precision_class: str = PrecisionClass.exact.value
+    note: str = ""
+
+
+def judge(metrics: dict[str, float], bars: tuple[Bar, ...], klass: PrecisionClass,
+          note: str = "") -> Fidelity:
+    """The verdict of `metrics` against `bars`; a bar whose metric was not measured is listed
+    in the note and does not count (a NaN metric fails its bar)."""
+    missing = [b for b in bars if b.metric not in metrics]
+    judged = [b for b in bars if b.metric in metrics]
+    ok = all(b.holds(metrics[b.metric]) and not math.isnan(metrics[b.metric]) for b in judged)
+    if missing:
+        note = "; ".join(x for x in (note, "not measured: " + ", ".join(str(b) for b in missing))
+                         if x)
+    return Fidelity(dict(metrics), ok if judged else None,
+                    ", ".join(str(b) for b in bars) + f" ({klass.value} bars)", klass.value, note)
+
+
+def relative_error(reference: torch.Tensor, output: torch.Tensor) -> float:
+    """||output - reference|| / ||reference|| over all elements, in FP32."""
+    ref, out = reference.detach().float(), output.detach().float()
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+
+
+# ---- the adapter contract --------------------------------------------------------------------
+
 class Adapter:
     """Base class of pipeline adapters. Subclasses set the ClassVars and override methods."""
 
     name: ClassVar[str] = "adapter"
-    family: ClassVar[Family] = Family.any
+    family: ClassVar[Family] = Family.generic
     description: ClassVar[str] = ""
     priority: ClassVar[int] = 0  # higher is tried first
+    # the family's fidelity bars, stated per precision class before any run
+    BARS: ClassVar[dict[PrecisionClass, tuple[Bar, ...]]] = {}
 
     def __init__(self, obj: Any):
         self.obj = obj
@@ -71,38 +133,56 @@ class Adapter:
         """(component name, module) pairs whose forward is a call boundary for autocast."""
         return list(self.components().items())
 
-    # -- what recipe="auto" needs to measure a pipeline on its own inputs ---------------
-    higher_is_better: ClassVar[bool] = False  # of the score compare() returns
-
-    def example_inputs(self) -> Any:
-        """Inputs to time when the user gives none; families override."""
-        from fastpipes.errors import FastpipesError
-
-        raise FastpipesError(f"recipe='auto' needs example_inputs=... for a {self.name} pipeline "
-                             "(the inputs it will be called with)")
-
-    def call(self, inputs: Any) -> Any:
-        """Run the pipeline once on `inputs` (tuple -> *args, dict -> **kwargs)."""
-        if isinstance(inputs, dict):
-            return self.obj(**inputs)
-        if isinstance(inputs, (tuple, list)):
-            return self.obj(*inputs)
-        return self.obj(inputs)
-
-    def compare(self, reference: Any, output: Any) -> tuple[float, bool]:
-        """(relative L2 error over all float tensors, within 2e-2?) — families override."""
-        num = den = 0.0
-        for r, o in zip(_tensors(reference), _tensors(output)):
-            num += float((o.float() - r.float()).pow(2).sum())
-            den += float(r.float().pow(2).sum())
-        err = (num / den) ** 0.5 if den else float(num > 0)
-        return err, err <= 2e-2
-
     def device(self) -> torch.device:
         for m in self.components().values():
             for p in m.parameters():
                 return p.device
         return torch.device("cpu")
+
+    # -- exercising and judging the pipeline (recipe="auto" and the benchmarks) -------------
+    def example_inputs(self) -> Any:
+        """Inputs for one representative call, made from the model's own shapes."""
+        from fastpipes.errors import FastpipesError
+
+        raise FastpipesError(f"recipe='auto' needs example_inputs=... for a {self.name} pipeline "
+                             "(the inputs it will be called with)")
+
+    def describe_inputs(self, inputs: Any) -> str:
+        """One line saying what `inputs` are (shown in the auto report)."""
+        from fastpipes.fingerprint import shapes
+
+        return f"inputs {shapes(inputs)}"
+
+    def call(self, inputs: Any) -> Any:
+        """Run the pipeline once on `inputs` (tuple -> *args, dict -> **kwargs)."""
+        with torch.inference_mode():
+            if isinstance(inputs, dict):
+                return self.obj(**inputs)
+            if isinstance(inputs, (tuple, list)):
+                return self.obj(*inputs)
+            return self.obj(inputs)
+
+    def fidelity_view(self, inputs: Any, output: Any, reference: Any = None) -> Any:
+        """What fidelity compares of one call's output, made while this configuration is
+        applied (`reference`: the FP32 view, None when this is the FP32 run; Llama
+        teacher-forces FP32's sequences). Plain tensors, numbers, strings and containers of
+        them only: the benchmark carries the FP32 one across processes."""
+        return [t.detach().float() for t in _tensors(output)]
+
+    def fidelity_metrics(self, reference: Any, view: Any) -> dict[str, float]:
+        """The family's metrics of `view` against the FP32 `reference` (both from
+        :meth:`fidelity_view`). Generic: relative L2 error over all float outputs."""
+        num = den = 0.0
+        for r, o in zip(reference, view):
+            num += float((o.float() - r.float()).pow(2).sum())
+            den += float(r.float().pow(2).sum())
+        return {"rel_error": (num / den) ** 0.5 if den else float(num > 0)}
+
+    def compare(self, reference: Any, view: Any,
+                klass: PrecisionClass | str = PrecisionClass.exact) -> "Fidelity":
+        """`view` against the FP32 `reference`, judged by this family's bars for `klass`."""
+        klass = PrecisionClass(klass)
+        return judge(self.fidelity_metrics(reference, view), self.BARS[klass], klass)
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -122,14 +202,14 @@ ADAPTERS: Registry[type[Adapter]] = Registry("pipeline adapter")
 
 
 def register_adapter(cls: type[Adapter]) -> type[Adapter]:
+    missing = [c.value for c in PrecisionClass if cls.BARS and c not in cls.BARS]
+    assert not missing, f"adapter {cls.name} states no fidelity bars for {missing}"
     ADAPTERS.add(cls.name, cls)
     return cls
 
 
 def find_adapter(obj: Any) -> Adapter:
     """The adapter for `obj`, or UnsupportedPipelineError listing what is supported."""
-    import fastpipes.pipelines  # noqa: F401  (registers the adapters)
-
     for _, cls in sorted(ADAPTERS.items(), key=lambda kv: -kv[1].priority):
         if cls.matches(obj):
             return cls(obj)

@@ -1,20 +1,32 @@
-"""Any plain ``nn.Module``: the generic passes (precision, layout, compile, quantize)."""
+"""Any plain ``nn.Module`` ("generic" everywhere: the family, this adapter, the generic_*
+recipes): the passes that need no knowledge of the model (precision, layout, compile,
+quantize), with the model as one component named ``model``."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch.nn as nn
 
-from fastpipes.pipelines.base import Adapter, register_adapter
-from fastpipes.recipe.schema import Family
+from fastpipes.pipelines.base import Adapter, Bar, register_adapter
+from fastpipes.recipe.schema import Family, PrecisionClass
+
+_ERR = "relative L2 error of the outputs"
+GENERIC_BARS = {
+    PrecisionClass.exact: (Bar("rel_error", "<=", 1e-3, _ERR),),
+    PrecisionClass.fp16: (Bar("rel_error", "<=", 3e-2, _ERR),),
+    PrecisionClass.bf16: (Bar("rel_error", "<=", 3e-2, _ERR),),
+    PrecisionClass.int8: (Bar("rel_error", "<=", 5e-2, _ERR),),
+    PrecisionClass.int4: (Bar("rel_error", "<=", 1e-1, _ERR),),
+}
 
 
 @register_adapter
-class ModuleAdapter(Adapter):
-    name = "module"
-    family = Family.any
+class GenericAdapter(Adapter):
+    name = "generic"
+    family = Family.generic
     description = "any torch.nn.Module, as one component named 'model'"
     priority = -100  # the last resort: family adapters match first
+    BARS = GENERIC_BARS
 
     @classmethod
     def matches(cls, obj: Any) -> bool:

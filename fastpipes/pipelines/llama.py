@@ -1,4 +1,5 @@
-"""Llama via transformers: builders at real shapes, the adapter, and the benchmark workload.
+"""Llama via transformers: builders at real shapes and the adapter (components, attention,
+example inputs, teacher-forced fidelity and its bars per precision class).
 
 >>> from fastpipes.pipelines.llama import build_llama
 >>> model = build_llama("tiny")            # seeded random weights; or "llama-3.2-1b", a local dir
@@ -6,18 +7,15 @@
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from fastpipes.bench.workload import Fidelity, Workload, WorkloadSpec
-from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.pipelines.base import Adapter, AttentionSite, register_adapter
-from fastpipes.recipe.schema import Family
+from fastpipes.errors import InputError
+from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, Fidelity, judge, register_adapter
+from fastpipes.recipe.schema import Family, PrecisionClass
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -113,6 +111,46 @@ def _is_llama_like(obj: Any) -> bool:
             and hasattr(inner, "layers") and hasattr(obj, "config"))
 
 
+# ---- fidelity ---------------------------------------------------------------------------------
+
+_TOP1, _PPL = "teacher-forced top-1 agreement", "held-out perplexity change %"
+# Stated per precision class before any run (docs/fidelity.md says why). Both are
+# teacher-forced: every position is predicted from the same text by FP32 and the recipe.
+# Perplexity needs held-out text (the trained reference models have it); top-1 agreement is
+# measured on held-out text when there is some, else on FP32's own greedy continuation.
+LLAMA_BARS = {
+    PrecisionClass.exact: (Bar("top1_agreement", ">=", 0.995, _TOP1),
+                           Bar("perplexity_change_pct", "<=", 0.1, _PPL)),
+    PrecisionClass.fp16: (Bar("top1_agreement", ">=", 0.98, _TOP1),
+                          Bar("perplexity_change_pct", "<=", 0.5, _PPL)),
+    PrecisionClass.bf16: (Bar("top1_agreement", ">=", 0.98, _TOP1),
+                          Bar("perplexity_change_pct", "<=", 0.5, _PPL)),
+    PrecisionClass.int8: (Bar("top1_agreement", ">=", 0.98, _TOP1),
+                          Bar("perplexity_change_pct", "<=", 0.5, _PPL)),
+    PrecisionClass.int4: (Bar("top1_agreement", ">=", 0.95, _TOP1),
+                          Bar("perplexity_change_pct", "<=", 2.0, _PPL)),
+}
+
+
+@torch.no_grad()
+def teacher_forced_logits(model: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
+    """logits [B, S, V] of `model` reading `sequences` in one forward (no cache)."""
+    return model(sequences, use_cache=False).logits.float()
+
+
+def compare_logits(ref: torch.Tensor, out: torch.Tensor, prompt_len: int) -> dict[str, float]:
+    """Top-1 agreement and logit error over the positions that predict generated tokens."""
+    r, o = ref[:, prompt_len - 1:-1], out[:, prompt_len - 1:-1]  # [B, new, V]
+    err = (r - o).abs()
+    top2 = r.topk(2, dim=-1).values
+    # how decided FP32 itself is: a flip needs a logit error about this large. Random
+    # weights give small margins (flat logits), trained models large ones
+    margin = (top2[..., 0] - top2[..., 1]).median().item()
+    return {"top1_agreement": (r.argmax(-1) == o.argmax(-1)).float().mean().item(),
+            "max_logit_error": err.max().item(), "mean_logit_error": err.mean().item(),
+            "fp32_top1_margin_median": margin}
+
+
 @register_adapter
 class LlamaAdapter(Adapter):
     name = "llama"
@@ -120,6 +158,7 @@ class LlamaAdapter(Adapter):
     description = "transformers LlamaForCausalLM (or a llama-like *ForCausalLM), or a "\
                   "text-generation pipeline holding one"
     priority = 10
+    BARS = LLAMA_BARS
 
     @classmethod
     def matches(cls, obj: Any) -> bool:
@@ -147,143 +186,68 @@ class LlamaAdapter(Adapter):
         m = self.model
         return [AttentionSite("hf", "model", list(m.named_modules())[:0], owner=m)]
 
+    # -- exercising and judging (recipe="auto", the benchmark) ------------------------------
+    def example_inputs(self, prompt_len: int = 16, new_tokens: int = 8, batch: int = 1,
+                       seed: int = 0) -> dict[str, Any]:
+        """A seeded prompt of `prompt_len` token ids and `new_tokens` greedy decode steps."""
+        vocab = self.model.config.vocab_size
+        # away from the special tokens at either end of a large vocabulary
+        lo, hi = (3, vocab - 300) if vocab > 1000 else (3, max(4, vocab - 16))
+        g = torch.Generator().manual_seed(seed + 1)
+        return {"input_ids": torch.randint(lo, hi, (batch, prompt_len), generator=g),
+                "max_new_tokens": new_tokens}
 
-# ---- benchmark workload ---------------------------------------------------------------------
-
-@dataclass
-class LlamaOutput:
-    sequences: torch.Tensor  # [B, prompt + new]
-    prompt_len: int
-    ttft_s: float = 0.0
-    decode_tokens_per_s: float = 0.0
-    # kept until fidelity() has used it: the model that produced this output
-    model: Any = field(default=None, repr=False)
-    logits: torch.Tensor | None = field(default=None, repr=False)
-
-
-class _Clock:
-    """A generate() streamer that time-stamps every token (one Python call per token)."""
-
-    def __init__(self):
-        self.stamps: list[float] = []
-
-    def put(self, value):
-        self.stamps.append(time.perf_counter())
-
-    def end(self):
-        pass
-
-
-@torch.no_grad()
-def teacher_forced_logits(model: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
-    """logits [B, S, V] of `model` reading `sequences` in one forward (no cache)."""
-    return model(sequences, use_cache=False).logits.float()
-
-
-def compare_logits(ref: torch.Tensor, out: torch.Tensor, prompt_len: int) -> dict[str, float]:
-    """Top-1 agreement and logit error over the positions that predict generated tokens."""
-    r, o = ref[:, prompt_len - 1:-1], out[:, prompt_len - 1:-1]  # [B, new, V]
-    err = (r - o).abs()
-    top2 = r.topk(2, dim=-1).values
-    # how decided FP32 itself is: a flip needs a logit error about this large. Random
-    # weights give small margins (flat logits), trained models large ones, so read
-    # top-1 agreement together with it
-    margin = (top2[..., 0] - top2[..., 1]).median().item()
-    return {"top1_agreement": (r.argmax(-1) == o.argmax(-1)).float().mean().item(),
-            "max_logit_error": err.max().item(), "mean_logit_error": err.mean().item(),
-            "fp32_top1_margin_median": margin}
-
-
-class LlamaWorkload(Workload):
-    """Greedy decode of `new_tokens` after a seeded `prompt_len`-token prompt.
-
-    Fidelity is teacher-forced: the FP32 reference sequence is fed through the FP32 and the
-    accelerated model, and their per-position argmax and logits are compared.
-    """
-
-    family = "llama"
-    unit = "tokens"
-    bound = "memory"
-    TOP1_MIN = 0.95
-
-    def __init__(self, spec: WorkloadSpec):
-        super().__init__(spec)
-        self.model_name = spec.model or ("tiny" if spec.size == "tiny" else "llama-3.2-1b")
-        self.prompt_len = int(spec.options.get("prompt_len", 32))
-        self.new_tokens = int(spec.options.get("new_tokens", 64))
-        # dtype the model is built in: float32 (the baseline's), or bfloat16 for shapes whose
-        # FP32 form does not fit in memory (runs without a baseline; see run_benchmark)
-        self.build_dtype = str(spec.options.get("dtype", "float32"))
-        if self.build_dtype not in ("float32", "bfloat16"):
-            raise BenchmarkError(f"llama option dtype must be float32 or bfloat16, "
-                                 f"got {self.build_dtype!r}")
-
-    def describe(self) -> str:
-        built = "" if self.build_dtype == "float32" else f" (built in {self.build_dtype})"
-        return (f"{self.model_name}{built}: {self.prompt_len} prompt + {self.new_tokens} new tokens, "
-                f"greedy, batch {self.spec.batch_size}")
-
-    def build(self) -> Any:
-        return build_llama(self.model_name, seed=self.spec.seed, dtype=getattr(torch, self.build_dtype))
-
-    def inputs(self, pipe: Any) -> torch.Tensor:
-        model = LlamaAdapter(pipe).model
-        g = torch.Generator().manual_seed(self.spec.seed + 1)
-        # ids: [B, P], away from special tokens at the ends of the vocabulary
-        high = max(3, model.config.vocab_size - 300)
-        return torch.randint(3, high, (self.spec.batch_size, self.prompt_len), generator=g)
+    def describe_inputs(self, inputs: dict[str, Any]) -> str:
+        b, n = inputs["input_ids"].shape
+        return (f"{b} prompt(s) of {n} token ids, then {inputs['max_new_tokens']} greedy "
+                "decode steps")
 
     @torch.no_grad()
-    def run(self, pipe: Any, inputs: torch.Tensor) -> LlamaOutput:
-        model = LlamaAdapter(pipe).model
-        clock = _Clock()
-        t0 = time.perf_counter()
-        seq = model.generate(inputs, attention_mask=torch.ones_like(inputs),
-                             max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens,
-                             do_sample=False, pad_token_id=model.generation_config.pad_token_id or 0,
-                             streamer=clock)
-        stamps = clock.stamps  # [prompt, token 1, token 2, ...]
-        ttft = stamps[1] - t0 if len(stamps) > 1 else 0.0
-        decode = (len(stamps) - 2) / (stamps[-1] - stamps[1]) if len(stamps) > 2 else 0.0
-        return LlamaOutput(seq, inputs.shape[1], ttft, decode, model=model)
+    def call(self, inputs: dict[str, Any], streamer: Any = None) -> torch.Tensor:
+        """Greedy generate of exactly max_new_tokens tokens: sequences [B, prompt + new]."""
+        model, ids, n = self.model, inputs["input_ids"], inputs["max_new_tokens"]
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                              min_new_tokens=n, do_sample=False, streamer=streamer,
+                              pad_token_id=model.generation_config.pad_token_id or 0)
 
-    def items(self, inputs: Any) -> int:
-        return self.spec.batch_size * self.new_tokens
+    def fidelity_view(self, inputs: dict[str, Any], output: torch.Tensor,
+                      reference: dict | None = None) -> dict:
+        """This configuration's sequences, and its teacher-forced logits on FP32's sequences
+        (`reference`; its own when it is the FP32 run)."""
+        text = reference["sequences"] if reference is not None else output
+        return {"sequences": output, "prompt_len": int(inputs["input_ids"].shape[1]),
+                "logits": teacher_forced_logits(self.model, text)}
 
-    def comparable(self, pipe: Any, inputs: Any, output: LlamaOutput) -> dict:
-        """Plain tensors for the harness to carry across processes. The model stays with
-        this (worker) process: fidelity() teacher-forces the reference sequence through it."""
-        model = LlamaAdapter(pipe).model
-        self._model = model
-        return {"sequences": output.sequences, "prompt_len": output.prompt_len,
-                "logits": teacher_forced_logits(model, output.sequences)}
+    def fidelity_metrics(self, reference: dict, view: dict) -> dict[str, float]:
+        metrics = compare_logits(reference["logits"], view["logits"], reference["prompt_len"])
+        metrics["sequence_match"] = float(torch.equal(reference["sequences"], view["sequences"]))
+        if "heldout_logits" in reference and "heldout_logits" in view:
+            metrics.update(heldout_metrics(reference, view))
+        return metrics
 
-    def fidelity(self, reference: LlamaOutput | dict, output: LlamaOutput | dict) -> Fidelity:
-        if isinstance(reference, LlamaOutput):  # in-process use: both outputs hold their model
-            if reference.logits is None:
-                reference.logits = teacher_forced_logits(reference.model, reference.sequences)
-                reference.model = None  # free the FP32 model as soon as its logits are known
-            reference = {"sequences": reference.sequences, "prompt_len": reference.prompt_len,
-                         "logits": reference.logits}
-        model = output.model if isinstance(output, LlamaOutput) else self._model
-        sequences = output.sequences if isinstance(output, LlamaOutput) else output["sequences"]
-        same = torch.equal(reference["sequences"], sequences)
-        if same and isinstance(output, dict):  # comparable() already teacher-forced this sequence
-            out_logits = output["logits"]
-        else:
-            out_logits = teacher_forced_logits(model, reference["sequences"])
-        metrics = compare_logits(reference["logits"], out_logits, int(reference["prompt_len"]))
-        metrics["sequence_match"] = float(same)
-        return Fidelity(metrics, metrics["top1_agreement"] >= self.TOP1_MIN,
-                        f"teacher-forced top-1 agreement >= {self.TOP1_MIN}")
+    def compare(self, reference: dict, view: dict,
+                klass: PrecisionClass | str = PrecisionClass.exact) -> Fidelity:
+        klass = PrecisionClass(klass)
+        metrics = self.fidelity_metrics(reference, view)
+        if reference.get("random_weights"):
+            return Fidelity(metrics, None, ", ".join(map(str, LLAMA_BARS[klass])) +
+                            f" ({klass.value} bars)", klass.value,
+                            "not judged: random weights give flat logits (FP32's median top-1 "
+                            f"margin {metrics['fp32_top1_margin_median']:.3g}); judge fidelity "
+                            "on a trained model (--model trained-tiny)")
+        return judge(metrics, LLAMA_BARS[klass], klass)
 
-    def bytes_per_item(self, pipe: Any) -> float:
-        return float(decode_weight_bytes(LlamaAdapter(pipe).model))
 
-    def extra_metrics(self, pipe: Any, inputs: Any) -> dict[str, float]:
-        out = self.run(pipe, inputs)
-        return {"ttft_s": out.ttft_s, "decode_tokens_per_s": out.decode_tokens_per_s,
-                "weight_bytes_per_token": self.bytes_per_item(pipe)}
+def heldout_metrics(reference: dict, view: dict) -> dict[str, float]:
+    """Teacher-forced top-1 agreement and perplexities on held-out text: `heldout_logits`
+    [B, S, V] predict `heldout_targets` [B, S]."""
+    ref, out, tgt = reference["heldout_logits"], view["heldout_logits"], reference["heldout_targets"]
+    nll = lambda logits: torch.nn.functional.cross_entropy(  # noqa: E731
+        logits.float().flatten(0, 1), tgt.flatten(), reduction="mean").item()
+    ppl_ref, ppl = float(torch.exp(torch.tensor(nll(ref)))), float(torch.exp(torch.tensor(nll(out))))
+    return {"top1_agreement": (ref.argmax(-1) == out.argmax(-1)).float().mean().item(),
+            "fp32_perplexity": ppl_ref, "perplexity": ppl,
+            "perplexity_change_pct": abs(ppl / ppl_ref - 1.0) * 100.0}
 
 
 def decode_weight_bytes(model: nn.Module) -> int:

@@ -1,5 +1,5 @@
-"""segment-anything (SAM): model builders that work without torchvision, the adapter, and the
-benchmark workload.
+"""segment-anything (SAM): model builders that work without torchvision, and the adapter
+(components, attention sites, example inputs, fidelity and its bars per precision class).
 
 segment-anything's package ``__init__`` imports its predictor, which imports torchvision;
 its modeling code needs only torch. :func:`sam_modeling` imports ``segment_anything`` the
@@ -13,20 +13,21 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import time
 import types
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from fastpipes.bench.workload import Fidelity, Workload
 from fastpipes.errors import FastpipesError, InputError
-from fastpipes.pipelines.base import Adapter, AttentionSite, register_adapter
-from fastpipes.recipe.schema import Family
+from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, register_adapter, relative_error
+from fastpipes.pipelines.sam_predictor import SamPredictor as OurPredictor
+from fastpipes.pipelines.sam_predictor import preprocess_image
+from fastpipes.recipe.schema import Family, PrecisionClass
 
 
 # ----------------------------------------------------------------------------- loading
@@ -63,7 +64,7 @@ def sam_modeling() -> types.ModuleType:
 
 
 @dataclass(frozen=True)
-class SamConfig:
+class SamShape:
     """Shapes of a SAM model (upstream build_sam.py values for vit_b/l/h)."""
 
     embed_dim: int
@@ -79,19 +80,19 @@ class SamConfig:
     mask_in_chans: int = 16
 
     @classmethod
-    def from_name(cls, name: str) -> "SamConfig":
-        if name not in SAM_CONFIGS:
-            raise InputError(f"unknown SAM model {name!r}; allowed: {', '.join(SAM_CONFIGS)}")
-        return SAM_CONFIGS[name]
+    def from_name(cls, name: str) -> "SamShape":
+        if name not in SAM_SHAPES:
+            raise InputError(f"unknown SAM model {name!r}; allowed: {', '.join(SAM_SHAPES)}")
+        return SAM_SHAPES[name]
 
 
-SAM_CONFIGS: dict[str, SamConfig] = {
-    "vit_b": SamConfig(768, 12, 12, (2, 5, 8, 11)),
-    "vit_l": SamConfig(1024, 24, 16, (5, 11, 17, 23)),
-    "vit_h": SamConfig(1280, 32, 16, (7, 15, 23, 31)),
+SAM_SHAPES: dict[str, SamShape] = {
+    "vit_b": SamShape(768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": SamShape(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": SamShape(1280, 32, 16, (7, 15, 23, 31)),
     # tests: 128 px -> 8x8 tokens, window 3 (so windows are padded), 2 global blocks
-    "tiny": SamConfig(64, 4, 4, (1, 3), image_size=128, window_size=3, prompt_embed_dim=32,
-                      decoder_mlp_dim=64, decoder_heads=2, mask_in_chans=4),
+    "tiny": SamShape(64, 4, 4, (1, 3), image_size=128, window_size=3, prompt_embed_dim=32,
+                     decoder_mlp_dim=64, decoder_heads=2, mask_in_chans=4),
 }
 
 
@@ -118,7 +119,7 @@ def build_sam(model: str = "vit_b", checkpoint: str | Path | None = None, seed: 
     >>> sam.image_encoder.img_size
     128
     """
-    cfg = SamConfig.from_name(model)
+    cfg = SamShape.from_name(model)
     m = sam_modeling()
     torch.manual_seed(seed)  # upstream layers draw from the global generator
     emb = cfg.image_size // cfg.patch_size
@@ -170,8 +171,6 @@ def _upstream(obj: Any, *names: str) -> bool:
 def sam_of(obj: Any) -> nn.Module | None:
     """The ``Sam`` model inside `obj` (a Sam, our predictor, upstream SamPredictor or
     SamAutomaticMaskGenerator), or None."""
-    from fastpipes.pipelines.sam_predictor import SamPredictor as OurPredictor
-
     if _is_sam(obj):
         return obj
     if isinstance(obj, OurPredictor) or _upstream(obj, "SamPredictor"):
@@ -181,15 +180,90 @@ def sam_of(obj: Any) -> nn.Module | None:
     return None
 
 
+# ----------------------------------------------------------------------------- fidelity
+_IOU, _ERR = "mask IoU min", "embedding rel. error"
+# Fidelity bars vs FP32 eager, stated per precision class before any run (docs/fidelity.md
+# says why): the smallest IoU of the masks decoded from the same prompts (each
+# configuration decoding its own embeddings), and the relative L2 error of the embeddings.
+# - exact: only the order of summation changes (issue 5's bars);
+# - bf16 (and fp16): rounding to 8 significant bits (~2e-3 per op) through 12-32 blocks
+#   gives ~1e-2 at the embeddings; 2e-2 leaves room for vit_h's 32 blocks;
+# - int8: activations rounded to 8 bits at every Linear (a 30 dB signal-to-error ratio);
+# - int4: group-wise 4-bit weights, twice int8's allowance.
+SAM_BARS = {
+    PrecisionClass.exact: (Bar("mask_iou_min", ">=", 0.99, _IOU), Bar("embedding_rel_err", "<=", 1e-3, _ERR)),
+    PrecisionClass.fp16: (Bar("mask_iou_min", ">=", 0.97, _IOU), Bar("embedding_rel_err", "<=", 2e-2, _ERR)),
+    PrecisionClass.bf16: (Bar("mask_iou_min", ">=", 0.97, _IOU), Bar("embedding_rel_err", "<=", 2e-2, _ERR)),
+    PrecisionClass.int8: (Bar("mask_iou_min", ">=", 0.95, _IOU), Bar("embedding_rel_err", "<=", 3e-2, _ERR)),
+    PrecisionClass.int4: (Bar("mask_iou_min", ">=", 0.90, _IOU), Bar("embedding_rel_err", "<=", 6e-2, _ERR)),
+}
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    inter = (a & b).sum().item()
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else inter / union
+
+
+def smooth_images(n: int, size: int, seed: int) -> list[np.ndarray]:
+    """`n` seeded size x size x 3 uint8 pictures: blocky noise upsampled, so masks are not
+    pure noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        out.append(np.kron(small, np.ones((size // 8, size // 8, 1), dtype=np.uint8)))
+    return out
+
+
+def sam_inputs(sam: nn.Module, images: list[np.ndarray], points: int, seed: int,
+               device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The encoder batch of `images` and `points` positive point prompts per image.
+
+    Made under inference_mode like SamPredictor's: torch.compile guards on a tensor's
+    dispatch keys, so normal tensors here would compile a second graph for the predictor.
+    """
+    size = sam.image_encoder.img_size
+    with torch.inference_mode():
+        batch = torch.cat([preprocess_image(sam, im)[0] for im in images]).to(device)  # [B, 3, S, S]
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.rand(len(images), points, 1, 2, generator=g) * size * 0.8 + size * 0.1
+    return {"images": batch, "point_coords": coords.to(device),  # [B, n, 1, 2] encoder pixels
+            "point_labels": torch.ones(len(images), points, 1, device=device)}
+
+
+def decode_masks(sam: nn.Module, emb: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Masks (bool, [B, n, 1, 256, 256] low-res > 0) from each image's point prompts."""
+    out = []
+    with torch.inference_mode():
+        for i in range(emb.shape[0]):
+            sparse, dense = sam.prompt_encoder(
+                points=(inputs["point_coords"][i], inputs["point_labels"][i]), boxes=None,
+                masks=None)
+            low, _ = sam.mask_decoder(image_embeddings=emb[i:i + 1],
+                                      image_pe=sam.prompt_encoder.get_dense_pe(),
+                                      sparse_prompt_embeddings=sparse,
+                                      dense_prompt_embeddings=dense, multimask_output=False)
+            out.append(low.float() > sam.mask_threshold)
+    return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------- adapter
 @register_adapter
 class SamAdapter(Adapter):
     """segment-anything: ``Sam``, ``SamPredictor``, ``SamAutomaticMaskGenerator`` or
-    :class:`fastpipes.pipelines.sam_predictor.SamPredictor`."""
+    :class:`fastpipes.pipelines.sam_predictor.SamPredictor`.
+
+    Its call is the image encoder on a batch (>99% of SAM's FLOPs); fidelity compares the
+    embeddings and the masks each configuration decodes from them for the same prompts.
+    """
 
     name = "sam"
     family = Family.sam
     description = "segment-anything Sam / SamPredictor / SamAutomaticMaskGenerator"
     priority = 10
+    BARS = SAM_BARS
 
     @classmethod
     def matches(cls, obj: Any) -> bool:
@@ -234,165 +308,28 @@ class SamAdapter(Adapter):
     def entry_points(self) -> list[tuple[str, nn.Module]]:
         return list(self.components().items())
 
+    # -- exercising and judging (recipe="auto", the benchmark) ------------------------------
+    def example_inputs(self) -> dict[str, torch.Tensor]:
+        """One smooth random image at the encoder's size and one point prompt."""
+        sam = self.sam
+        return sam_inputs(sam, smooth_images(1, sam.image_encoder.img_size, 0), 1, 0,
+                          str(sam.pixel_mean.device))
 
-# ----------------------------------------------------------------------------- workload
-@dataclass
-class SamOutput:
-    """What a timed run returns: the image embeddings, and the pipeline that made them
-    (so fidelity decodes masks with that pipeline's own prompt encoder and decoder)."""
+    def describe_inputs(self, inputs: dict[str, torch.Tensor]) -> str:
+        b, _, h, w = inputs["images"].shape
+        n = inputs["point_coords"].shape[1]
+        return f"{b} image(s) of {h}x{w} (encoder input), {n} point prompt(s) per image"
 
-    embeddings: torch.Tensor  # [B, 256, 64, 64]
-    pipe: Any
-
-
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Intersection over union of two boolean masks (1.0 when both are empty)."""
-    inter = (a & b).sum().item()
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else inter / union
-
-
-# Fidelity bars vs FP32 eager: (min mask IoU over every prompt, max embedding rel. error).
-# Exact-precision recipes: issue 5's bars. Quantized recipes (int8 activations round every
-# Linear input): IoU >= 0.95 and a relative error of 3e-2 (a 30 dB signal-to-error ratio,
-# the same loosening SDXL's quantized bar makes), stated before any quantized run.
-EXACT_BARS = (0.99, 1e-3)
-QUANTIZED_BARS = (0.95, 3e-2)
-
-
-class SamWorkload(Workload):
-    """SAM image encoder on a seeded batch of 1024x1024 images (``--model tiny`` for tests).
-
-    Options (``spec.options``): ``checkpoint`` (local weights), ``image`` (a picture file;
-    needs pillow), ``points`` (prompts per image, default 3).
-    """
-
-    family = "sam"
-    unit = "images"
-    bound = "compute"
-
-    def _model_name(self) -> str:
-        if self.spec.size == "tiny":
-            return "tiny"
-        return self.spec.model or "vit_b"
-
-    def describe(self) -> str:
-        cfg = SamConfig.from_name(self._model_name())
-        return (f"SAM {self._model_name()} image encoder, {cfg.image_size}x{cfg.image_size}, "
-                f"batch {self.spec.batch_size}")
-
-    def build(self) -> nn.Module:
-        return build_sam(self._model_name(), self.spec.options.get("checkpoint"),
-                         seed=self.spec.seed).to(self.spec.device)
-
-    def _images_uint8(self, size: int) -> list:
-        import numpy as np
-
-        path = self.spec.options.get("image")
-        if path:
-            try:
-                from PIL import Image
-            except ImportError as e:
-                raise InputError("--image needs pillow (pip install pillow)") from e
-            img = np.asarray(Image.open(path).convert("RGB"))
-            return [img] * self.spec.batch_size
-        rng = np.random.default_rng(self.spec.seed)
-        # smooth random pictures (blocky noise upsampled) so masks are not pure noise
-        out = []
-        for _ in range(self.spec.batch_size):
-            small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-            out.append(np.kron(small, np.ones((size // 8, size // 8, 1), dtype=np.uint8)))
-        return out
-
-    def inputs(self, pipe: Any) -> dict[str, torch.Tensor]:
-        from fastpipes.pipelines.sam_predictor import preprocess_image
-
-        sam = sam_of(pipe)
-        size = sam.image_encoder.img_size
-        # made under inference_mode like SamPredictor's: torch.compile guards on a tensor's
-        # dispatch keys, so normal tensors here would compile a second graph for the
-        # predictor (a recompile inside the predict_e2e_s measurement)
+    def call(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():
-            imgs = [preprocess_image(sam, im)[0] for im in self._images_uint8(size)]
-            images = torch.cat(imgs).to(self.spec.device)  # [B, 3, S, S]
-        g = torch.Generator().manual_seed(self.spec.seed)
-        n = int(self.spec.options.get("points", 3))
-        # n prompts per image, one positive point each, in the encoder's pixel space
-        coords = torch.rand(len(imgs), n, 1, 2, generator=g) * size * 0.8 + size * 0.1
-        # fidelity() decodes masks from these same prompts, so keep them
-        self._last_inputs = {
-            "images": images,
-            "point_coords": coords.to(self.spec.device),  # [B, n, 1, 2]
-            "point_labels": torch.ones(len(imgs), n, 1, device=self.spec.device)}
-        return self._last_inputs
+            return self.sam.image_encoder(inputs["images"])  # [B, 256, 64, 64]
 
-    def run(self, pipe: Any, inputs: dict[str, torch.Tensor]) -> SamOutput:
-        with torch.inference_mode():
-            emb = sam_of(pipe).image_encoder(inputs["images"])
-        return SamOutput(emb, pipe)
+    def fidelity_view(self, inputs: dict[str, torch.Tensor], output: torch.Tensor,
+                      reference: dict | None = None) -> dict:
+        return {"embeddings": output, "masks": decode_masks(self.sam, output, inputs)}
 
-    @staticmethod
-    def decode(pipe: Any, emb: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Masks (bool, [B, n, 1, 256, 256] low-res > 0) from each image's point prompts."""
-        sam = sam_of(pipe)
-        out = []
-        with torch.inference_mode():
-            for i in range(emb.shape[0]):
-                sparse, dense = sam.prompt_encoder(
-                    points=(inputs["point_coords"][i], inputs["point_labels"][i]),
-                    boxes=None, masks=None)
-                low, _ = sam.mask_decoder(image_embeddings=emb[i:i + 1],
-                                          image_pe=sam.prompt_encoder.get_dense_pe(),
-                                          sparse_prompt_embeddings=sparse,
-                                          dense_prompt_embeddings=dense,
-                                          multimask_output=False)
-                out.append(low.float() > sam.mask_threshold)
-        return torch.stack(out)
-
-    def comparable(self, pipe: Any, inputs: dict[str, torch.Tensor], output: SamOutput) -> dict:
-        """Embeddings + masks decoded by this pipeline's own decoder: plain tensors, so the
-        harness can carry the FP32 reference across processes."""
-        return {"embeddings": output.embeddings,
-                "masks": self.decode(pipe, output.embeddings, inputs)}
-
-    def fidelity(self, reference: SamOutput | dict, output: SamOutput | dict) -> Fidelity:
-        inputs = getattr(self, "_last_inputs", None)
-        if isinstance(reference, SamOutput):
-            inputs = inputs or self.inputs(reference.pipe)
-            reference = self.comparable(reference.pipe, inputs, reference)
-        if isinstance(output, SamOutput):
-            output = self.comparable(output.pipe, inputs or self.inputs(output.pipe), output)
-        ref, got = reference["embeddings"].float(), output["embeddings"].float()
-        rel = ((got - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+    def fidelity_metrics(self, reference: dict, view: dict) -> dict[str, float]:
         ious = [mask_iou(r, g) for r, g in zip(reference["masks"].flatten(0, 1),
-                                                output["masks"].flatten(0, 1))]
-        iou = min(ious)
-        min_iou, max_rel = QUANTIZED_BARS if self.tolerance == "quantized" else EXACT_BARS
-        return Fidelity({"mask_iou_min": iou, "mask_iou_mean": sum(ious) / len(ious),
-                         "embedding_rel_err": rel},
-                        ok=iou >= min_iou and rel <= max_rel,
-                        thresholds=f"mask IoU >= {min_iou:g}, embedding rel. error <= {max_rel:g} "
-                                   f"({self.tolerance} recipe bars)")
-
-    def flops(self, pipe: Any, inputs: dict[str, torch.Tensor]) -> float | None:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with counter, torch.inference_mode():
-            sam_of(pipe).image_encoder(inputs["images"])
-        return float(counter.get_total_flops())
-
-    def extra_metrics(self, pipe: Any, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
-        """End-to-end predictor latency: set_image (resize, normalise, encode) + one predict."""
-        import numpy as np
-
-        from fastpipes.pipelines.sam_predictor import SamPredictor
-
-        pred = SamPredictor(sam_of(pipe))
-        img = self._images_uint8(sam_of(pipe).image_encoder.img_size)[0]
-        h, w = img.shape[:2]
-        t0 = time.perf_counter()
-        pred.set_image(img)
-        pred.predict(point_coords=np.array([[w / 2, h / 2]]), point_labels=np.array([1]))
-        return {"predict_e2e_s": time.perf_counter() - t0}
-
+                                                view["masks"].flatten(0, 1))]
+        return {"mask_iou_min": min(ious), "mask_iou_mean": sum(ious) / len(ious),
+                "embedding_rel_err": relative_error(reference["embeddings"], view["embeddings"])}

@@ -1,295 +1,95 @@
-"""SDXL (diffusers): random-weight builds at the real architecture, the adapter, the workload.
-
-Build a pipeline with seeded random weights (no hub access) or from a local directory::
-
-    from fastpipes.pipelines.sdxl import build_sdxl
-    pipe = build_sdxl("tiny")                      # seconds; for tests
-    pipe = build_sdxl("full")                      # SDXL base shapes: 2.57 B-parameter UNet
-    pipe = build_sdxl(model="/path/to/sdxl-base")  # from_pretrained(local_files_only=True)
-    image = pipe("a photo", num_inference_steps=2, output_type="pt").images
-
-diffusers and transformers are imported inside functions, so ``import fastpipes`` needs
-neither.
+"""SDXL (diffusers): the adapter (components, attention sites, example inputs, fidelity and
+its bars per precision class). Builders (``build_sdxl``, re-exported here) are in
+fastpipes.pipelines.sdxl_build. diffusers is imported inside functions only.
 """
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from fastpipes.bench.workload import Fidelity, Workload, WorkloadSpec
 from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.pipelines.base import Adapter, AttentionSite, register_adapter
-from fastpipes.recipe.schema import Family
-
-SIZES = ("full", "small", "tiny")
+from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, register_adapter
+from fastpipes.pipelines.sdxl_build import build_sdxl  # noqa: F401  (the usual entry point)
+from fastpipes.recipe.schema import Family, PrecisionClass
 
 
 # ---------------------------------------------------------------------------------------
-# Shapes: one dataclass per size (gpt-fast's ModelArgs.from_name style)
+# Fidelity: PSNR of the UNet's noise prediction (and of the decoded image) vs FP32
 # ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SdxlShape:
-    """Every number that differs between full / small / tiny SDXL builds."""
-
-    block_out_channels: tuple[int, ...]
-    transformer_layers: tuple[int, ...]
-    attention_head_dim: tuple[int, ...]  # diffusers' name: it is the number of heads per block
-    layers_per_block: int
-    addition_time_embed_dim: int
-    norm_num_groups: int
-    te1: dict = field(default_factory=dict)  # CLIPTextConfig kwargs (ViT-L text tower)
-    te2: dict = field(default_factory=dict)  # CLIPTextConfig kwargs (bigG text tower)
-    vae_channels: tuple[int, ...] = (128, 256, 512, 512)
-    vae_layers: int = 2
-    vae_groups: int = 32
-    vocab_size: int = 49408
-    max_len: int = 77
-    sample_size: int = 128  # latent side of the default image (x8 = 1024 px)
-
-    @property
-    def cross_attention_dim(self) -> int:
-        # SDXL concatenates both encoders' penultimate hidden states
-        return self.te1["hidden_size"] + self.te2["hidden_size"]
-
-    @property
-    def projection_class_embeddings_input_dim(self) -> int:
-        # 6 micro-conditioning ids (size, crop, target size) + pooled text_encoder_2 output
-        return 6 * self.addition_time_embed_dim + self.te2["projection_dim"]
-
-    @classmethod
-    def from_name(cls, size: str) -> "SdxlShape":
-        if size not in SHAPES:
-            raise InputError(f"unknown SDXL size {size!r}; allowed: {', '.join(SIZES)}")
-        return SHAPES[size]
+def psnr(reference: torch.Tensor, output: torch.Tensor, peak: float | None = None) -> float:
+    """PSNR in dB; `peak` defaults to the reference's value range (for unbounded tensors)."""
+    ref, out = reference.detach().float(), output.detach().float()
+    if ref.shape != out.shape:
+        raise BenchmarkError(f"cannot compare outputs of shapes {tuple(ref.shape)} and "
+                             f"{tuple(out.shape)}")
+    mse = (ref - out).pow(2).mean().item()
+    peak = float(ref.max() - ref.min()) if peak is None else peak
+    return float("inf") if mse == 0 else 10 * math.log10(peak * peak / mse)
 
 
-def _clip(hidden, inter, layers, heads, proj, act):
-    return dict(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                num_attention_heads=heads, projection_dim=proj, hidden_act=act)
+@dataclass
+class UnetInputs:
+    """One classifier-free-guidance UNet call: batch 2 = (negative, positive)."""
+
+    sample: torch.Tensor  # [2B, 4, H/8, W/8]
+    timestep: torch.Tensor  # []
+    encoder_hidden_states: torch.Tensor  # [2B, 77, 2048]
+    text_embeds: torch.Tensor  # [2B, 1280] pooled text_encoder_2 output
+    time_ids: torch.Tensor  # [2B, 6] original size, crop top-left, target size
+    latents: torch.Tensor  # [B, 4, H/8, W/8] initial noise for the end-to-end run
+    prompt: str = "a photograph of an astronaut riding a horse"
 
 
-SHAPES = {
-    # stabilityai/stable-diffusion-xl-base-1.0
-    "full": SdxlShape(
-        block_out_channels=(320, 640, 1280), transformer_layers=(1, 2, 10),
-        attention_head_dim=(5, 10, 20), layers_per_block=2, addition_time_embed_dim=256,
-        norm_num_groups=32,
-        te1=_clip(768, 3072, 12, 12, 768, "quick_gelu"),  # CLIP ViT-L/14 text tower
-        te2=_clip(1280, 5120, 32, 20, 1280, "gelu"),  # OpenCLIP ViT-bigG/14 text tower
-    ),
-    # same layout, narrower and shallower: a few hundred MB, for quick local checks
-    "small": SdxlShape(
-        block_out_channels=(128, 256, 512), transformer_layers=(1, 1, 2),
-        attention_head_dim=(2, 4, 8), layers_per_block=2, addition_time_embed_dim=64,
-        norm_num_groups=32,
-        te1=_clip(256, 1024, 4, 4, 256, "quick_gelu"),
-        te2=_clip(512, 2048, 4, 8, 512, "gelu"),
-        vae_channels=(64, 128, 256, 256),
-    ),
-    # for tests: builds and runs in seconds
-    "tiny": SdxlShape(
-        block_out_channels=(32, 64), transformer_layers=(1, 1), attention_head_dim=(2, 4),
-        layers_per_block=1, addition_time_embed_dim=8, norm_num_groups=8,
-        te1=_clip(32, 64, 2, 4, 32, "quick_gelu"),
-        te2=_clip(32, 64, 2, 4, 32, "gelu"),
-        vae_channels=(8, 16, 16, 16), vae_layers=1, vae_groups=8,  # 4 blocks: 8x downsampling
-        vocab_size=1000, sample_size=8,
-    ),
+
+
+_NOISE, _IMAGE = "noise-prediction PSNR dB", "image PSNR dB"
+# Stated per precision class before any run (docs/fidelity.md says why). The noise
+# prediction's peak is the FP32 output's range; the image's is 1.0. exact: only the order of
+# summation changes; bf16 / fp16: ~2e-3 relative rounding per op; int8 / int4: quantized
+# Linear layers (SDXL's convolutions stay FP32 in every built-in recipe).
+SDXL_BARS = {
+    PrecisionClass.exact: (Bar("psnr_db", ">=", 40, _NOISE), Bar("image_psnr_db", ">=", 40, _IMAGE)),
+    PrecisionClass.fp16: (Bar("psnr_db", ">=", 35, _NOISE), Bar("image_psnr_db", ">=", 35, _IMAGE)),
+    PrecisionClass.bf16: (Bar("psnr_db", ">=", 35, _NOISE), Bar("image_psnr_db", ">=", 35, _IMAGE)),
+    PrecisionClass.int8: (Bar("psnr_db", ">=", 30, _NOISE), Bar("image_psnr_db", ">=", 30, _IMAGE)),
+    PrecisionClass.int4: (Bar("psnr_db", ">=", 25, _NOISE), Bar("image_psnr_db", ">=", 25, _IMAGE)),
 }
 
 
-# ---------------------------------------------------------------------------------------
-# Fast seeded init
-# ---------------------------------------------------------------------------------------
-@contextmanager
-def no_default_init():
-    """Skip torch's default (kaiming) init while modules are built: it costs ~50 s for the
-    UNet and :func:`seeded_init` overwrites every parameter anyway."""
-    kinds = (nn.Linear, nn.Conv2d, nn.Embedding, nn.LayerNorm, nn.GroupNorm)
-    saved = {k: k.reset_parameters for k in kinds}
-    try:
-        for k in kinds:
-            k.reset_parameters = lambda self: None
-        yield
-    finally:
-        for k, fn in saved.items():
-            k.reset_parameters = fn
+def unet_inputs(pipe: Any, resolution: int, batch: int = 1, seed: int = 0) -> UnetInputs:
+    """Seeded tensors of the real shapes of one guidance-batch UNet call at `resolution`,
+    independent of the pipeline's weights (so every configuration sees the same inputs)."""
+    unet = _unwrap(pipe.unet)
+    cfg = unet.config
+    gen = torch.Generator().manual_seed(seed + 100)
+    hw = resolution // 8
+    pooled = unet.add_embedding.linear_1.in_features - 6 * cfg.addition_time_embed_dim
+    r = resolution
+    return UnetInputs(
+        sample=torch.randn(2 * batch, cfg.in_channels, hw, hw, generator=gen),
+        timestep=torch.tensor(999.0),
+        encoder_hidden_states=torch.randn(2 * batch, 77, cfg.cross_attention_dim, generator=gen),
+        text_embeds=torch.randn(2 * batch, pooled, generator=gen),
+        time_ids=torch.tensor([[r, r, 0, 0, r, r]] * (2 * batch), dtype=torch.float32),
+        latents=torch.randn(batch, cfg.in_channels, hw, hw, generator=gen),
+    )
 
 
 @torch.no_grad()
-def seeded_init(module: nn.Module, seed: int) -> nn.Module:
-    """Deterministic weights: N(0, 1/fan_in) for matrices and kernels (keeps activations near
-    unit scale through deep stacks), ones for norm scales, zeros for biases."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
-        if p.dim() >= 2:
-            p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()), generator=gen)
-        elif p.dim() == 1:
-            p.fill_(0.0 if name.endswith("bias") else 1.0)
-    return module
-
-
-# ---------------------------------------------------------------------------------------
-# Builders
-# ---------------------------------------------------------------------------------------
-def unet_config(shape: SdxlShape) -> dict:
-    """UNet2DConditionModel kwargs; for "full" this is SDXL base's unet/config.json."""
-    n = len(shape.block_out_channels)
-    return dict(
-        sample_size=shape.sample_size, in_channels=4, out_channels=4, center_input_sample=False,
-        flip_sin_to_cos=True, freq_shift=0,
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-        mid_block_type="UNetMidBlock2DCrossAttn",
-        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-        only_cross_attention=False,
-        block_out_channels=shape.block_out_channels,
-        layers_per_block=shape.layers_per_block, downsample_padding=1, mid_block_scale_factor=1,
-        act_fn="silu", norm_num_groups=shape.norm_num_groups, norm_eps=1e-5,
-        cross_attention_dim=shape.cross_attention_dim,
-        transformer_layers_per_block=shape.transformer_layers,
-        attention_head_dim=shape.attention_head_dim,
-        use_linear_projection=True, upcast_attention=False,
-        addition_embed_type="text_time", addition_time_embed_dim=shape.addition_time_embed_dim,
-        projection_class_embeddings_input_dim=shape.projection_class_embeddings_input_dim,
-        resnet_time_scale_shift="default", time_embedding_type="positional",
-        conv_in_kernel=3, conv_out_kernel=3,
-    )
-
-
-def vae_config(shape: SdxlShape) -> dict:
-    """AutoencoderKL kwargs; for "full" this is SDXL's vae/config.json."""
-    n = len(shape.vae_channels)
-    return dict(
-        in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=shape.vae_channels, layers_per_block=shape.vae_layers,
-        act_fn="silu", norm_num_groups=shape.vae_groups, sample_size=1024,
-        scaling_factor=0.13025, force_upcast=True,
-    )
-
-
-def scheduler_config() -> dict:
-    """SDXL base's EulerDiscreteScheduler settings."""
-    return dict(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-        beta_schedule="scaled_linear", prediction_type="epsilon", steps_offset=1,
-        timestep_spacing="leading", interpolation_type="linear", use_karras_sigmas=False,
-    )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode map (the byte-level alphabet)."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
-def clip_vocab(size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A valid byte-level BPE vocab of exactly `size` entries and its merges.
-
-    Layout as CLIP's: 256 byte symbols, the same with "</w>", merged pairs, then the two
-    special tokens last (49406 <|startoftext|>, 49407 <|endoftext|> for size 49408). The
-    merges are synthetic pairs of byte symbols: the text a token stands for does not
-    matter with random weights, the id range and sequence shapes do.
-    """
-    chars = list(_bytes_to_unicode().values())
-    vocab_list = chars + [c + "</w>" for c in chars]
-    merges: list[tuple[str, str]] = []
-    n_merges = size - len(vocab_list) - 2
-    assert n_merges >= 0, f"vocab size {size} is below the 514 byte-level minimum"
-    for a in chars:
-        for b in chars:
-            if len(merges) >= n_merges:
-                break
-            end = "</w>" if len(merges) % 2 else ""
-            merges.append((a, b + end))
-            vocab_list.append(a + b + end)
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    return {tok: i for i, tok in enumerate(vocab_list)}, merges
-
-
-def build_tokenizer(vocab_size: int, pad_token: str = "<|endoftext|>", max_len: int = 77):
-    """A CLIPTokenizer made locally (no hub): transformers 5 takes the vocab and merges in
-    memory; older versions read them from files, written to a temporary directory."""
-    import inspect
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from transformers import CLIPTokenizer
-
-    vocab, merges = clip_vocab(vocab_size)
-    params = inspect.signature(CLIPTokenizer.__init__).parameters
-    if "vocab" in params:
-        return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token,
-                             model_max_length=max_len)
-    with tempfile.TemporaryDirectory() as d:  # transformers 4.x: files only
-        (Path(d) / "vocab.json").write_text(json.dumps(vocab))
-        lines = ["#version: 0.2"] + [" ".join(m) for m in merges]
-        (Path(d) / "merges.txt").write_text("\n".join(lines) + "\n")
-        return CLIPTokenizer(str(Path(d) / "vocab.json"), str(Path(d) / "merges.txt"),
-                             pad_token=pad_token, model_max_length=max_len)
-
-
-def _text_config(shape: SdxlShape, kw: dict):
-    from transformers import CLIPTextConfig
-
-    # bos 0 / eos 2 / pad 1 as in SDXL's configs: transformers then pools at argmax(ids),
-    # which is the <|endoftext|> position since it has the highest id
-    return CLIPTextConfig(vocab_size=shape.vocab_size, max_position_embeddings=shape.max_len,
-                          bos_token_id=0, eos_token_id=2, pad_token_id=1, **kw)
-
-
-def build_sdxl(size: str = "full", model: str | None = None, seed: int = 0,
-               dtype: torch.dtype = torch.float32):
-    """A StableDiffusionXLPipeline in FP32 eager: seeded random weights at `size`, or the
-    local diffusers directory `model` (never downloads).
-
-    >>> pipe = build_sdxl("tiny")                                        # doctest: +SKIP
-    >>> pipe("a cat", num_inference_steps=2, output_type="pt").images.shape  # doctest: +SKIP
-    torch.Size([1, 3, 64, 64])
-    """
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    if model is not None:
-        try:
-            return StableDiffusionXLPipeline.from_pretrained(model, local_files_only=True,
-                                                             torch_dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as e:
-            raise InputError(f"cannot load an SDXL pipeline from {model!r} (a local diffusers "
-                             f"directory with model_index.json is needed): {e}") from e
-    shape = SdxlShape.from_name(size)
-    with no_default_init():
-        unet = seeded_init(UNet2DConditionModel(**unet_config(shape)), seed)
-        vae = seeded_init(AutoencoderKL(**vae_config(shape)), seed + 1)
-        te1 = seeded_init(CLIPTextModel(_text_config(shape, shape.te1)), seed + 2)
-        te2 = seeded_init(CLIPTextModelWithProjection(_text_config(shape, shape.te2)), seed + 3)
-    pipe = StableDiffusionXLPipeline(
-        vae=vae, text_encoder=te1, text_encoder_2=te2,
-        tokenizer=build_tokenizer(shape.vocab_size, max_len=shape.max_len),
-        tokenizer_2=build_tokenizer(shape.vocab_size, pad_token="!", max_len=shape.max_len),
-        unet=unet, scheduler=EulerDiscreteScheduler(**scheduler_config()),
-        add_watermarker=False,
-    )
-    for m in (unet, vae, te1, te2):
-        m.eval().requires_grad_(False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+def unet_step(pipe: Any, inputs: UnetInputs) -> torch.Tensor:
+    """One UNet call exactly as StableDiffusionXLPipeline makes it (same positional and keyword
+    arguments), so a compiled UNet's graph serves this step and the pipeline's steps alike."""
+    out = pipe.unet(inputs.sample, inputs.timestep,
+                    encoder_hidden_states=inputs.encoder_hidden_states, timestep_cond=None,
+                    cross_attention_kwargs=getattr(pipe, "cross_attention_kwargs", None),
+                    added_cond_kwargs={"text_embeds": inputs.text_embeds,
+                                       "time_ids": inputs.time_ids},
+                    return_dict=False)[0]
+    return out.float()  # [2B, 4, H/8, W/8]
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,6 +117,7 @@ class DiffusersAdapter(Adapter):
     family = Family.sdxl
     description = "diffusers pipelines with a unet or transformer plus a vae (SDXL and variants)"
     priority = 10
+    BARS = SDXL_BARS
 
     # default components per pass; names missing from a pipeline are dropped
     DEFAULTS = {
@@ -382,155 +183,34 @@ class DiffusersAdapter(Adapter):
         # the pipeline calls vae.decode(), whose forward boundary is vae.decoder
         return [(n, m) for n, m in self.components().items() if n != "vae"]
 
+    # -- exercising and judging (recipe="auto", the benchmark) ------------------------------
+    def default_resolution(self) -> int:
+        """The image side the pipeline makes by default (its UNet's sample size x 8)."""
+        return int(_unwrap(self.obj.unet).config.sample_size) * 8
 
-# ---------------------------------------------------------------------------------------
-# Workload: UNet time per step is the unit; VAE decode and end-to-end are extras
-# ---------------------------------------------------------------------------------------
-def psnr(reference: torch.Tensor, output: torch.Tensor, peak: float | None = None) -> float:
-    """PSNR in dB; `peak` defaults to the reference's value range (for unbounded tensors)."""
-    ref, out = reference.detach().float(), output.detach().float()
-    if ref.shape != out.shape:
-        raise BenchmarkError(f"cannot compare outputs of shapes {tuple(ref.shape)} and "
-                             f"{tuple(out.shape)}")
-    mse = (ref - out).pow(2).mean().item()
-    peak = float(ref.max() - ref.min()) if peak is None else peak
-    return float("inf") if mse == 0 else 10 * math.log10(peak * peak / mse)
+    def example_inputs(self) -> UnetInputs:
+        """One guidance-batch UNet call as the pipeline makes it at its default size."""
+        if not isinstance(getattr(self.obj, "unet", None), nn.Module):
+            return super().example_inputs()  # a transformer-based pipeline: no UNet call
+        return unet_inputs(self.obj, self.default_resolution())
 
+    def describe_inputs(self, inputs: UnetInputs) -> str:
+        b, _, h, w = inputs.sample.shape
+        return (f"one UNet call as the pipeline makes it: guidance batch {b}, latents {h}x{w} "
+                f"({h * 8}x{w * 8} pixels)")
 
-@dataclass
-class UnetInputs:
-    """One classifier-free-guidance UNet call: batch 2 = (negative, positive)."""
+    def call(self, inputs: UnetInputs) -> torch.Tensor:
+        return unet_step(self.obj, inputs)
 
-    sample: torch.Tensor  # [2B, 4, H/8, W/8]
-    timestep: torch.Tensor  # []
-    encoder_hidden_states: torch.Tensor  # [2B, 77, 2048]
-    text_embeds: torch.Tensor  # [2B, 1280] pooled text_encoder_2 output
-    time_ids: torch.Tensor  # [2B, 6] original size, crop top-left, target size
-    latents: torch.Tensor  # [B, 4, H/8, W/8] initial noise for the end-to-end run
-    prompt: str = "a photograph of an astronaut riding a horse"
+    def fidelity_view(self, inputs: UnetInputs, output: torch.Tensor,
+                      reference: dict | None = None) -> dict:
+        return {"noise_pred": output.float()}
 
-
-class SdxlWorkload(Workload):
-    """Options (spec.options): resolution (512), steps (4, end-to-end extra), guidance (5.0).
-
-    ``run`` is one UNet forward on the guidance batch, so the headline is UNet time per step;
-    fidelity is the PSNR of that noise prediction vs FP32 (peak = the FP32 output's range).
-    ``extra_metrics`` times the VAE decode (its first call, which compiles a compiled
-    decoder, apart) and the whole pipeline call for `steps` steps.
-    """
-
-    family = "sdxl"
-    unit = "steps"
-    bound = "compute"
-
-    def __init__(self, spec: WorkloadSpec):
-        super().__init__(spec)
-        o = spec.options
-        self.resolution = int(o.get("resolution", 512 if spec.size != "tiny" else 64))
-        self.steps = int(o.get("steps", 4))
-        self.guidance = float(o.get("guidance", 5.0))
-        self._images: dict[int, torch.Tensor] = {}  # id(pipe) -> last end-to-end image
-        if self.resolution % 8:
-            raise BenchmarkError(f"resolution must be a multiple of 8, got {self.resolution}")
-
-    def describe(self) -> str:
-        what = self.spec.model or f"SDXL {self.spec.size} (random weights)"
-        b = 2 * self.spec.batch_size
-        return (f"{what}: UNet {self.resolution}x{self.resolution}, guidance batch {b}, "
-                f"latents {self.resolution // 8}x{self.resolution // 8}; end-to-end {self.steps} steps")
-
-    def build(self) -> Any:
-        return build_sdxl(self.spec.size, self.spec.model, seed=self.spec.seed)
-
-    def inputs(self, pipe: Any) -> UnetInputs:
-        # seeded tensors of the real shapes, independent of the pipeline's weights, so the
-        # FP32 and accelerated runs see identical inputs
-        unet = _unwrap(pipe.unet)
-        cfg = unet.config
-        gen = torch.Generator().manual_seed(self.spec.seed + 100)
-        b, hw = self.spec.batch_size, self.resolution // 8
-        pooled = unet.add_embedding.linear_1.in_features - 6 * cfg.addition_time_embed_dim
-        r = self.resolution
-        return UnetInputs(
-            sample=torch.randn(2 * b, cfg.in_channels, hw, hw, generator=gen),
-            timestep=torch.tensor(999.0),
-            encoder_hidden_states=torch.randn(2 * b, 77, cfg.cross_attention_dim, generator=gen),
-            text_embeds=torch.randn(2 * b, pooled, generator=gen),
-            time_ids=torch.tensor([[r, r, 0, 0, r, r]] * (2 * b), dtype=torch.float32),
-            latents=torch.randn(b, cfg.in_channels, hw, hw, generator=gen),
-        )
-
-    @torch.no_grad()
-    def run(self, pipe: Any, inputs: UnetInputs) -> torch.Tensor:
-        # called exactly as StableDiffusionXLPipeline calls it (same positional and keyword
-        # arguments), so a compiled UNet's graph serves this step and the pipeline's steps
-        # alike instead of recompiling when the end-to-end run starts
-        out = pipe.unet(inputs.sample, inputs.timestep,
-                        encoder_hidden_states=inputs.encoder_hidden_states,
-                        timestep_cond=None,
-                        cross_attention_kwargs=getattr(pipe, "cross_attention_kwargs", None),
-                        added_cond_kwargs={"text_embeds": inputs.text_embeds,
-                                           "time_ids": inputs.time_ids},
-                        return_dict=False)[0]
-        return out.float()  # [2B, 4, H/8, W/8]
-
-    def items(self, inputs: UnetInputs) -> int:
-        return 1  # one denoising step per run
-
-    def comparable(self, pipe: Any, inputs: UnetInputs, output: torch.Tensor) -> Any:
-        # the image of the end-to-end run that extra_metrics just timed (same seed, prompt and
-        # initial latents in every configuration), so image PSNR costs no second generate
-        image = self._images.pop(id(pipe), None)
-        return output if image is None else {"noise_pred": output, "image": image}
-
-    def fidelity(self, reference: Any, output: Any) -> Fidelity:
-        """PSNR of the UNet's noise prediction (always) and of the decoded image (when both
-        sides have one) vs FP32. Bars: >= 40 dB exact, >= 30 dB for quantized recipes."""
-        ref = reference if isinstance(reference, dict) else {"noise_pred": reference}
-        got = output if isinstance(output, dict) else {"noise_pred": output}
-        metrics = {"psnr_db": psnr(ref["noise_pred"], got["noise_pred"])}
-        if "image" in ref and "image" in got:
-            metrics["image_psnr_db"] = psnr(ref["image"], got["image"], peak=1.0)
-        bar = 30.0 if self.tolerance == "quantized" else 40.0
-        return Fidelity(metrics, ok=all(v >= bar for v in metrics.values()),
-                        thresholds=f"noise-prediction and image PSNR >= {bar:g} dB vs FP32 "
-                                   f"({self.tolerance} recipe bars: 40 dB exact, 30 dB quantized)")
-
-    def flops(self, pipe: Any, inputs: UnetInputs) -> float | None:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with counter:
-            self.run(pipe, inputs)
-        return float(counter.get_total_flops())
-
-    @torch.no_grad()
-    def decode(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> image in [0, 1], as the pipeline does it (scaling, VAE dtype)."""
-        vae = pipe.vae
-        z = latents.to(vae.dtype) / vae.config.scaling_factor
-        image = vae.decode(z, return_dict=False)[0]
-        return (image.float() / 2 + 0.5).clamp(0, 1)  # [B, 3, H, W]
-
-    @torch.no_grad()
-    def generate(self, pipe: Any, inputs: UnetInputs) -> torch.Tensor:
-        """The full pipeline call with fixed prompt and initial latents -> image [B, 3, H, W]."""
-        out = pipe(inputs.prompt, height=self.resolution, width=self.resolution,
-                   num_inference_steps=self.steps, guidance_scale=self.guidance,
-                   latents=inputs.latents.clone(), output_type="pt")
-        return out.images.float()
-
-    def extra_metrics(self, pipe: Any, inputs: UnetInputs) -> dict[str, float]:
-        # the first decode compiles a compiled VAE decoder: timed apart, like compile_s
-        t0 = time.perf_counter()
-        self.decode(pipe, inputs.latents)
-        t1 = time.perf_counter()
-        self.decode(pipe, inputs.latents)
-        t2 = time.perf_counter()
-        self._images[id(pipe)] = self.generate(pipe, inputs)
-        t3 = time.perf_counter()
-        return {"vae_decode_first_s": t1 - t0, "vae_decode_s": t2 - t1, "end_to_end_s": t3 - t2,
-                "end_to_end_steps": float(self.steps)}
+    def fidelity_metrics(self, reference: dict, view: dict) -> dict[str, float]:
+        metrics = {"psnr_db": psnr(reference["noise_pred"], view["noise_pred"])}
+        if "image" in reference and "image" in view:
+            metrics["image_psnr_db"] = psnr(reference["image"], view["image"], peak=1.0)
+        return metrics
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

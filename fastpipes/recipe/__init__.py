@@ -1,6 +1,7 @@
 """Recipes: typed schema, loading with inheritance and overrides, and validation."""
 from fastpipes.recipe.load import available, builtin_dir, load_recipe, resolve
-from fastpipes.recipe.schema import SECTIONS, Device, Family, Recipe, Requires, Section
+from fastpipes.recipe.schema import (SECTIONS, AutoConfig, Device, Family, PrecisionClass, Recipe,
+                                     Requires, Section)
 
-__all__ = ["SECTIONS", "Device", "Family", "Recipe", "Requires", "Section",
-           "available", "builtin_dir", "load_recipe", "resolve"]
+__all__ = ["SECTIONS", "AutoConfig", "Device", "Family", "PrecisionClass", "Recipe", "Requires",
+           "Section", "available", "builtin_dir", "load_recipe", "resolve"]

@@ -25,15 +25,10 @@ from omegaconf.errors import OmegaConfBaseException
 from fastpipes.errors import Problem, RecipeError, RecipeNotFoundError
 from fastpipes.recipe.schema import HEADER_KEYS, RecipeHeader, Recipe
 from fastpipes.recipe.validate import build, build_section, check_recipe_mapping
+from fastpipes.registry import did_you_mean
 
 ENV_PATH = "FASTPIPES_RECIPE_PATH"
 OVERRIDES = "<overrides>"
-
-
-def _ensure_sections() -> None:
-    """Sections are registered by the passes; make sure they are imported."""
-    import fastpipes.auto  # noqa: F401  (registers the `auto` section)
-    import fastpipes.passes  # noqa: F401  (registers pass sections)
 
 
 def builtin_dir() -> Path:
@@ -81,8 +76,6 @@ def resolve(spec: str, relative_to: Path | None = None) -> Path:
     names = available()
     if spec in names:
         return names[spec]
-    from fastpipes.registry import did_you_mean
-
     raise RecipeNotFoundError(
         f"unknown recipe {spec!r}{did_you_mean(spec, names)}; "
         f"built-in and FASTPIPES_RECIPE_PATH recipes: {', '.join(sorted(names))}"
@@ -168,7 +161,6 @@ def load_recipe(
     >>> r.section("compile").mode                                        # doctest: +SKIP
     <CompileMode.max_autotune: 'max-autotune'>
     """
-    _ensure_sections()
     if isinstance(spec, Recipe):
         if not overrides:
             return spec

@@ -8,8 +8,9 @@ A recipe is a YAML mapping with a few header keys and one section per pass::
     attention: {backend: sdpa}     # a section, typed by the pass that registered it
     compile: {mode: max-autotune}
 
-Sections are registered by the passes (and by non-pass features such as ``auto``) into
-:data:`SECTIONS`, so the list of allowed keys lives in exactly one place.
+Pass sections are registered by the passes into :data:`SECTIONS` (importing ``fastpipes``
+imports every pass), so the list of allowed keys lives in exactly one place; the ``auto``
+section, which is not a pass, is declared here.
 """
 from __future__ import annotations
 
@@ -21,12 +22,39 @@ from fastpipes.registry import Registry
 
 
 class Family(str, Enum):
-    """Which pipeline family a recipe is written for."""
+    """Which pipeline family a recipe is written for; ``generic`` recipes fit any model
+    (any ``torch.nn.Module``, seen by fastpipes as one component named ``model``)."""
 
     sam = "sam"
     sdxl = "sdxl"
     llama = "llama"
-    any = "any"
+    generic = "generic"
+
+
+class PrecisionClass(str, Enum):
+    """The numerics a recipe computes in, derived from its passes (never hand-labelled);
+    each family states its fidelity bars per class. Listed from strictest to loosest.
+
+    - exact: FP32 numerics; only the order of summation changes (compile, SDPA, layouts);
+    - fp16 / bf16: reduced-precision floating-point compute (autocast or cast weights);
+    - int8: int8 weights (weight-only or dynamic W8A8);
+    - int4: int4 weights (group-wise).
+    """
+
+    exact = "exact"
+    fp16 = "fp16"
+    bf16 = "bf16"
+    int8 = "int8"
+    int4 = "int4"
+
+    @property
+    def rank(self) -> int:
+        return list(PrecisionClass).index(self)
+
+    @classmethod
+    def loosest(cls, classes) -> "PrecisionClass":
+        """The loosest of `classes` (exact when empty): what a combination computes in."""
+        return max(classes, key=lambda c: c.rank, default=cls.exact)
 
 
 class Device(str, Enum):
@@ -52,14 +80,20 @@ class RecipeHeader:
 
     name: str = ""
     description: str = ""
-    family: Family = Family.any
+    family: Family = Family.generic
     base: str | None = None  # a built-in recipe name or a path relative to this file
     requires: Requires = field(default_factory=Requires)
 
 
 @dataclass(frozen=True)
 class Section:
-    """Base of every recipe section. ``enabled: false`` keeps a section but skips it."""
+    """Base of every recipe section. ``enabled: false`` keeps a section but skips it.
+
+    A pass's section says three things about itself: its cross-field problems
+    (:meth:`check`, at load time), the numerics it computes in (:meth:`numerics`, from
+    which a recipe's precision class is derived) and what it needs from a given pipeline
+    and machine (``preflight``, see fastpipes.passes.preflight).
+    """
 
     enabled: bool = True
 
@@ -67,8 +101,37 @@ class Section:
         """Cross-field problems as (key, message, allowed); empty when fine."""
         return []
 
+    def numerics(self) -> "PrecisionClass":
+        """The precision class this section computes in (exact unless it changes dtypes)."""
+        return PrecisionClass.exact
+
 
 SECTIONS: Registry[type[Section]] = Registry("recipe section")
+
+
+@dataclass(frozen=True)
+class AutoConfig(Section):
+    """The ``auto`` section: how recipe="auto" searches (fastpipes.auto)."""
+
+    budget_s: float = 300.0  # stop trying new candidates after this long (compile included)
+    candidates: list[str] = field(default_factory=list)  # extra recipes (names or paths)
+    builtin: bool = True  # also try the built-in recipes of the family whose requires are met
+    iters: int = 3  # timed calls per candidate (median kept), after one warm-up call
+    # the loosest precision class auto may pick; each candidate is judged by its own
+    # class's bars (exact < fp16 < bf16 < int8 < int4)
+    max_class: PrecisionClass = PrecisionClass.int4
+    cache: bool = True  # reuse / store decisions on disk
+
+    def check(self) -> list[tuple[str, str, str]]:
+        out = []
+        if not self.budget_s > 0:  # also refuses nan
+            out.append(("budget_s", f"must be > 0, got {self.budget_s}", "a positive number"))
+        if self.iters < 1:
+            out.append(("iters", f"must be >= 1, got {self.iters}", "a positive integer"))
+        return out
+
+
+SECTIONS.add("auto", AutoConfig)
 
 HEADER_KEYS = ("name", "description", "family", "base", "requires")
 
@@ -82,7 +145,7 @@ class Recipe:
 
     name: str
     description: str = ""
-    family: Family = Family.any
+    family: Family = Family.generic
     requires: Requires = field(default_factory=Requires)
     sections: dict[str, Section] = field(default_factory=dict)
     source: str = "<api>"  # the file it was loaded from
@@ -93,6 +156,11 @@ class Recipe:
         """The section `name` if the recipe sets it and it is enabled, else None."""
         sec = self.sections.get(name)
         return sec if sec is not None and sec.enabled else None
+
+    @property
+    def precision_class(self) -> PrecisionClass:
+        """The loosest numerics of the enabled sections (e.g. bf16 for BF16 autocast + compile)."""
+        return PrecisionClass.loosest(s.numerics() for s in self.sections.values() if s.enabled)
 
     def to_yaml(self) -> str:
         """The fully resolved recipe as YAML (what ``fastpipes recipes show`` prints)."""

@@ -10,7 +10,6 @@ attribute of each module.
 from __future__ import annotations
 
 from fastpipes.passes.attention_sites import SITE_HANDLERS
-from fastpipes.passes.base import SkipPass
 
 PLAIN = ("AttnProcessor", "AttnProcessor2_0")  # classes we may replace
 
@@ -20,10 +19,8 @@ def _processor(backend: str):
 
     if backend == "sdpa":
         return AttnProcessor2_0()  # F.scaled_dot_product_attention (fused CPU flash kernel)
-    if backend == "math":
-        return AttnProcessor()  # baddbmm + softmax + bmm: the eager reference
-    raise SkipPass(f"attention backend {backend!r} is not available for diffusers attention; "
-                   "use sdpa or math")
+    assert backend == "math", f"the preflight refuses backend {backend!r} for diffusers sites"
+    return AttnProcessor()  # baddbmm + softmax + bmm: the eager reference
 
 
 @SITE_HANDLERS.register("diffusers")

@@ -8,11 +8,11 @@ public ``model.set_attn_implementation`` switches it for the model and its sub-m
 - ``math``: ``"eager"``: transformers' own matmul-softmax-matmul reference path. It is the
   reference, not SDPA restricted to the math kernel (that would need a context around every
   call, which transformers does not offer).
-- ``ipex``: not offered for transformers models here; use the ipex pass.
+- ``ipex``: not offered for transformers models here (the preflight refuses it); use the
+  ipex pass.
 """
 from __future__ import annotations
 
-from fastpipes.errors import RecipeError
 from fastpipes.passes.attention_sites import SITE_HANDLERS
 
 _IMPL = {"sdpa": "sdpa", "math": "eager"}
@@ -20,9 +20,6 @@ _IMPL = {"sdpa": "sdpa", "math": "eager"}
 
 def apply_hf(ctx, site, cfg) -> str:
     backend = getattr(cfg.backend, "value", cfg.backend)
-    if backend not in _IMPL:
-        raise RecipeError(f"attention.backend {backend!r} is not available for transformers "
-                          f"models; allowed: {', '.join(_IMPL)}", recipe=ctx.recipe.name)
     model = site.owner
     before = getattr(model.config, "_attn_implementation", None)
     # the config is an adapter state object: restored if a later pass fails

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from fastpipes.errors import FastpipesError
 from fastpipes.kernels.sam_attention import sam_attention
 from fastpipes.passes.attention_sites import SITE_HANDLERS
 
@@ -43,16 +42,9 @@ class SamSdpaAttention(nn.Module):
 @SITE_HANDLERS.register("sam_relpos")
 def handle(ctx, site, cfg) -> str:
     backend = getattr(cfg.backend, "value", cfg.backend)
-    note = ""
-    if backend == "ipex":
-        from fastpipes.hardware import import_ipex
-
-        ipex, why = import_ipex()
-        if ipex is None:
-            raise FastpipesError(f"attention.backend 'ipex' is unavailable: {why}; "
-                                 "or use backend 'sdpa' (PyTorch's own CPU flash kernel)")
-        # importing ipex registers its CPU kernels behind F.scaled_dot_product_attention
-        note = " (ipex imported: its CPU SDPA kernels serve the call)"
+    # the preflight made sure IPEX imports for backend ipex: importing it registers its CPU
+    # kernels behind F.scaled_dot_product_attention
+    note = " (ipex imported: its CPU SDPA kernels serve the call)" if backend == "ipex" else ""
     component = ctx.adapter.components()[site.component]
     swapped = 0
     for name, module in site.modules:

@@ -7,7 +7,7 @@ the harness's failure handling:
 - ``raise_in_run: true``: every run raises (a crashing configuration);
 - ``sleep_if_channels_last: S``: a run sleeps S seconds when the model's first conv weight
   is channels-last, i.e. after the ``memory_format`` pass (a configuration that hangs);
-- ``unportable_output: true``: ``comparable`` returns the model too, which cannot cross
+- ``unportable_output: true``: ``view`` returns the model too, which cannot cross
   processes (no fidelity reference: timings must survive it).
 
 >>> spec = WorkloadSpec("toy", size="tiny")                 # doctest: +SKIP
@@ -21,7 +21,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fastpipes.bench.workload import Fidelity, Workload, WorkloadSpec
+from fastpipes.bench.workloads.base import Workload, WorkloadSpec, register_workload
+from fastpipes.errors import BenchmarkError
 
 # size -> (channels, image side, hidden width)
 SIZES = {"tiny": (8, 16, 64), "small": (32, 64, 256), "full": (64, 128, 1024)}
@@ -41,16 +42,22 @@ class ToyNet(nn.Module):
         return self.mlp(x.flatten(1))  # [B, classes]
 
 
+@register_workload
 class ToyWorkload(Workload):
+    """Fidelity is the generic adapter's: relative error of the logits, by class bars."""
+
     family = "toy"
     unit = "images"
     bound = "compute"
+    OPTIONS = {"raise_in_run": (bool, "every run raises (a crashing configuration)"),
+               "sleep_if_channels_last": (float, "seconds a run sleeps after the memory_format "
+                                                 "pass"),
+               "unportable_output": (bool, "the fidelity view includes the model (cannot cross "
+                                           "processes)")}
 
     def __init__(self, spec: WorkloadSpec):
         super().__init__(spec)
         if spec.size not in SIZES:
-            from fastpipes.errors import BenchmarkError
-
             raise BenchmarkError(f"toy size {spec.size!r} unknown; allowed: {', '.join(SIZES)}")
         self.channels, self.side, self.hidden = SIZES[spec.size]
 
@@ -77,15 +84,10 @@ class ToyWorkload(Workload):
             time.sleep(sleep)
         return pipe(inputs)
 
-    def comparable(self, pipe: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> Any:
-        return (output, pipe) if self.spec.options.get("unportable_output") else output
-
-    def fidelity(self, reference: torch.Tensor, output: torch.Tensor) -> Fidelity:
-        ref, out = reference.float(), output.float()
-        rel = ((out - ref).norm() / ref.norm().clamp_min(1e-12)).item()
-        top1 = (out.argmax(-1) == ref.argmax(-1)).float().mean().item()
-        return Fidelity({"rel_error": rel, "top1_agreement": top1}, ok=rel <= 1e-3 and top1 == 1.0,
-                        thresholds="rel. error <= 1e-3, top-1 agreement = 1")
+    def view(self, pipe: nn.Module, inputs: torch.Tensor, output: torch.Tensor,
+             reference: Any = None) -> Any:
+        view = super().view(pipe, inputs, output, reference)
+        return (view, pipe) if self.spec.options.get("unportable_output") else view
 
     def flops(self, pipe: nn.Module, inputs: torch.Tensor) -> float | None:
         # counted by hand (2 per multiply-add; biases ignored, as FlopCounterMode does): the

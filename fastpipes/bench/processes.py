@@ -1,0 +1,158 @@
+"""Worker processes and their work directory: one fresh process per configuration.
+
+A worker runs in its own session (so killing it kills the Inductor compile workers it
+started) and exits when its parent is gone. The work directory of a benchmark records its
+owner's pid; a directory whose owner died (SIGKILL) is swept by the next benchmark.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fastpipes.bench.result import CUT, FAILED
+
+WORKDIR_PREFIX = "fastpipes-bench-"
+OWNER_FILE = "owner.pid"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into what Ctrl-C raises so both stop a benchmark the same way."""
+
+
+# ---- work directories ---------------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_workdirs(root: str | None = None) -> list[Path]:
+    """Remove work directories of benchmarks whose parent process is gone (killed with
+    SIGKILL, or a crashed machine); returns what was removed. Only this user's."""
+    removed = []
+    for d in Path(root or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            if d.is_symlink() or not d.is_dir() or d.stat().st_uid != os.getuid():
+                continue
+            pid = int((d / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if not _alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def make_workdir(workdir: str | Path | None) -> tuple[Path, bool]:
+    """(directory, owned: remove it at the end). A temporary one records its owner's pid."""
+    if workdir is not None:
+        wd = Path(workdir)
+        wd.mkdir(parents=True, exist_ok=True)
+        return wd, False
+    sweep_stale_workdirs()
+    wd = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    (wd / OWNER_FILE).write_text(str(os.getpid()))
+    return wd, True
+
+
+# ---- one worker process --------------------------------------------------------------------
+
+def _worker_env(cache: str | None = None) -> dict[str, str]:
+    # the worker must import this very fastpipes, installed or not
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    if cache:  # this configuration's own caches: its first start is a cold one
+        env["FASTPIPES_CACHE_DIR"] = cache
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache) / "inductor")
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
+        os.pathsep) if p])
+    return env
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill the worker and whatever it started (Inductor compile workers): its own group."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def _read_events(path: Path, offset: int) -> tuple[list[dict], int]:
+    if not path.exists():
+        return [], offset
+    with open(path) as f:
+        f.seek(offset)
+        text = f.read()
+    complete = text[: text.rfind("\n") + 1]
+    events = [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return events, offset + len(complete)
+
+
+def run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> dict:
+    """Run one job in a fresh process; the result dict (status ok | failed | cut)."""
+    tag = job["tag"]
+    job["events"] = str(workdir / f"{tag}.events.jsonl")
+    job["result"] = str(workdir / f"{tag}.result.json")
+    for stale in (job["events"], job["result"]):  # a reused workdir must not feed old files
+        Path(stale).unlink(missing_ok=True)
+    job_path = workdir / f"{tag}.job.json"
+    job_path.write_text(json.dumps(job))
+    log_path = workdir / f"{tag}.log"
+    t0 = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fastpipes.bench.worker", str(job_path)],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env=_worker_env(job.get("cache")), start_new_session=True)
+        offset, cut, phase = 0, False, "start-up"
+
+        def drain() -> str:
+            nonlocal offset
+            events, offset = _read_events(Path(job["events"]), offset)
+            for ev in events:
+                on_event(ev)
+            return events[-1]["phase"] if events else phase
+
+        try:
+            while proc.poll() is None:
+                phase = drain()
+                if max_time is not None and time.monotonic() - t0 > max_time:
+                    _kill(proc)
+                    cut = True
+                    break
+                time.sleep(0.1)
+        finally:  # Ctrl-C, SIGTERM or an error here: never leave a worker running
+            if proc.poll() is None:
+                _kill(proc)
+        phase = drain()
+    wall = time.monotonic() - t0
+    result_path = Path(job["result"])
+    if cut:
+        return {"status": CUT, "wall_s": wall,
+                "reason": f"cut: exceeded --max-time {max_time:g} s (during {phase}); "
+                          "the worker process was killed"}
+    if not result_path.exists():
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        return {"status": FAILED, "wall_s": wall,
+                "reason": f"worker died with exit code {proc.returncode}: " + " | ".join(tail)}
+    result = json.loads(result_path.read_text())
+    result["wall_s"] = wall
+    return result
+
+
+def steps(job: dict) -> int:
+    if job["kind"] == "warm":
+        return 3
+    return 3 + (job["recipe"] is not None) + job["warmup"] + job["iters"]

@@ -1,0 +1,127 @@
+"""The contract between the benchmark harness and a pipeline family.
+
+A family (SAM, SDXL, Llama) provides a Workload; the harness builds a fresh FP32 pipeline
+per configuration, applies the recipe with ``fastpipes.accelerate``, times ``run`` on the
+same inputs, and compares each output with the FP32 eager output. What fidelity looks at
+and how it is judged is the family adapter's (``fidelity_view`` / ``compare`` with its
+bars per precision class); a workload adds only what a benchmark needs beyond that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from fastpipes.errors import BenchmarkError
+from fastpipes.pipelines.base import Adapter, Fidelity, find_adapter
+from fastpipes.recipe.schema import PrecisionClass
+from fastpipes.registry import Registry, did_you_mean
+
+
+@dataclass
+class WorkloadSpec:
+    """Options every family command understands (from ``fastpipes bench FAMILY ...``)."""
+
+    family: str
+    size: str = "full"  # tiny | small | full
+    model: str | None = None  # a family model name (vit_b, llama-3.2-1b) or a local path
+    device: str = "cpu"
+    batch_size: int = 1
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # family-specific: steps, prompt_len...
+
+
+class Workload:
+    """Subclass per family. Everything here must be deterministic for a given spec."""
+
+    family: ClassVar[str] = ""
+    unit: ClassVar[str] = "items"  # what throughput counts: images | steps | tokens
+    bound: ClassVar[str] = "compute"  # compute (vs a GEMM ceiling) | memory (vs bandwidth)
+    # the family options this workload reads (`--option key=value`, or `--key value`):
+    # name -> (type, what it means)
+    OPTIONS: ClassVar[dict[str, tuple[type, str]]] = {}
+    build_dtype: str = "float32"  # what build() makes; anything else cannot be the baseline
+
+    def __init__(self, spec: WorkloadSpec):
+        unknown = [k for k in spec.options if k not in self.OPTIONS]
+        if unknown:
+            allowed = ", ".join(self.OPTIONS) or "none"
+            raise BenchmarkError(
+                f"unknown {spec.family} option(s) {', '.join(map(repr, unknown))}"
+                f"{did_you_mean(unknown[0], self.OPTIONS)}; allowed: {allowed}")
+        wrong = [f"{k}={v!r} (expected {self.OPTIONS[k][0].__name__})"
+                 for k, v in spec.options.items() if not _fits(v, self.OPTIONS[k][0])]
+        if wrong:
+            raise BenchmarkError(f"wrong {spec.family} option type: {', '.join(wrong)}")
+        self.spec = spec
+
+    def describe(self) -> str:
+        """One line: model, shapes, batch (shown in the report header)."""
+        raise NotImplementedError
+
+    def build(self) -> Any:
+        """A fresh, unmodified FP32 eager pipeline (same weights every call: seeded)."""
+        raise NotImplementedError
+
+    def adapter(self, pipe: Any) -> Adapter:
+        return find_adapter(pipe)
+
+    def inputs(self, pipe: Any) -> Any:
+        """The inputs of one timed run (identical for every configuration)."""
+        return self.adapter(pipe).example_inputs()
+
+    def run(self, pipe: Any, inputs: Any) -> Any:
+        """One timed unit of work."""
+        return self.adapter(pipe).call(inputs)
+
+    def items(self, inputs: Any) -> int:
+        """How many `unit`s one run produces (images in the batch, tokens generated)."""
+        return self.spec.batch_size
+
+    def view(self, pipe: Any, inputs: Any, output: Any, reference: Any = None) -> Any:
+        """What fidelity compares, made from ``run``'s output outside the timed runs, while
+        the configuration is applied (`reference`: the FP32 view; None in the FP32 run).
+
+        It crosses processes (the baseline worker saves it with torch.save, each recipe
+        worker loads it with weights_only=True), so it must be tensors, numbers, strings or
+        lists/tuples/dicts of them.
+        """
+        return self.adapter(pipe).fidelity_view(inputs, output, reference)
+
+    def compare(self, pipe: Any, reference: Any, view: Any,
+                klass: PrecisionClass | str) -> Fidelity:
+        """A recipe's view against the FP32 eager one, by the bars of its precision class."""
+        return self.adapter(pipe).compare(reference, view, klass)
+
+    def flops(self, pipe: Any, inputs: Any) -> float | None:
+        """FLOPs of one run (FlopCounterMode on the FP32 pipeline), or None if unknown."""
+        return None
+
+    def bytes_per_item(self, pipe: Any) -> float | None:
+        """Bytes read per unit for memory-bound work (decode: weight bytes per token)."""
+        return None
+
+    def extra_metrics(self, pipe: Any, inputs: Any) -> dict[str, float]:
+        """Family extras timed separately (e.g. SAM end-to-end predict, SDXL VAE decode)."""
+        return {}
+
+
+def _fits(value: Any, typ: type) -> bool:
+    if typ is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+WORKLOADS: Registry[type[Workload]] = Registry("benchmark family")
+
+
+def register_workload(cls: type[Workload]) -> type[Workload]:
+    return WORKLOADS.add(cls.family, cls)
+
+
+def get_workload(spec: WorkloadSpec) -> Workload:
+    """The family's workload for `spec`; BenchmarkError for an unknown family or options."""
+    if spec.family not in WORKLOADS:
+        raise BenchmarkError(f"unknown family {spec.family!r}; allowed: {', '.join(WORKLOADS)}")
+    return WORKLOADS.get(spec.family)(spec)

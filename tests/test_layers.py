@@ -1,0 +1,109 @@
+"""The house: imports flow one way, and there is no circle.
+
+Layers, lowest first (a module may import its own layer or any lower one, never a higher):
+errors / registry / hardware / cache / fingerprint / report / snapshot -> recipe -> kernels
+-> passes -> pipelines -> api / apply / auto -> bench / run -> cli. Imports are read from
+the source, inside functions too (an import hidden in a function to dodge a circle is an
+upward arrow all the same); only ``if TYPE_CHECKING:`` blocks are exempt.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fastpipes"
+LAYERS = [
+    ["fastpipes._version", "fastpipes.errors", "fastpipes.registry", "fastpipes.hardware",
+     "fastpipes.cache", "fastpipes.fingerprint", "fastpipes.report", "fastpipes.snapshot"],
+    ["fastpipes.recipe"],
+    ["fastpipes.kernels"],
+    ["fastpipes.passes"],
+    ["fastpipes.pipelines"],
+    ["fastpipes.api", "fastpipes.apply", "fastpipes.auto"],
+    ["fastpipes.bench", "fastpipes.run"],
+    ["fastpipes.cli"],
+]
+TOP = {"fastpipes", "fastpipes.__main__"}  # the package's face: may import anything
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f
+    return out
+
+
+def layer(name: str) -> int:
+    for i, prefixes in enumerate(LAYERS):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"module {name} has no layer: add it to LAYERS in {__file__}")
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in known else base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    # a package's __init__ importing its own submodules (registries filled on import) and a
+    # submodule importing its parent package are not arrows between layers
+    return {t for t in found if t in known and t != name and not name.startswith(t + ".")
+            and not t.startswith(name + ".")}
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {n: imports(n, p, known) for n, p in known.items()}
+
+
+def test_every_module_has_a_layer():
+    for name in modules():
+        if name not in TOP:
+            layer(name)
+
+
+def test_no_upward_import():
+    upward = [f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})"
+              for a, targets in graph().items() if a not in TOP
+              for b in sorted(targets) if b not in TOP and layer(b) > layer(a)]
+    assert not upward, "imports must flow down the layers:\n" + "\n".join(upward)
+
+
+def test_no_import_circle():
+    g, state, stack, circles = graph(), {}, [], []
+
+    def visit(u: str) -> None:
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(g[u]):
+            if state.get(v) == 1:
+                circles.append(" -> ".join(stack[stack.index(v):] + [v]))
+            elif not state.get(v):
+                visit(v)
+        stack.pop()
+        state[u] = 2
+
+    for m in sorted(g):
+        if not state.get(m):
+            visit(m)
+    assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_no_module_much_over_400_lines():
+    long = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
+    assert not {n: k for n, k in long.items() if k > 420}, long

@@ -47,6 +47,23 @@ def fp16_native_from_flags(flags: set[str]) -> bool:
     return "amx_fp16" in flags or "avx512_fp16" in flags
 
 
+# CPU tiers, best first: (name, flags it needs, what it means for recipes)
+TIERS = (
+    ("amx", ("amx_tile", "amx_bf16"), "AMX tiles: BF16 and int8 GEMMs several times FP32's"),
+    ("avx512-bf16", ("avx512f", "avx512_bf16"), "native BF16 dot products: BF16 ~2x FP32"),
+    ("avx512", ("avx512f",), "AVX-512 without BF16: BF16 GEMM far slower than FP32"),
+    ("avx2", ("avx2", "fma"), "AVX2 only: BF16 GEMM 100-500x slower than FP32"),
+)
+
+
+def tier_from_flags(flags: set[str]) -> str:
+    """The machine's CPU tier: amx, avx512-bf16, avx512, avx2, or 'other'."""
+    for name, needs, _ in TIERS:
+        if all(f in flags for f in needs):
+            return name
+    return "other"
+
+
 @dataclass
 class PackageInfo:
     name: str
@@ -69,6 +86,7 @@ class MachineInfo:
     cuda_devices: list[str] = field(default_factory=list)
     cuda_bf16: bool = False
     packages: list[PackageInfo] = field(default_factory=list)
+    tier: str = "other"  # amx | avx512-bf16 | avx512 | avx2 | other (see TIERS)
 
     def native(self, dtype: str, device: str = "cpu") -> bool:
         """Whether `dtype` ("bf16"/"fp16") matmul is native on `device`."""
@@ -163,6 +181,7 @@ def _detect(probe: bool) -> MachineInfo:
         cuda_devices=cuda,
         cuda_bf16=cuda_bf16,
         packages=packages(probe),
+        tier=tier_from_flags(flags),
     )
 
 

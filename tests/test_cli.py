@@ -54,6 +54,7 @@ def test_list_shows_user_recipes(recipe_dir, capsys):
     assert main(["recipes", "list"]) == 0
     out = capsys.readouterr().out
     assert "listed" in out and "shows up" in out
+    assert "class" in out and "exact" in out  # attention only: FP32 numerics
 
 
 def test_info_json_reports_native_bf16_truthfully(capsys):
@@ -66,8 +67,24 @@ def test_info_json_reports_native_bf16_truthfully(capsys):
             "torchvision"} <= names
 
 
+def test_info_measures_the_ceiling_of_each_native_precision(capsys, monkeypatch):
+    import fastpipes.bench.limits as limits
+
+    monkeypatch.setattr(limits, "gemm_gflops", lambda device, n, repeats, dtype=None: 100.0)
+    monkeypatch.setattr(limits, "bandwidth_gbps", lambda *a, **k: 25.0)
+    assert main(["info", "--measure", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    ceilings = data["limits"]["ceilings"]
+    assert ceilings["exact"] == 100.0 and ("bf16" in ceilings) == detect().bf16_native
+    assert data["tier"] == detect().tier
+    assert main(["info", "--measure"]) == 0
+    out = capsys.readouterr().out
+    assert "FP32 GEMM" in out and "100 GFLOP/s" in out and "25.0 GB/s" in out
+
+
 def test_info_table_says_whether_bf16_is_native(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
+    assert f"tier" in out and detect().tier in out
     assert "bf16 matmul" in out
     assert ("not native" in out.split("bf16 matmul")[1].splitlines()[0]) != detect().bf16_native

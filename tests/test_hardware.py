@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from fastpipes.hardware import (bf16_native_from_flags, detect, fp16_native_from_flags, parse_cpuinfo,
-                                unmet_requirements)
+                                tier_from_flags, unmet_requirements)
 from fastpipes.recipe.schema import Requires
 
 XEON_8480 = """processor	: 0
@@ -26,12 +26,21 @@ def test_amx_xeon_flags():
     assert model == "Intel(R) Xeon(R) Platinum 8480+"
     assert {"amx_bf16", "amx_int8", "avx512_bf16", "avx_vnni", "avx512_fp16"} <= flags
     assert bf16_native_from_flags(flags) and fp16_native_from_flags(flags)
+    assert tier_from_flags(flags) == "amx"
 
 
 def test_avx2_epyc_flags():
     model, flags = parse_cpuinfo(EPYC_AVX2)
     assert model == "AMD EPYC 7B13" and "avx2" in flags and "avx512f" not in flags
     assert not bf16_native_from_flags(flags) and not fp16_native_from_flags(flags)
+    assert tier_from_flags(flags) == "avx2"
+
+
+def test_the_four_tiers_we_have_seen():
+    zen4 = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"}
+    assert tier_from_flags(zen4) == "avx512-bf16"
+    assert tier_from_flags({"avx2", "fma", "avx512f"}) == "avx512"
+    assert tier_from_flags({"sse2"}) == "other"
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs Linux /proc/cpuinfo")
@@ -42,6 +51,7 @@ def test_this_machine_matches_its_cpuinfo():
     assert info.bf16_native == ("amx_bf16" in flags or "avx512_bf16" in flags)
     assert info.fp16_native == ("amx_fp16" in flags or "avx512_fp16" in flags)
     assert info.torch_threads >= 1 and info.torch_version
+    assert info.tier == tier_from_flags(flags)
     note = info.low_precision_note("bf16")
     assert ("NOT native" in note) != info.bf16_native
 

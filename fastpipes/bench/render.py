@@ -117,7 +117,8 @@ def row(c: ConfigResult, limits: dict | None = None) -> dict[str, str]:
 
 def header_lines(r: BenchResult) -> list[str]:
     m, s, lim = r.machine, r.settings, r.limits
-    cpu = (f"{m.get('cpu_model') or m.get('machine')}, {m.get('logical_cpus')} logical CPUs, "
+    cpu = (f"{m.get('cpu_model') or m.get('machine')} (tier {m.get('tier', '?')}), "
+           f"{m.get('logical_cpus')} logical CPUs, "
            f"bf16 native: {'yes' if m.get('bf16_native') else 'no'}")
     if m.get("cuda_devices"):
         cpu += f"; GPU: {', '.join(m['cuda_devices'])}"

@@ -1,21 +1,35 @@
-"""`fastpipes info`: what this machine can do, and what that means for the recipes."""
+"""`fastpipes info`: what this machine can do, and what that means for the recipes.
+
+    fastpipes info              # CPU, tier, ISA, native BF16/FP16, torch, packages
+    fastpipes info --measure    # ... and the measured GEMM ceiling per precision, bandwidth
+    fastpipes info --json
+"""
 from __future__ import annotations
 
 import json
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="what this machine can do (ISA, native bf16, threads, packages)")
+    p = sub.add_parser("info", help="what this machine can do (tier, ISA, native bf16, "
+                                    "threads, packages)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--measure", action="store_true",
+                   help="also measure the GEMM ceiling of each native precision and the copy "
+                        "bandwidth (about a minute)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from fastpipes.hardware import detect
+    from fastpipes.bench.limits import measure_limits
+    from fastpipes.hardware import TIERS, detect
 
     info = detect(probe_packages=True)
+    limits = measure_limits("cpu") if args.measure else None
     if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
+        data = info.to_dict()
+        if limits is not None:
+            data["limits"] = limits.to_dict()
+        print(json.dumps(data, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -25,12 +39,20 @@ def run(args) -> int:
     t.add_column(style="bold")
     t.add_column()
     t.add_row("CPU", f"{info.cpu_model or 'unknown'} ({info.machine})")
+    meaning = {name: what for name, _, what in TIERS}.get(info.tier, "none of the known tiers")
+    t.add_row("tier", f"[bold]{info.tier}[/] ({meaning})")
     t.add_row("threads", f"{info.logical_cpus} logical CPUs, torch uses {info.torch_threads}")
     t.add_row("ISA", " ".join(f"[green]{k}[/]" if v else f"[dim]-{k}[/]" for k, v in info.isa.items()))
     t.add_row("torch", f"{info.torch_version} (CPU capability {info.torch_cpu_capability})")
     t.add_row("bf16 matmul", _native(info, "bf16"))
     t.add_row("fp16 matmul", _native(info, "fp16"))
     t.add_row("CUDA", ", ".join(info.cuda_devices) or "none")
+    if limits is not None:
+        names = {"exact": "FP32", "bf16": "BF16", "fp16": "FP16", "int8": "int8 (_int_mm)"}
+        for klass, rate in limits.ceilings.items():
+            unit = "GOP/s" if klass == "int8" else "GFLOP/s"
+            t.add_row(f"{names[klass]} GEMM", f"{rate:,.0f} {unit} (n={limits.gemm_n}, best of 10)")
+        t.add_row("copy bandwidth", f"{limits.bandwidth_gbps:.1f} GB/s ({limits.copy_mb:g} MB)")
     for p in info.packages:
         if p.version is None:
             state = "[dim]not installed[/]"

@@ -38,21 +38,24 @@ def run_list(args) -> int:
     from fastpipes.recipe import available, load_recipe
 
     info = detect()
-    t = Table(title="fastpipes recipes", title_justify="left")
-    for col in ("name", "family", "this machine", "description"):
+    t = Table(title=f"fastpipes recipes (this machine: tier {info.tier})", title_justify="left")
+    for col in ("name", "family", "class", "this machine", "description"):
         t.add_column(col)
     for name, path in sorted(available().items()):
         try:
             r = load_recipe(path)
         except FastpipesError as e:
-            t.add_row(name, "?", "[red]invalid[/]", str(e).splitlines()[0])
+            t.add_row(name, "?", "?", "[red]invalid[/]", str(e).splitlines()[0])
             continue
         if args.family and r.family.value != args.family:
             continue
         unmet = unmet_requirements(r.requires, info)
         fit = "[green]ok[/]" if not unmet else "[yellow]runs slowly here[/]"
-        t.add_row(name, r.family.value, fit, r.description.splitlines()[0] if r.description else "")
+        first = r.description.split(". ")[0].splitlines()[0] if r.description else ""
+        t.add_row(name, r.family.value, r.precision_class.value, fit, first)
     Console().print(t)
+    print("class: the numerics a recipe computes in, derived from its passes (exact, fp16, bf16, "
+          "int8, int4); each is judged by its own fidelity bars (docs/fidelity.md)")
     if not info.bf16_native:
         print(f"note: {info.low_precision_note('bf16')}")
     return 0
@@ -114,7 +117,7 @@ def run_new(args) -> int:
     commented = "\n".join(f"# {line}" for line in text.splitlines())
     # `base:` is resolved relative to the file, so a built-in name is written as is
     out.write_text(STARTER.format(name=args.name, base=args.base, file=out,
-                                  family=base.family.value if base.family.value != "any" else "sam",
+                                  family=base.family.value if base.family.value != "generic" else "sam",
                                   body=commented))
     load_recipe(out)  # the starter must validate
     print(f"wrote {out} (inherits {args.base}); validate with: fastpipes recipes validate {out}")

@@ -181,3 +181,18 @@ def test_a_workload_built_in_bf16_cannot_be_called_the_fp32_baseline():
     spec = WorkloadSpec("llama", size="tiny", options={"dtype": "bfloat16"})
     with pytest.raises(BenchmarkError, match="--no-baseline"):
         run_benchmark(spec, ["llama_woq_int4"], progress=False)
+
+
+def test_profile_says_where_each_rows_time_goes():
+    result = run_benchmark(WorkloadSpec("toy", size="tiny"), [CHANNELS_LAST], iters=1, warmup=0,
+                           limits_quick=True, warm_start=False, profile=True, progress=False)
+    assert check_schema(json.loads(result.json())) == []
+    groups = result.workload["flops_by_group"]  # counted on the FP32 run
+    assert groups["convolution"] > 0 and groups["GEMM: linear layers"] > 0
+    for c in result.configs:
+        assert c.profile["total_s"] > 0
+        assert {"convolution", "GEMM: linear layers"} <= set(c.profile["groups"])
+        assert sum(c.profile["groups"].values()) == pytest.approx(c.profile["total_s"])
+    md = render.markdown(result)
+    assert "where channels_last's time goes" in md and "| convolution |" in md
+    assert "of its ceiling" in md and "GEMM ceiling of its class: exact" in md

@@ -18,3 +18,13 @@ def test_reference_lists_every_section():
     text = generate()
     for name in SECTIONS:
         assert f"### `{name}`" in text
+
+
+def test_fidelity_page_states_the_bars_the_code_uses():
+    from fastpipes.cli.recipe_docs import BARS_BEGIN, BARS_END, bars_table
+
+    page = (DOC.parent / "fidelity.md").read_text()
+    assert BARS_BEGIN in page and BARS_END in page
+    committed = page.split(BARS_BEGIN)[1].split(BARS_END)[0].strip("\n") + "\n"
+    assert committed == bars_table(), \
+        "docs/fidelity.md is stale; paste: python -m fastpipes.cli.recipe_docs --bars"

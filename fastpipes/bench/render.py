@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastpipes.bench import profile
 from fastpipes.bench.limits import ceiling_for
 from fastpipes.bench.result import CUT, FAILED, NOT_RUN, OK, BenchResult, ConfigResult
 from fastpipes.report import PassStatus
@@ -154,7 +155,15 @@ def markdown(r: BenchResult) -> str:
     out += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for c in r.configs:
         out.append("| " + " | ".join(cell(v) for v in row(c, r.limits).values()) + " |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + profiles(r)
+
+
+def profiles(r: BenchResult) -> str:
+    """The --profile sections: where each row's time goes (empty without --profile)."""
+    parts = [profile.markdown(c.name, c.profile, r.workload.get("flops_by_group"),
+                              ceiling_for(r.limits, c.precision_class))
+             for c in r.configs if c.profile]
+    return "".join("\n" + p for p in parts)
 
 
 def table(r: BenchResult):

@@ -56,6 +56,7 @@ class ConfigResult:
     bandwidth_share: float | None = None  # of the measured copy bandwidth
     fidelity: dict[str, Any] | None = None  # metrics, ok, thresholds, precision_class, note
     report: dict[str, Any] | None = None  # fastpipes.Report.to_dict(): applied/skipped passes
+    profile: dict[str, Any] | None = None  # --profile: total_s, groups {name: s}, top_ops
     extra: dict[str, float] = field(default_factory=dict)
     wall_s: float | None = None  # the worker process, start to end
     traceback: str = ""
@@ -134,7 +135,8 @@ JSON_SCHEMA: dict[str, Any] = {
         "bytes_per_item": OPT_NUM, "throughput": OPT_NUM, "unit": str,
         "speedup": OPT_NUM, "precision_class": OPT_STR, "peak_rss_mb": OPT_NUM, "cuda_max_allocated_mb": OPT_NUM,
         "achieved_gflops": OPT_NUM, "gflops_share": OPT_NUM, "achieved_gbps": OPT_NUM,
-        "bandwidth_share": OPT_NUM, "fidelity": OPT_DICT, "report": OPT_DICT, "extra": dict,
+        "bandwidth_share": OPT_NUM, "fidelity": OPT_DICT, "report": OPT_DICT,
+        "profile": OPT_DICT, "extra": dict,
         "wall_s": OPT_NUM, "traceback": str,
     }],
 }
@@ -146,7 +148,7 @@ FIDELITY_SCHEMA = {"metrics": dict, "ok": (bool, type(None)), "thresholds": str,
                    "precision_class": str, "note": str}
 STATUSES = tuple(s.value for s in RunStatus)
 # keys added after version 1 was published: files written before them still conform
-ADDED_KEYS = {"compile_warm_s", "precision_class", "interrupted", "note"}
+ADDED_KEYS = {"compile_warm_s", "precision_class", "interrupted", "note", "profile"}
 
 
 def _check(value: Any, schema: Any, where: str, problems: list[str]) -> None:

@@ -84,6 +84,7 @@ def _execute(planned, configs, jobs, warm, wd, max_time, limits, limits_quick, p
     """Run the workers in turn, filling `configs`; (limits, FP32 FLOPs, workload info)."""
     to_run = [i for i, p in enumerate(planned) if p.run]
     limits_result, flops, workload_info = None, None, {}
+    flops_by_group = None
     total = (sum(jobs[i]["steps"] for i in to_run) + (1 if limits else 0)
              + sum(j["steps"] for j in warm.values()))
     with make_progress(progress, total) as prog:
@@ -106,7 +107,7 @@ def _execute(planned, configs, jobs, warm, wd, max_time, limits, limits_quick, p
                 raise
             _fill(c, res)
             if c.baseline:
-                flops = res.get("flops")
+                flops, flops_by_group = res.get("flops"), res.get("flops_by_group")
             workload_info = workload_info or res.get("workload") or {}
             prog.finish(c.name, c.status)
             if i in warm and c.ok:
@@ -114,6 +115,8 @@ def _execute(planned, configs, jobs, warm, wd, max_time, limits, limits_quick, p
                 res = run_worker(warm[i], wd, max_time, prog.event)
                 _fill_warm(c, res)
                 prog.finish(f"{c.name} (second start)", res["status"])
+    if flops_by_group:
+        workload_info = dict(workload_info, flops_by_group=flops_by_group)
     return limits_result, flops, workload_info
 
 
@@ -131,6 +134,7 @@ def run_benchmark(
     limits: bool = True,
     limits_quick: bool = False,
     baseline: bool = True,
+    profile: bool = False,
     progress: bool = True,
     command: str = "",
     workdir: str | Path | None = None,
@@ -147,7 +151,8 @@ def run_benchmark(
     Every configuration starts with empty fastpipes and Inductor caches of its own, so its
     compile time is a cold start. With `warm_start`, a recipe that compiles then starts a
     second process on the caches the first one left (build, accelerate, first call): the
-    row's ``compile_warm_s`` is what a user's next run pays.
+    row's ``compile_warm_s`` is what a user's next run pays. With `profile`, each row
+    profiles one more call (bench/profile.py: where its time goes).
 
     ``baseline=False`` skips the FP32 eager run, for models whose FP32 form does not fit in
     memory (the llama-2-7b shape): rows then have times but no speedup and no fidelity.
@@ -171,7 +176,7 @@ def run_benchmark(
 
     wd, owned = make_workdir(workdir)
     Path(wd / "reference.pt").unlink(missing_ok=True)  # only this run's baseline is a reference
-    settings = {"threads": threads, "iters": iters, "warmup": warmup}
+    settings = {"threads": threads, "iters": iters, "warmup": warmup, "profile": profile}
     jobs, warm = _jobs(planned, spec, wd, owned, overrides, warm_start, **settings)
     base_job = {"spec": asdict(spec), "device": spec.device, "workdir": jobs[0]["workdir"],
                 **settings}
@@ -192,7 +197,7 @@ def run_benchmark(
     result = BenchResult(
         workload=dict(workload_info, flops=flops, spec=asdict(spec)),
         settings={"iters": iters, "warmup": warmup, "threads": threads, "max_time_s": max_time,
-                  "device": spec.device, "overrides": overrides},
+                  "device": spec.device, "overrides": overrides, "profile": profile},
         machine=info.to_dict(), limits=limits_result, configs=configs,
         torch_version=torch.__version__, fastpipes_version=__version__,
         command=command or shlex.join(sys.argv), interrupted=interrupted,
@@ -235,7 +240,7 @@ def _fill(c: ConfigResult, res: dict) -> None:
     c.reason = res.get("reason", c.reason) or c.reason
     for key in ("build_s", "first_call_s", "compile_s", "latency_s", "items", "bytes_per_item",
                 "peak_rss_mb", "cuda_max_allocated_mb", "fidelity", "report", "wall_s",
-                "traceback", "precision_class"):
+                "traceback", "precision_class", "profile"):
         if res.get(key) is not None:
             setattr(c, key, res[key])
     c.extra = {k: float(v) for k, v in (res.get("extra") or {}).items()}

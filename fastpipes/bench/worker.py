@@ -137,6 +137,10 @@ def run_config(job: dict, events: Events) -> dict:
 
     spec = WorkloadSpec(**job["spec"])
     torch.set_num_threads(job["threads"])
+    if job.get("profile"):
+        from fastpipes.bench.profile import enable_kernel_names
+
+        enable_kernel_names()  # before anything compiles
     if spec.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     out: dict[str, Any] = {}
@@ -188,6 +192,12 @@ def run_config(job: dict, events: Events) -> dict:
     events("extras", 1)
     notes: list[str] = []
     out["extra"] = _attempt(notes, "extra metrics", workload.extra_metrics, pipe, inputs) or {}
+    if job.get("profile"):
+        from fastpipes.bench.profile import flops_by_group, profile_call
+
+        out["profile"] = _attempt(notes, "profile", profile_call, call)
+        if job["baseline"]:
+            out["flops_by_group"] = _attempt(notes, "FLOPs by group", flops_by_group, call)
     if job["baseline"]:
         # the FP32 work of one run: the same for every recipe
         out["flops"] = _attempt(notes, "FLOP count", workload.flops, pipe, inputs)

@@ -77,6 +77,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
                         "fit in memory): no speedup or fidelity columns then")
     p.add_argument("--no-limits", action="store_false", dest="limits",
                    help="skip measuring the machine's GEMM and bandwidth limits")
+    p.add_argument("--profile", action="store_true",
+                   help="profile one more call per row: where its time goes, by kind of work, "
+                        "against the ceiling of its precision")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
     p.add_argument("--plot", metavar="PATH.png", help="write a PNG chart of speedup over FP32")
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from fastpipes.bench import WorkloadSpec, run_benchmark
     from fastpipes.bench.outputs import check_outputs, write_outputs
     from fastpipes.bench.plan import plan
-    from fastpipes.bench.render import table
+    from fastpipes.bench.render import profiles, table
     from fastpipes.errors import FastpipesError
 
     console = Console()
@@ -150,12 +153,14 @@ def run(args: argparse.Namespace) -> int:
                                warmup=args.warmup, threads=args.threads, max_time=args.max_time,
                                run_all=args.run_all, warm_start=args.warm_start,
                                limits=args.limits, baseline=args.baseline,
-                               progress=not args.quiet,
+                               profile=args.profile, progress=not args.quiet,
                                command="fastpipes " + shlex.join(sys.argv[1:]))
     except FastpipesError as e:
         print(f"fastpipes bench: {e}", file=sys.stderr)
         return 2
     console.print(table(result))
+    if args.profile:
+        console.print(profiles(result), markup=False, highlight=False)
     wrote, failed = write_outputs(result, outputs)
     for line in wrote:
         console.print(line)

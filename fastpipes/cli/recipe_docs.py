@@ -1,8 +1,11 @@
-"""Generate the recipe reference (docs/recipe-reference.md) from the registered schema.
+"""Generate the docs that restate code: the recipe reference (docs/recipe-reference.md,
+from the registered schema) and the fidelity bars table in docs/fidelity.md (from each
+adapter's ``BARS``).
 
     python -m fastpipes.cli.recipe_docs > docs/recipe-reference.md
+    python -m fastpipes.cli.recipe_docs --bars    # the table between the markers of fidelity.md
 
-A test regenerates it and fails when the committed file is stale.
+Tests regenerate both and fail when a committed copy is stale.
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import typing
 
 from fastpipes.passes.base import PASSES
 from fastpipes.passes.order import PASS_ORDER
-from fastpipes.recipe.schema import SECTIONS, RecipeHeader, Requires
+from fastpipes.pipelines.base import ADAPTERS
+from fastpipes.recipe.schema import SECTIONS, PrecisionClass, RecipeHeader, Requires
 from fastpipes.recipe.validate import type_name
 
 
@@ -63,5 +67,22 @@ def generate() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+BARS_BEGIN, BARS_END = "<!-- bars:begin (generated) -->", "<!-- bars:end -->"
+
+
+def bars_table() -> str:
+    """Every family's fidelity bars per precision class, as stated in the adapters."""
+    classes = list(PrecisionClass)
+    out = ["| family (adapter) | " + " | ".join(f"`{c.value}`" for c in classes) + " |",
+           "|---|" + "---|" * len(classes)]
+    for name, cls in ADAPTERS.items():
+        if cls.BARS:
+            cells = ["<br>".join(str(b) for b in cls.BARS[c]) for c in classes]
+            out.append(f"| {cls.family.value} ({name}) | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 if __name__ == "__main__":
-    print(generate(), end="")
+    import sys
+
+    print(bars_table() if "--bars" in sys.argv else generate(), end="")

@@ -231,3 +231,62 @@ def test_benchmark_run_and_predictor_share_one_compiled_graph():
     finally:
         torch._dynamo.config.error_on_recompile = False
         torch._dynamo.reset()
+
+
+# ---- real checkpoints, verified without downloads (issue 13) ------------------------------
+
+def _encode(sam, x):
+    with torch.no_grad():
+        return sam.image_encoder(x)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path, suffix):
+    made = build_sam("tiny", seed=7)
+    path = tmp_path / f"sam_tiny{suffix}"
+    if suffix == ".pth":
+        torch.save(made.state_dict(), path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in made.state_dict().items()}, str(path))
+    loaded = build_sam("tiny", checkpoint=path)
+    x = torch.randn(1, 3, 128, 128)
+    assert torch.equal(_encode(loaded, x), _encode(made, x))
+    assert not torch.equal(_encode(build_sam("tiny", seed=8), x), _encode(made, x))
+    # through the benchmark's own path too (fastpipes bench sam --checkpoint)
+    wl = get_workload(WorkloadSpec("sam", size="tiny", options={"checkpoint": str(path)}))
+    assert torch.equal(_encode(wl.build(), x), _encode(made, x))
+
+
+def test_bad_checkpoints_name_the_file_and_what_was_expected(tmp_path):
+    text, empty, truncated, tensor, other = (tmp_path / n for n in
+                                             ("t.pth", "e.pth", "c.pth", "x.pth", "o.pth"))
+    text.write_text("not a checkpoint\n")
+    empty.write_bytes(b"")
+    torch.save(build_sam("tiny").state_dict(), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    torch.save(torch.zeros(3), tensor)
+    for path in (text, empty, truncated):
+        with pytest.raises(InputError, match=f"SAM checkpoint {path} cannot be read .*expected "
+                                             "a segment-anything state dict"):
+            build_sam("tiny", checkpoint=path)
+    with pytest.raises(InputError, match="holds a Tensor, not a mapping"):
+        build_sam("tiny", checkpoint=tensor)
+    state = build_sam("tiny").state_dict()
+    del state["mask_decoder.iou_token.weight"]
+    torch.save(state, other)
+    with pytest.raises(InputError, match="1 missing \\(e.g. mask_decoder.iou_token.weight\\)"):
+        build_sam("tiny", checkpoint=other)
+    with pytest.raises(InputError, match="not found"):
+        build_sam("tiny", checkpoint=tmp_path / "nope.pth")
+
+
+def test_a_checkpoint_of_another_size_says_which_size_it_is(tmp_path):
+    # only the shapes that identify a size matter for the message
+    state = {"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768)}
+    state.update({f"image_encoder.blocks.{i}.norm1.weight": torch.zeros(768) for i in range(12)})
+    path = tmp_path / "vit_b.pth"
+    torch.save(state, path)
+    with pytest.raises(InputError, match="it is a vit_b checkpoint: pass model='vit_b'"):
+        build_sam("tiny", checkpoint=path)

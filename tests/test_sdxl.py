@@ -174,3 +174,29 @@ def test_workload_fidelity_includes_the_end_to_end_image_and_class_bars():
     int8 = w.compare(other, ref, noisy, "int8")
     assert int8.ok and int8.thresholds == ("noise-prediction PSNR dB >= 30, image PSNR dB >= 30 "
                                            "(int8 bars)")
+
+
+def test_a_saved_pipeline_loads_back_with_the_same_outputs(tmp_path, reference):
+    made = build_sdxl("tiny")
+    made.save_pretrained(tmp_path / "sdxl")  # the diffusers directory format, safetensors
+    loaded = build_sdxl(model=str(tmp_path / "sdxl"))
+    assert torch.equal(generate(loaded), reference)
+    assert fastpipes.accelerate(loaded, {"attention": {}}).adapter == "diffusers"
+
+
+def test_a_directory_that_is_not_a_diffusers_pipeline_is_a_clear_error(tmp_path):
+    from fastpipes.errors import InputError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="cannot load an SDXL pipeline from .*empty.*model_index.json"):
+        build_sdxl(model=str(tmp_path / "empty"))
+
+
+def test_a_damaged_weight_file_names_the_directory(tmp_path):
+    from fastpipes.errors import InputError
+
+    build_sdxl("tiny").save_pretrained(tmp_path / "sdxl")
+    weights = next((tmp_path / "sdxl" / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(InputError, match="cannot load an SDXL pipeline from .*sdxl"):
+        build_sdxl(model=str(tmp_path / "sdxl"))

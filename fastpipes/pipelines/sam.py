@@ -144,17 +144,68 @@ def build_sam(model: str = "vit_b", checkpoint: str | Path | None = None, seed: 
         pixel_std=[58.395, 57.12, 57.375],
     )
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise InputError(f"SAM checkpoint not found: {path}")
-        state = torch.load(path, map_location=map_location, weights_only=True)
-        missing, unexpected = sam.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise InputError(f"checkpoint {path} does not fit SAM {model!r}: "
-                             f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
+        load_sam_checkpoint(sam, model, checkpoint, map_location)
     else:
         _randomize(sam, seed)
     return sam.eval()
+
+
+EXPECTED = ("a segment-anything state dict: a .pth from its releases (sam_vit_b_01ec64.pth, ...) "
+            "or torch.save(sam.state_dict()), or a .safetensors file")
+
+
+def _read_state_dict(path: Path, map_location: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, never running pickled code; InputError if it is not
+    a state dict."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device=map_location)
+        else:  # weights_only: plain tensors and containers, no code execution
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001  (text, empty, truncated, pickled objects...)
+        why = f"{type(e).__name__}: {e}".strip().splitlines()[0][:200]
+        raise InputError(f"SAM checkpoint {path} cannot be read ({why}); expected {EXPECTED}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"SAM checkpoint {path} holds a {type(state).__name__}, not a mapping "
+                         f"of names to tensors; expected {EXPECTED}")
+    return state
+
+
+def _size_of(state: dict[str, torch.Tensor]) -> str | None:
+    """Which SAM size a state dict is for, from its embedding width and depth."""
+    width = state.get("image_encoder.pos_embed", torch.empty(0)).shape[-1:]
+    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    for name, shape in SAM_SHAPES.items():
+        if width and width[0] == shape.embed_dim and depth == shape.depth:
+            return name
+    return None
+
+
+def load_sam_checkpoint(sam: nn.Module, model: str, checkpoint: str | Path,
+                        map_location: str = "cpu") -> None:
+    """Load a checkpoint into `sam` (built as `model`); InputError naming the file and what
+    does not fit, e.g. a vit_h checkpoint given for vit_b."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise InputError(f"SAM checkpoint not found: {path} (expected {EXPECTED})")
+    state = _read_state_dict(path, map_location)
+    own = sam.state_dict()
+    wrong = [f"{k}: {tuple(v.shape)} in the file, {tuple(own[k].shape)} in {model}"
+             for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if wrong or missing or unexpected:
+        size = _size_of(state)
+        hint = (f"; it is a {size} checkpoint: pass model={size!r} (--model {size})"
+                if size and size != model else "")
+        parts = [f"{len(wrong)} tensors of another shape (e.g. {wrong[0]})" if wrong else "",
+                 f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else ""]
+        raise InputError(f"SAM checkpoint {path} does not fit SAM {model!r}: "
+                         f"{', '.join(p for p in parts if p)}{hint}")
+    sam.load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------- adapter

@@ -262,12 +262,17 @@ def build_sdxl(size: str = "full", model: str | None = None, seed: int = 0,
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     if model is not None:
-        try:
+        if not (Path(model) / "model_index.json").is_file():
+            raise InputError(f"cannot load an SDXL pipeline from {model!r}: it has no "
+                             "model_index.json (a local diffusers directory, e.g. from "
+                             "pipe.save_pretrained(dir), is needed)")
+        try:  # safetensors or weights_only torch files: diffusers never unpickles code here
             return StableDiffusionXLPipeline.from_pretrained(model, local_files_only=True,
                                                              torch_dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as e:
-            raise InputError(f"cannot load an SDXL pipeline from {model!r} (a local diffusers "
-                             f"directory with model_index.json is needed): {e}") from e
+        except Exception as e:  # noqa: BLE001  (missing, damaged or mismatched weights)
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise InputError(f"cannot load an SDXL pipeline from {model!r}: "
+                             f"{type(e).__name__}: {first}") from e
     shape = SdxlShape.from_name(size)
     with no_default_init():
         unet = seeded_init(UNet2DConditionModel(**unet_config(shape)), seed)

@@ -86,3 +86,53 @@ def test_snapshot_restore_undoes_fusion(pipe_factory):
     assert not any(getattr(m, "fused_projections", False) for m in pipe.unet.modules())
     assert "to_qkv" not in "".join(pipe.unet.state_dict())
     assert torch.equal(unet_out(pipe.unet), ref)
+
+
+def _bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def test_the_unfused_projections_are_dropped_and_unfuse_brings_them_back(pipe_factory):
+    pipe = pipe_factory()
+    ref = unet_out(pipe.unet)
+    before = _bytes(pipe.unet)
+    report = fastpipes.accelerate(pipe, {"fuse_qkv": {"components": ["unet"]}})
+    attns = [m for m in pipe.unet.modules() if type(m).__name__ == "Attention"]
+    # fusing copies q|k|v (or k|v) into one layer: dropping the originals keeps the size
+    assert _bytes(pipe.unet) == before
+    assert all(m.to_k is None and m.to_v is None for m in attns)
+    assert all((m.to_q is None) != m.is_cross_attention for m in attns)
+    assert "the unfused projections dropped" in report.record("fuse_qkv").changes[0]
+    torch.testing.assert_close(unet_out(pipe.unet), ref, atol=1e-5, rtol=1e-5)
+    pipe.unet.unfuse_qkv_projections()  # diffusers' own API, as a user would call it
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+    assert all(isinstance(m.to_k, torch.nn.Linear) for m in attns)
+    torch.testing.assert_close(unet_out(pipe.unet), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_unfusing_a_quantized_fused_layer_is_a_clear_error(pipe_factory):
+    pipe = pipe_factory()
+    fastpipes.accelerate(pipe, {"fuse_qkv": {"components": ["unet"]},
+                                "quantize": {"mode": "dynamic", "components": ["unet"]}})
+    with pytest.raises(fastpipes.InputError, match="cannot unfuse .*Int8DynamicLinear"):
+        pipe.unet.unfuse_qkv_projections()
+
+
+def test_a_failed_accelerate_brings_the_dropped_projections_back(pipe_factory, monkeypatch):
+    from fastpipes.passes.base import PASSES
+
+    def boom(ctx, cfg):
+        raise RuntimeError("after fusion")
+
+    monkeypatch.setitem(PASSES._items, "memory_format",
+                        PASSES.get("memory_format").__class__("memory_format",
+                                                              PASSES.get("memory_format").config,
+                                                              boom, ""))
+    pipe = pipe_factory()
+    ref = unet_out(pipe.unet)
+    with pytest.raises(fastpipes.PassError):
+        fastpipes.accelerate(pipe, {"fuse_qkv": {}, "memory_format": {}})
+    attns = [m for m in pipe.unet.modules() if type(m).__name__ == "Attention"]
+    assert all(isinstance(m.to_q, torch.nn.Linear) and not hasattr(m, "to_qkv") for m in attns)
+    assert "unfuse_qkv_projections" not in pipe.unet.__dict__
+    assert torch.equal(unet_out(pipe.unet), ref)

@@ -200,3 +200,38 @@ def test_a_damaged_weight_file_names_the_directory(tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     with pytest.raises(InputError, match="cannot load an SDXL pipeline from .*sdxl"):
         build_sdxl(model=str(tmp_path / "sdxl"))
+
+
+def test_sdxl_bf16_without_text_encoders_on_precomputed_embeddings(pipe):
+    """A common memory-saving shape: no text encoders, precomputed prompt embeddings.
+    diffusers then makes the latents in the UNet's dtype, so the FP32 VAE receives BF16
+    latents; it used to crash at decode (BFloat16 input, float bias)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    def bare(p):
+        out = StableDiffusionXLPipeline(vae=p.vae, text_encoder=None, text_encoder_2=None,
+                                        tokenizer=None, tokenizer_2=None, unet=p.unet,
+                                        scheduler=p.scheduler, add_watermarker=False)
+        out.set_progress_bar_config(disable=True)
+        return out
+
+    g = torch.Generator().manual_seed(0)
+    unet = pipe.unet
+    pooled = unet.add_embedding.linear_1.in_features - 6 * unet.config.addition_time_embed_dim
+    emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=g)
+    pe = torch.randn(1, pooled, generator=g)
+
+    def run(p):
+        with torch.no_grad():
+            return p(prompt_embeds=emb, pooled_prompt_embeds=pe, negative_prompt_embeds=emb * 0,
+                     negative_pooled_prompt_embeds=pe * 0, num_inference_steps=2, height=SIDE,
+                     width=SIDE, latents=torch.randn(1, 4, 8, 8, generator=torch.Generator()
+                                                     .manual_seed(7)), output_type="pt").images
+
+    reference = run(bare(build_sdxl("tiny")))
+    fast = bare(pipe)
+    report = fastpipes.accelerate(fast, "sdxl_bf16", overrides=["compile.enabled=false"])
+    assert "vae: decode() casts bf16 inputs to float32 (it stays FP32)" in \
+        report.record("precision").changes
+    image = run(fast)
+    assert image.dtype == torch.float32 and psnr(reference, image, peak=1.0) >= 25.0

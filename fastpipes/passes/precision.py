@@ -235,11 +235,36 @@ def apply(ctx: PassContext, cfg: PrecisionConfig) -> None:
                      f"({', '.join(patterns)})")
         ctx.change(name, what + "; outputs cast back to the caller's dtype")
 
+    _upcast_fp32_entries(ctx, dtype, set(targets))
     for p in patterns:
         if p not in matched:
             ctx.warn(f"keep_fp32 pattern {p!r} matched no module and no component "
                      f"(components: {', '.join(sorted(all_names))})")
     _warn_if_not_native(ctx, cfg, targets)
+
+
+def _upcast_fp32_entries(ctx: PassContext, dtype: torch.dtype, changed: set[str]) -> None:
+    """Where a component that stays FP32 is fed by a low-precision one (SDXL's VAE decoding
+    BF16 latents), cast `dtype` inputs to float32 at its entry."""
+    up = _caster(dtype, torch.float32)
+    for comp, obj, method in ctx.adapter.fp32_entries():
+        params = list(obj.parameters()) if isinstance(obj, nn.Module) else []
+        if comp in changed or not params or params[0].dtype != torch.float32:
+            continue
+        fn = getattr(obj, method)
+        setattr(obj, method, _upcasting(fn, up))  # an instance attribute: snapshotted
+        ctx.change(comp, f"{method}() casts {SHORT[_name(dtype)]} inputs to float32 (it stays FP32)")
+
+
+def _name(dtype: torch.dtype) -> str:
+    return next(k for k, v in DTYPES.items() if v == dtype)
+
+
+def _upcasting(fn, up):
+    def wrapped(*args, **kwargs):
+        return fn(*map_tensors(args, up), **map_tensors(kwargs, up))
+
+    return wrapped
 
 
 def _warn_if_not_native(ctx: PassContext, cfg: PrecisionConfig, targets: dict[str, nn.Module]) -> None:

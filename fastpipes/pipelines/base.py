@@ -133,6 +133,11 @@ class Adapter:
         """(component name, module) pairs whose forward is a call boundary for autocast."""
         return list(self.components().items())
 
+    def fp32_entries(self) -> list[tuple[str, nn.Module, str]]:
+        """(component, object, method) through which a component that stays FP32 may be fed
+        the low-precision outputs of another (the precision pass upcasts there)."""
+        return []
+
     def device(self) -> torch.device:
         for m in self.components().values():
             for p in m.parameters():

@@ -179,6 +179,13 @@ class DiffusersAdapter(Adapter):
                 sites.append(AttentionSite("diffusers", name, mods, owner=comp))
         return sites
 
+    def fp32_entries(self) -> list[tuple[str, nn.Module, str]]:
+        # diffusers hands the VAE the denoiser's latents in the denoiser's dtype (on CPU it
+        # does not upcast BF16 latents, e.g. with precomputed prompt_embeds): a VAE kept in
+        # FP32 must accept them
+        vae = getattr(self.obj, "vae", None)
+        return [("vae", vae, m) for m in ("decode", "encode") if callable(getattr(vae, m, None))]
+
     def entry_points(self) -> list[tuple[str, nn.Module]]:
         # the pipeline calls vae.decode(), whose forward boundary is vae.decoder
         return [(n, m) for n, m in self.components().items() if n != "vae"]

@@ -51,6 +51,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipes", help="comma-separated built-in names, YAML paths or 'auto' "
                                      "(default: this family's built-in recipes this machine "
                                      "can run)")
+    p.add_argument("--ablate", metavar="RECIPE",
+                   help="also run RECIPE with each of its passes dropped in turn, and each pass "
+                        "alone: which pass earns its keep on this machine")
     p.add_argument("--all", action="store_true", dest="run_all",
                    help="with no --recipes: also run recipes whose hardware requirements this "
                         "machine misses (marked in the table)")
@@ -139,6 +142,16 @@ def run(args: argparse.Namespace) -> int:
         print("fastpipes bench: nothing was run", file=sys.stderr)
         return 2
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
+    if args.ablate:
+        from fastpipes.recipe.ablate import ablations
+        from fastpipes.recipe.load import load_recipe
+
+        try:
+            base = load_recipe(args.ablate, args.overrides)
+        except FastpipesError as e:
+            print(f"fastpipes bench: --ablate: {e}", file=sys.stderr)
+            return 2
+        recipes = (recipes or []) + [args.ablate] + ablations(base)
     if recipes:  # a typo in --recipes must not cost an FP32 baseline run first
         bad = [p for p in plan(args.family, recipes, args.overrides, device=args.device)
                if p.failed]

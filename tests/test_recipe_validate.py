@@ -66,3 +66,17 @@ def test_requires_is_typed(tmp_path):
     msg, _, _ = bad(tmp_path, "requires: {native_bf16: maybe, gpu: true}\n")
     assert "requires.native_bf16: wrong type" in msg
     assert "requires.gpu: unknown key" in msg
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "name: x\ndescription: d\n",
+                                  "name: x\ncompile: null\n"])
+def test_a_recipe_that_sets_nothing_is_an_error(tmp_path, text):
+    msg, problems, path = bad(tmp_path, text)
+    assert len(problems) == 1 and problems[0].file == path
+    assert "empty recipe: it sets no pass section and no base" in msg
+
+
+def test_a_recipe_of_only_a_base_is_fine(tmp_path):
+    (tmp_path / "parent.yaml").write_text("attention: {}\n")
+    (tmp_path / "kid.yaml").write_text("base: parent.yaml\n")
+    assert list(load_recipe(str(tmp_path / "kid.yaml")).sections) == ["attention"]

@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
 
 def run_list(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from fastpipes.hardware import detect, unmet_requirements
@@ -44,8 +45,8 @@ def run_list(args) -> int:
     for name, path in sorted(available().items()):
         try:
             r = load_recipe(path)
-        except FastpipesError as e:
-            t.add_row(name, "?", "[red]invalid[/]", str(e).splitlines()[0])
+        except FastpipesError as e:  # one broken file must not hide the others
+            t.add_row(name, "?", "[red]invalid[/]", escape(_first_problem(e)))
             continue
         if args.family and r.family.value != args.family:
             continue
@@ -56,6 +57,16 @@ def run_list(args) -> int:
     if not info.bf16_native:
         print(f"note: {info.low_precision_note('bf16')}")
     return 0
+
+
+def _first_problem(e: FastpipesError) -> str:
+    """What is wrong with a recipe, in one line (the first problem, and how many more)."""
+    problems = getattr(e, "problems", [])
+    if not problems:
+        return str(e).splitlines()[0]
+    p = problems[0]
+    text = f"{p.key}: {p.message}" if p.key else p.message
+    return text + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
 
 
 def run_show(args) -> int:

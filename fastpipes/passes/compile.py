@@ -33,6 +33,7 @@ import json
 import os
 import time
 import types
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -42,7 +43,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from fastpipes.errors import FastpipesError, Problem, RecipeError
+from fastpipes.errors import FastpipesError
 from fastpipes.passes.base import PassContext, register_pass
 from fastpipes.recipe.schema import Section
 
@@ -78,6 +79,68 @@ class CompileConfig(Section):
     options: dict[str, Any] = field(default_factory=dict)  # Inductor options, e.g. freezing
     fallback: CompileFallback = CompileFallback.error
     cache: bool = True  # persist compiled artifacts in the fastpipes cache: fast second start
+
+    def check(self) -> list[tuple[str, str, str]]:
+        """Inductor option names and value types, at load time: torch would refuse a bad
+        one only at the first compile, and passes some (e.g. ``freezing: maybe``) through."""
+        if not self.options:
+            return []
+        from torch._inductor import config  # lazily: importing Inductor takes seconds
+
+        from fastpipes.registry import did_you_mean
+
+        known = config.get_config_copy()
+        out = []
+        for key, value in self.options.items():
+            name = str(key).replace("-", "_")  # as torch.compile reads option names
+            if name not in known:
+                out.append((f"options.{key}", f"unknown Inductor option{did_you_mean(name, known)}",
+                            "names from torch._inductor.config, e.g. freezing, max_autotune"))
+            elif not _fits(config.get_type(name), value):
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                out.append((f"options.{key}", f"wrong type: {shown}",
+                            _type_text(config.get_type(name))))
+        return out
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether recipe data `value` suits Inductor option type `tp` (a class or a typing form).
+
+    Plain classes as torch.compile checks them (``isinstance``; an int is no float), but a
+    bool is no int; forms torch does not check are checked here as far as YAML data can
+    match them (a Callable or a tuple never can).
+    """
+    origin = typing.get_origin(tp)
+    if tp is Any or isinstance(tp, (str, typing.ForwardRef)):
+        return True  # an unresolved annotation: nothing to check against
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(arg, value) for arg in typing.get_args(tp))
+    if origin is typing.Literal:
+        return any(type(value) is type(arg) and value == arg for arg in typing.get_args(tp))
+    if origin is list:
+        args = typing.get_args(tp)
+        return isinstance(value, list) and all(_fits(args[0], v) for v in value if args)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is not None or not isinstance(tp, type):
+        return False  # Callable[...], tuple[...], Python objects: not expressible in YAML
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_text(tp: Any) -> str:
+    """An Inductor option type in words, for the `allowed` of a problem."""
+    words = {bool: "true or false", int: "integer", float: "number with a decimal point",
+             str: "string", type(None): "null", list: "list", dict: "mapping"}
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_type_text(arg) for arg in typing.get_args(tp)))
+    if origin is typing.Literal:
+        return "one of: " + ", ".join(repr(arg) for arg in typing.get_args(tp))
+    if origin in (list, dict):
+        return "list" if origin is list else "mapping"
+    return words.get(tp, "a Python object (not settable from a recipe)")
 
 
 INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -306,22 +369,6 @@ def _call_of(module: nn.Module, component: str = "module"):
     return types.FunctionType(code, call.__globals__, name, call.__defaults__, call.__closure__)
 
 
-def _check_options(ctx: PassContext, options: dict[str, Any]) -> None:
-    """Unknown Inductor option names as one RecipeError (torch would raise a bare
-    RuntimeError listing all ~400 known options)."""
-    from torch._inductor import config
-
-    from fastpipes.registry import did_you_mean
-
-    known = config.get_config_copy()
-    problems = [Problem(ctx.recipe.source, f"compile.options.{k}",
-                        f"unknown Inductor option{did_you_mean(k.replace('-', '_'), known)}",
-                        "names from torch._inductor.config, e.g. freezing, max_autotune")
-                for k in options if k.replace("-", "_") not in known]
-    if problems:
-        raise RecipeError(problems, recipe=ctx.recipe.name)
-
-
 def _require_ipex_backend() -> None:
     """The 'ipex' dynamo backend exists only once intel_extension_for_pytorch imported."""
     from fastpipes.hardware import import_ipex
@@ -336,9 +383,7 @@ def _require_ipex_backend() -> None:
 def apply(ctx: PassContext, cfg: CompileConfig) -> None:
     if cfg.backend is CompileBackend.ipex:
         _require_ipex_backend()
-    kw = compile_kwargs(cfg)
-    if "options" in kw:
-        _check_options(ctx, kw["options"])
+    kw = compile_kwargs(cfg)  # options were checked at load time (CompileConfig.check)
     ignored = cfg.backend is not CompileBackend.inductor and (
         cfg.options or cfg.mode is not CompileMode.default)
     for name, module in ctx.components("compile", cfg.components).items():

@@ -199,6 +199,39 @@ def import_ipex():
     return ipex, ""
 
 
+def check_device(device: str) -> str | None:
+    """Why `device` (``cpu``, ``cuda``, ``cuda:1`` ...) cannot be used here, or None when it
+    can. Asks torch only, so a typo or a CPU-only build is caught before any model is built.
+
+    >>> check_device("cpu") is None
+    True
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"not a device name: {device!r} (e.g. cpu, cuda, cuda:1)"
+    if dev.type == "cpu":
+        return None
+    if dev.type != "cuda":  # xpu, mps ...: torch.<type> or torch.backends.<type> knows
+        for module in (getattr(torch, dev.type, None), getattr(torch.backends, dev.type, None)):
+            available = getattr(module, "is_available", None)
+            if callable(available) and available():
+                return None
+        return f"device type {dev.type!r} is not available in this torch ({torch.__version__})"
+    if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return (f"this torch ({torch.__version__}) is a CPU-only build: it has no CUDA "
+                    "support; use --device cpu")
+        return f"torch {torch.__version__} sees no CUDA device on this machine; use --device cpu"
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        return f"there is no {device}: this machine has {count} CUDA device(s), cuda:0 to " \
+               f"cuda:{count - 1}"
+    return None
+
+
 def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list[str]:
     """Human sentences for each `requires` entry this machine misses (empty when all met)."""
     out = []

@@ -42,6 +42,16 @@ def test_bad_arguments_are_rejected(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_an_unparsable_option_stops_before_anything_runs(monkeypatch, capsys):
+    import fastpipes.bench
+
+    monkeypatch.setattr(fastpipes.bench, "run_benchmark",
+                        lambda *a, **k: pytest.fail("nothing may run"))
+    args = parse(["bench", "toy", "--size", "tiny", "--option", "x=[y", "--option", "z=1"])
+    assert args.func(args) == 2
+    assert "bad --option: x: cannot parse value '[y': malformed YAML" in capsys.readouterr().err
+
+
 def test_an_unusable_device_stops_before_anything_runs(monkeypatch, capsys):
     import torch
 

@@ -121,11 +121,18 @@ def add_parser(subparsers) -> None:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    from omegaconf import OmegaConf
+    """The workload options of --option and the family flags; BenchmarkError if an --option
+    value does not parse."""
+    from fastpipes.errors import BenchmarkError
+    from fastpipes.recipe.load import parse_overrides
 
     opts: dict[str, Any] = {}
-    if args.option:  # typed like YAML: 3 -> int, true -> bool
-        opts.update(OmegaConf.to_container(OmegaConf.from_dotlist(args.option)))
+    if args.option:  # typed like YAML (3 -> int, true -> bool), bounded like recipe overrides
+        parsed, problems = parse_overrides(args.option)
+        if problems:
+            raise BenchmarkError("bad --option: " + "; ".join(
+                f"{p.key}: {p.message}" if p.key else p.message for p in problems))
+        opts.update(parsed)
     for _, key, _, _ in FAMILY_OPTIONS.get(args.family, []):
         value = getattr(args, f"opt_{key}", None)
         if value is not None:
@@ -149,9 +156,14 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # logs and files: no folding of a wide table
         console = Console(width=220)
+    try:
+        options = _options(args)
+    except FastpipesError as e:
+        print(f"fastpipes bench: {e}", file=sys.stderr)
+        return 2
     spec = WorkloadSpec(family=args.family, size=args.size, model=args.model,
                         device=args.device, batch_size=args.batch_size, seed=args.seed,
-                        options=_options(args))
+                        options=options)
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
     if recipes:  # a typo in --recipes must not cost an FP32 baseline run first
         from fastpipes.bench.runner import plan

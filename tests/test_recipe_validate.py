@@ -83,7 +83,8 @@ def test_a_recipe_of_only_a_base_is_fine(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"freezing": "maybe"}, "compile.options.freezing: wrong type: 'maybe' (allowed: true or false)"),
+    ({"freezing": "maybe"}, "compile.options.freezing: wrong type: 'maybe' "
+                            "(allowed: true or false)"),
     ({"cpp.threads": "two"}, "compile.options.cpp.threads: wrong type: 'two' (allowed: integer)"),
     ({"cpp.threads": True}, "compile.options.cpp.threads: wrong type: True (allowed: integer)"),
     ({"triton.multi_kernel": 7}, "compile.options.triton.multi_kernel: wrong type: 7 "

@@ -46,6 +46,7 @@ import torch.nn as nn
 from fastpipes.errors import FastpipesError
 from fastpipes.passes.base import PassContext, register_pass
 from fastpipes.recipe.schema import Section
+from fastpipes.registry import did_you_mean
 
 COMPILE_TIME_ATTR = "_fastpipes_compile_time_s"
 
@@ -87,8 +88,6 @@ class CompileConfig(Section):
             return []
         from torch._inductor import config  # lazily: importing Inductor takes seconds
 
-        from fastpipes.registry import did_you_mean
-
         known = config.get_config_copy()
         out = []
         for key, value in self.options.items():
@@ -118,8 +117,8 @@ def _fits(tp: Any, value: Any) -> bool:
     if origin is typing.Literal:
         return any(type(value) is type(arg) and value == arg for arg in typing.get_args(tp))
     if origin is list:
-        args = typing.get_args(tp)
-        return isinstance(value, list) and all(_fits(args[0], v) for v in value if args)
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_fits(item, v) for v in value)
     if origin is dict:
         return isinstance(value, dict)
     if origin is not None or not isinstance(tp, type):

@@ -71,11 +71,14 @@ def test_new_never_leaves_a_starter_that_does_not_validate(tmp_path, monkeypatch
     from fastpipes.cli import recipes
 
     monkeypatch.setattr(recipes, "STARTER", recipes.STARTER + "attention: {{block_size: -1}}\n")
-    out = tmp_path / "x.yaml"
-    assert main(["recipes", "new", "x", "--from", "sam_bf16", "-o", str(out)]) == 1
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipes", "new", "x", "--from", "sam_bf16"]) == 1  # ./x.yaml
     err = capsys.readouterr().err
-    assert f"{out}: attention.block_size: must be >= 0" in err
+    assert "x.yaml: attention.block_size: must be >= 0" in err and "/.x-" not in err
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
+    (tmp_path / "d").mkdir()
+    assert main(["recipes", "new", "x", "--from", "sam_bf16", "-o", "d", "--force"]) == 1
+    assert "cannot write d: it is a directory" in capsys.readouterr().err
 
 
 def test_show_refuses_to_override_the_base(capsys):

@@ -148,6 +148,9 @@ def run_new(args) -> int:
 
     base = load_recipe(args.base)
     out = Path(args.output or f"{args.name}.yaml")
+    if out.is_dir():
+        raise FastpipesError(f"cannot write {out}: it is a directory; give a file name, e.g. "
+                             f"-o {out / (args.name + '.yaml')}")
     if out.exists() and not args.force:
         raise FastpipesError(f"{out} exists; pass --force to overwrite it")
     if not out.parent.is_dir():
@@ -173,8 +176,10 @@ def run_new(args) -> int:
         load_recipe(tmp)
         os.replace(tmp, out)
     except RecipeError as e:  # name the file the user asked for, not the temporary one
-        raise RecipeError([replace(p, file=str(out)) if p.file == tmp else p
+        raise RecipeError([replace(p, file=str(out)) if Path(p.file) == Path(tmp) else p
                            for p in e.problems], recipe=e.recipe) from None
+    except OSError as e:
+        raise FastpipesError(f"cannot write {out}: {e.strerror}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     print(f"wrote {out} (inherits {base_ref}); validate with: fastpipes recipes validate {out}")

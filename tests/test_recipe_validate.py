@@ -80,6 +80,10 @@ def test_a_recipe_of_only_a_base_is_fine(tmp_path):
     (tmp_path / "parent.yaml").write_text("attention: {}\n")
     (tmp_path / "kid.yaml").write_text("base: parent.yaml\n")
     assert list(load_recipe(str(tmp_path / "kid.yaml")).sections) == ["attention"]
+    (tmp_path / "none.yaml").write_text("base: parent.yaml\nattention: null\n")
+    resolved = load_recipe(str(tmp_path / "none.yaml"))
+    assert resolved.sections == {}
+    assert load_recipe(resolved.raw).sections == {}  # its resolved form, as bench workers get it
 
 
 @pytest.mark.parametrize("options, message", [

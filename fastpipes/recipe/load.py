@@ -201,11 +201,13 @@ def parse_overrides(
 class _Layer:
     file: str
     raw: dict
-    whole: bool = True  # a file or mapping the user wrote (not an already loaded Recipe)
+    is_file: bool = True  # a file must do something (a mapping may be a resolved recipe)
 
 
 def _is_empty(raw: Any) -> bool:
-    """Neither a pass section nor a base: a recipe that would do nothing."""
+    """Neither a pass section nor a base: a recipe file that would do nothing. (Checked on
+    files only: a mapping may be the resolved form of a recipe whose file dropped every
+    section of its base, as bench workers receive it.)"""
     return isinstance(raw, dict) and raw.get("base") is None and not any(
         k not in HEADER_KEYS and v is not None for k, v in raw.items())
 
@@ -264,9 +266,9 @@ def load_recipe(
     if isinstance(spec, Recipe):
         if not overrides:
             return spec
-        layers = [_Layer(spec.source, dict(spec.raw), whole=False)]
+        layers = [_Layer(spec.source, dict(spec.raw), is_file=False)]
     elif isinstance(spec, Mapping):
-        layers = [_Layer("<api>", dict(spec))]
+        layers = [_Layer("<api>", dict(spec), is_file=False)]
         if isinstance(spec.get("base"), str):
             layers = _read_chain(resolve(spec["base"])) + layers
     else:
@@ -276,7 +278,7 @@ def load_recipe(
     for layer in layers:
         size = check_size(layer.raw, layer.file)
         problems += size or check_recipe_mapping(layer.raw, layer.file)
-        if not size and layer.whole and _is_empty(layer.raw):
+        if not size and layer.is_file and _is_empty(layer.raw):
             problems.append(Problem(layer.file, "", "empty recipe: it sets no pass section "
                                                     "and no base",
                                     "at least one section (e.g. attention: {}) or base: NAME"))

@@ -218,6 +218,39 @@ def import_ipex():
     return ipex, ""
 
 
+def check_device(device: str) -> str | None:
+    """Why `device` (``cpu``, ``cuda``, ``cuda:1`` ...) cannot be used here, or None when it
+    can. Asks torch only, so a typo or a CPU-only build is caught before any model is built.
+
+    >>> check_device("cpu") is None
+    True
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"not a device name: {device!r} (e.g. cpu, cuda, cuda:1)"
+    if dev.type == "cpu":
+        return None
+    if dev.type != "cuda":  # xpu, mps ...: torch.<type> or torch.backends.<type> knows
+        for module in (getattr(torch, dev.type, None), getattr(torch.backends, dev.type, None)):
+            available = getattr(module, "is_available", None)
+            if callable(available) and available():
+                return None
+        return f"device type {dev.type!r} is not available in this torch ({torch.__version__})"
+    if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return (f"this torch ({torch.__version__}) is a CPU-only build: it has no CUDA "
+                    "support; use --device cpu")
+        return f"torch {torch.__version__} sees no CUDA device on this machine; use --device cpu"
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        return f"there is no {device}: this machine has {count} CUDA device(s), cuda:0 to " \
+               f"cuda:{count - 1}"
+    return None
+
+
 def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list[str]:
     """Human sentences for each `requires` entry this machine misses (empty when all met)."""
     out = []
@@ -229,22 +262,3 @@ def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list
     if requires.native_fp16 and not info.native("fp16", device):
         out.append(info.low_precision_note("fp16"))
     return out
-
-
-def check_device(device: str) -> str | None:
-    """Why `device` ("cpu", "cuda", "cuda:1") cannot be used here, or None when it can."""
-    import torch
-
-    if device == "cpu":
-        return None
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build"
-            return (f"device {device!r} is not available: torch {torch.__version__} is "
-                    f"{build} and sees no GPU; use --device cpu")
-        index = device.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            return (f"device {device!r} does not exist; this machine has "
-                    f"{torch.cuda.device_count()} GPU(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
-        return None
-    return f"unknown device {device!r}; allowed: cpu, cuda, cuda:N"

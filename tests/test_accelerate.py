@@ -243,3 +243,11 @@ def test_generic_bf16_declares_native_bf16(monkeypatch):
     assert list(recipe.sections) == ["precision", "compile"]
     with pytest.raises(HardwareError):
         fastpipes.accelerate(make()[0], recipe, strict=True)
+
+
+def test_one_override_string_is_accepted_by_accelerate():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    report = fastpipes.accelerate(model, {"memory_format": {}},
+                                  overrides="memory_format.convert_inputs=false")
+    assert report.applied == ["memory_format"]
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -23,12 +23,46 @@ def test_family_options_land_in_the_workload_spec():
     assert args.size == "full" and args.func is bench.run  # the default is the real model
 
 
-@pytest.mark.parametrize("argv", [["bench", "toy", "--max-time", "0"],
-                                  ["bench", "toy", "--set", "novalue"],
-                                  ["bench", "toy", "--size", "huge"]])
-def test_bad_arguments_are_rejected(argv, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--max-time", "0"], "must be a finite number > 0, got 0"),
+    (["--max-time", "nan"], "must be a finite number > 0, got nan"),
+    (["--max-time", "inf"], "must be a finite number > 0, got inf"),
+    (["--max-time", "soon"], "expected a number of seconds"),
+    (["--set", "novalue"], "expected key=value"),
+    (["--size", "huge"], "invalid choice"),
+    (["--batch-size", "0"], "must be an integer >= 1, got 0"),
+    (["--threads", "-1"], "must be an integer >= 1, got -1"),
+    (["--iters", "0"], "must be an integer >= 1, got 0"),
+    (["--warmup", "-1"], "must be an integer >= 0, got -1"),
+    (["--iters", "2.5"], "expected an integer"),
+])
+def test_bad_arguments_are_rejected(argv, message, capsys):
     with pytest.raises(SystemExit):
-        parse(argv)
+        parse(["bench", "toy", *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_an_unparsable_option_stops_before_anything_runs(monkeypatch, capsys):
+    import fastpipes.bench
+
+    monkeypatch.setattr(fastpipes.bench, "run_benchmark",
+                        lambda *a, **k: pytest.fail("nothing may run"))
+    args = parse(["bench", "toy", "--size", "tiny", "--option", "x=[y", "--option", "z=1"])
+    assert args.func(args) == 2
+    assert "bad --option: x: cannot parse value '[y': malformed YAML" in capsys.readouterr().err
+
+
+def test_an_unusable_device_stops_before_anything_runs(monkeypatch, capsys):
+    import torch
+
+    import fastpipes.bench
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(fastpipes.bench, "run_benchmark",
+                        lambda *a, **k: pytest.fail("nothing may run"))
+    args = parse(["bench", "toy", "--size", "tiny", "--device", "cuda"])
+    assert args.func(args) == 2
+    assert "--device cuda: " in capsys.readouterr().err
 
 
 def test_bench_toy_writes_every_output(tmp_path, capsys):
@@ -218,5 +252,5 @@ def test_batch_size_zero_and_a_missing_gpu_are_refused():
     with pytest.raises(BenchmarkError, match="batch size must be >= 1"):
         run_benchmark(WorkloadSpec("toy", size="tiny", batch_size=0), progress=False)
     if not torch.cuda.is_available():
-        with pytest.raises(BenchmarkError, match="device 'cuda' is not available"):
+        with pytest.raises(BenchmarkError, match="CPU-only build|sees no CUDA device"):
             run_benchmark(WorkloadSpec("toy", size="tiny", device="cuda"), progress=False)

@@ -49,6 +49,43 @@ def test_new_writes_a_commented_starter_that_validates(recipe_dir, tmp_path, cap
     assert main(["recipes", "new", "mine", "--from", "parent", "-o", str(out)]) == 1  # exists
 
 
+def test_new_from_a_path_writes_base_relative_to_the_new_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b.yaml").write_text("name: b\nattention: {block_size: 64}\n")
+    (tmp_path / "sub").mkdir()
+    assert main(["recipes", "new", "c", "--from", "b.yaml", "-o", "sub/c.yaml"]) == 0
+    assert "base: ../b.yaml" in (tmp_path / "sub" / "c.yaml").read_text()
+    monkeypatch.chdir(tmp_path / "sub")  # a base relative to the file, not to the cwd
+    assert main(["recipes", "validate", "c.yaml"]) == 0
+    assert "passes: attention" in capsys.readouterr().out
+
+
+def test_new_into_a_missing_directory_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "missing" / "x.yaml"
+    assert main(["recipes", "new", "x", "--from", "sam_bf16", "-o", str(out)]) == 1
+    assert f"directory {out.parent} does not exist" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
+def test_new_never_leaves_a_starter_that_does_not_validate(tmp_path, monkeypatch, capsys):
+    from fastpipes.cli import recipes
+
+    monkeypatch.setattr(recipes, "STARTER", recipes.STARTER + "attention: {{block_size: -1}}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipes", "new", "x", "--from", "sam_bf16"]) == 1  # ./x.yaml
+    err = capsys.readouterr().err
+    assert "x.yaml: attention.block_size: must be >= 0" in err and "/.x-" not in err
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
+    (tmp_path / "d").mkdir()
+    assert main(["recipes", "new", "x", "--from", "sam_bf16", "-o", "d", "--force"]) == 1
+    assert "cannot write d: it is a directory" in capsys.readouterr().err
+
+
+def test_show_refuses_to_override_the_base(capsys):
+    assert main(["recipes", "show", "sam_fp32_fast", "--set", "base=sam_bf16"]) == 1
+    assert "base: the base of a recipe cannot be overridden" in capsys.readouterr().err
+
+
 def test_list_shows_user_recipes(recipe_dir, capsys):
     (recipe_dir / "listed.yaml").write_text("name: listed\ndescription: shows up\nattention: {}\n")
     assert main(["recipes", "list"]) == 0

@@ -64,3 +64,21 @@ def test_unmet_requirements_explain_the_effect():
     assert len(unmet) == 1 and "100x or more slower" in unmet[0]
     assert unmet_requirements(Requires(), fake) == []
     assert "device 'cuda'" in unmet_requirements(Requires(device="cuda"), fake, "cpu")[0]
+
+
+def test_check_device_explains_what_is_unusable(monkeypatch):
+    import torch
+
+    from fastpipes.hardware import check_device
+
+    assert check_device("cpu") is None
+    assert "not a device name: 'gpu0'" in check_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "CPU-only build" in check_device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert "sees no CUDA device" in check_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda") is None and check_device("cuda:1") is None
+    assert "there is no cuda:2: this machine has 2 CUDA device(s)" in check_device("cuda:2")

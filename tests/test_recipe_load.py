@@ -79,10 +79,51 @@ def test_mapping_overrides_and_disabled_section(recipe_dir):
     assert r.section("memory_format") is None
 
 
-def test_interpolation_is_resolved_and_type_checked(recipe_dir):
+def test_interpolation_is_refused_not_resolved(recipe_dir):
     write(recipe_dir, "i.yaml", "attention: {block_size: 16}\nmemory_format: {enabled: '${attention.block_size}'}\n")
-    with pytest.raises(RecipeError, match="memory_format.enabled: wrong type"):
+    with pytest.raises(RecipeError, match="memory_format.enabled: interpolation is not allowed"):
         load_recipe("i")
+
+
+def test_one_override_string_is_one_override(recipe_dir):
+    write(recipe_dir, "o.yaml", "attention: {}\n")
+    r = load_recipe("o", "attention.block_size=32")
+    assert r.section("attention").block_size == 32
+
+
+@pytest.mark.parametrize("item, message", [
+    ("compile.components=[x", "compile.components: cannot parse value '[x': malformed YAML"),
+    ("compile.options.x=" + "[" * 100 + "]" * 100, "compile.options.x: nested more than 32"),
+    ("compile.options.x={a: [1, 2]", "compile.options.x: cannot parse value"),
+])
+def test_unparsable_override_names_the_override(recipe_dir, item, message):
+    write(recipe_dir, "o.yaml", "attention: {}\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe("o", ["attention.block_size=32", item])
+    assert [p.file for p in e.value.problems] == ["<overrides>"]
+    assert message in str(e.value)
+
+
+def test_base_cannot_be_overridden(recipe_dir):
+    write(recipe_dir, "a.yaml", "attention: {block_size: 64}\n")
+    write(recipe_dir, "b.yaml", "memory_format: {}\n")
+    for overrides in (["base=b"], {"base": "b"}):
+        with pytest.raises(RecipeError, match="<overrides>: base: the base of a recipe cannot "
+                                              "be overridden") as e:
+            load_recipe("a", overrides)
+        assert "fastpipes recipes new NAME --from BASE" in str(e.value)
+
+
+def test_cross_field_problems_name_the_file_or_override_that_set_the_value(recipe_dir):
+    write(recipe_dir, "parent.yaml", "attention: {block_size: -1}\n")
+    write(recipe_dir, "kid.yaml", "base: parent\nmemory_format: {}\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe("kid")
+    assert [p.file.split("/")[-1] for p in e.value.problems] == ["parent.yaml"]
+    with pytest.raises(RecipeError) as e:
+        load_recipe("kid", ["attention.block_size=-5"])
+    assert [(p.file, p.key) for p in e.value.problems] == [("<overrides>", "attention.block_size")]
+    assert "must be >= 0, got -5" in str(e.value)
 
 
 def test_yaml_cannot_construct_objects(recipe_dir):

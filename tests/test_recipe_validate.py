@@ -66,3 +66,52 @@ def test_requires_is_typed(tmp_path):
     msg, _, _ = bad(tmp_path, "requires: {native_bf16: maybe, gpu: true}\n")
     assert "requires.native_bf16: wrong type" in msg
     assert "requires.gpu: unknown key" in msg
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "name: x\ndescription: d\n",
+                                  "name: x\ncompile: null\n"])
+def test_a_recipe_that_sets_nothing_is_an_error(tmp_path, text):
+    msg, problems, path = bad(tmp_path, text)
+    assert len(problems) == 1 and problems[0].file == path
+    assert "empty recipe: it sets no pass section and no base" in msg
+
+
+def test_a_recipe_of_only_a_base_is_fine(tmp_path):
+    (tmp_path / "parent.yaml").write_text("attention: {}\n")
+    (tmp_path / "kid.yaml").write_text("base: parent.yaml\n")
+    assert list(load_recipe(str(tmp_path / "kid.yaml")).sections) == ["attention"]
+    (tmp_path / "none.yaml").write_text("base: parent.yaml\nattention: null\n")
+    resolved = load_recipe(str(tmp_path / "none.yaml"))
+    assert resolved.sections == {}
+    assert load_recipe(resolved.raw).sections == {}  # its resolved form, as bench workers get it
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"freezing": "maybe"}, "compile.options.freezing: wrong type: 'maybe' "
+                            "(allowed: true or false)"),
+    ({"cpp.threads": "two"}, "compile.options.cpp.threads: wrong type: 'two' (allowed: integer)"),
+    ({"cpp.threads": True}, "compile.options.cpp.threads: wrong type: True (allowed: integer)"),
+    ({"triton.multi_kernel": 7}, "compile.options.triton.multi_kernel: wrong type: 7 "
+                                 "(allowed: one of: 0, 1, 2, 3)"),
+    ({"post_grad_custom_pre_pass": "os.system"}, "not settable from a recipe"),
+    ({"freezeing": True}, "compile.options.freezeing: unknown Inductor option "
+                          "(did you mean 'freezing'?)"),
+])
+def test_inductor_options_are_checked_by_name_and_type_at_load_time(tmp_path, options, message):
+    with pytest.raises(RecipeError) as e:
+        load_recipe({"compile": {"options": options}})
+    assert message in str(e.value)
+
+
+def test_good_inductor_options_load(tmp_path):
+    options = {"freezing": True, "cpp.threads": 2, "max-autotune": False, "cpu_gpu_bw": 50.0,
+               "triton.multi_kernel": 1, "cpp.descriptive_names": "torch"}
+    assert load_recipe({"compile": {"options": options}}).section("compile").options == options
+
+
+def test_compile_options_override_is_blamed_on_the_override(tmp_path):
+    (tmp_path / "c.yaml").write_text("compile: {options: {freezing: true}}\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(tmp_path / "c.yaml"), ["compile.options.freezing=maybe"])
+    assert [(p.file, p.key) for p in e.value.problems] == [("<overrides>",
+                                                              "compile.options.freezing")]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from typing import Any
@@ -30,10 +31,29 @@ def _boolean(text: str) -> bool:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    """A finite number > 0 (``nan`` would disable a limit, ``inf`` is no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def _int_at_least(low: int):
+    """An argparse type: an integer >= `low`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"  # how argparse names the type in its messages
+    return parse
 
 
 def _key_value(text: str) -> str:
@@ -62,13 +82,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
                                           "compile.mode=max-autotune (repeatable)")
     p.add_argument("--option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="any family workload option (WorkloadSpec.options), repeatable")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iters", type=int, default=5, help="timed runs (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="warm-up runs after the first call "
-                                                         "(default 1)")
-    p.add_argument("--threads", type=int, help="torch threads in every worker (default: "
-                                               "torch's default, the physical cores)")
+    p.add_argument("--iters", type=_int_at_least(1), default=5, help="timed runs (default 5)")
+    p.add_argument("--warmup", type=_int_at_least(0), default=1,
+                   help="warm-up runs after the first call (default 1)")
+    p.add_argument("--threads", type=_int_at_least(1), help="torch threads in every worker "
+                                                            "(default: torch's default, the "
+                                                            "physical cores)")
     p.add_argument("--max-time", type=_positive_float, metavar="SECONDS",
                    help="wall-clock limit per configuration; a worker over it is killed and "
                         "reported as cut")
@@ -106,11 +127,18 @@ def add_parser(subparsers) -> None:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    from omegaconf import OmegaConf
+    """The workload options of --option and the family flags; BenchmarkError if an --option
+    value does not parse."""
+    from fastpipes.errors import BenchmarkError
+    from fastpipes.recipe.load import parse_overrides
 
     opts: dict[str, Any] = {}
-    if args.option:  # typed like YAML: 3 -> int, true -> bool
-        opts.update(OmegaConf.to_container(OmegaConf.from_dotlist(args.option)))
+    if args.option:  # typed like YAML (3 -> int, true -> bool), bounded like recipe overrides
+        parsed, problems = parse_overrides(args.option)
+        if problems:
+            raise BenchmarkError("bad --option: " + "; ".join(
+                f"{p.key}: {p.message}" if p.key else p.message for p in problems))
+        opts.update(parsed)
     for key in WORKLOADS.get(args.family).OPTIONS:
         value = getattr(args, f"opt_{key}", None)
         if value is not None:
@@ -127,13 +155,23 @@ def run(args: argparse.Namespace) -> int:
     from fastpipes.bench.plan import plan
     from fastpipes.bench.render import profiles, table
     from fastpipes.errors import FastpipesError
+    from fastpipes.hardware import check_device
 
+    problem = check_device(args.device)
+    if problem:  # every worker would fail the same way: say it once, before anything runs
+        print(f"fastpipes bench: --device {args.device}: {problem}", file=sys.stderr)
+        return 2
     console = Console()
     if not console.is_terminal:  # logs and files: no folding of a wide table
         console = Console(width=220)
+    try:
+        options = _options(args)
+    except FastpipesError as e:
+        print(f"fastpipes bench: {e}", file=sys.stderr)
+        return 2
     spec = WorkloadSpec(family=args.family, size=args.size, model=args.model,
                         device=args.device, batch_size=args.batch_size, seed=args.seed,
-                        options=_options(args))
+                        options=options)
     outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
     problems = check_outputs(outputs)  # before hours of measurements, not after
     if problems:

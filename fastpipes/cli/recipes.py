@@ -1,7 +1,11 @@
 """`fastpipes recipes list | show NAME | validate FILE... | new NAME --from BASE`."""
 from __future__ import annotations
 
+import json
+import os
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from fastpipes.errors import FastpipesError, RecipeError
@@ -32,6 +36,7 @@ def add_parser(sub) -> None:
 
 def run_list(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from fastpipes.hardware import detect, unmet_requirements
@@ -44,8 +49,8 @@ def run_list(args) -> int:
     for name, path in sorted(available().items()):
         try:
             r = load_recipe(path)
-        except FastpipesError as e:
-            t.add_row(name, "?", "?", "[red]invalid[/]", str(e).splitlines()[0])
+        except FastpipesError as e:  # one broken file must not hide the others
+            t.add_row(name, "?", "?", "[red]invalid[/]", escape(_first_problem(e)))
             continue
         if args.family and r.family.value != args.family:
             continue
@@ -59,6 +64,16 @@ def run_list(args) -> int:
     if not info.bf16_native:
         print(f"note: {info.low_precision_note('bf16')}")
     return 0
+
+
+def _first_problem(e: FastpipesError) -> str:
+    """What is wrong with a recipe, in one line (the first problem, and how many more)."""
+    problems = getattr(e, "problems", [])
+    if not problems:
+        return str(e).splitlines()[0]
+    p = problems[0]
+    text = f"{p.key}: {p.message}" if p.key else p.message
+    return text + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
 
 
 def run_show(args) -> int:
@@ -87,14 +102,14 @@ def run_validate(args) -> int:
 
 
 STARTER = """\
-# {name}: a fastpipes recipe that starts from {base!r}.
+# {name}: a fastpipes recipe that starts from {base_text}.
 # Check it:   fastpipes recipes validate {file}
 # Resolved:   fastpipes recipes show {file}
 # Use it:     fastpipes.accelerate(pipe, recipe="{file}")
 #             fastpipes bench {family} --recipes {file}
-name: {name}
-description: "{base} with my changes"
-base: {base}
+name: {name_yaml}
+description: {description}
+base: {base_yaml}
 # Every key below overrides the base; delete what you do not change.
 # Set a whole section to null to drop a pass the base applies, e.g.
 #   compile: null
@@ -103,22 +118,72 @@ base: {base}
 """
 
 
+def _scalar(text: str) -> str:
+    """`text` as a YAML scalar: plain when that reads back the same, else double-quoted."""
+    import yaml
+
+    try:
+        plain = "\n" not in text and yaml.safe_load(text) == text
+    except yaml.YAMLError:
+        plain = False
+    return text if plain else json.dumps(text)
+
+
+def _base_for(base: str, out: Path) -> str:
+    """`base` as the new file must write it. ``base:`` is resolved relative to the file
+    naming it, so a path (relative to the working directory here) is rewritten relative to
+    `out`'s directory, or absolute where there is no relative path; a name stays a name."""
+    from fastpipes.recipe.load import is_path_spec
+
+    if not is_path_spec(base):
+        return base
+    path = Path(base).expanduser().resolve()
+    try:
+        return os.path.relpath(path, out.parent.resolve())
+    except ValueError:  # e.g. another drive
+        return str(path)
+
+
 def run_new(args) -> int:
+    from omegaconf import OmegaConf
+
     from fastpipes.recipe import load_recipe
 
     base = load_recipe(args.base)
     out = Path(args.output or f"{args.name}.yaml")
+    if out.is_dir():
+        raise FastpipesError(f"cannot write {out}: it is a directory; give a file name, e.g. "
+                             f"-o {out / (args.name + '.yaml')}")
     if out.exists() and not args.force:
         raise FastpipesError(f"{out} exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise FastpipesError(f"cannot write {out}: directory {out.parent} does not exist; "
+                             "create it first or pick another --output")
     body = {k: v for k, v in base.raw.items() if k not in ("name", "description", "base")}
-    from omegaconf import OmegaConf
-
     text = OmegaConf.to_yaml(OmegaConf.create(body)) if body else ""
-    commented = "\n".join(f"# {line}" for line in text.splitlines())
-    # `base:` is resolved relative to the file, so a built-in name is written as is
-    out.write_text(STARTER.format(name=args.name, base=args.base, file=out,
-                                  family=base.family.value if base.family.value != "generic" else "sam",
-                                  body=commented))
-    load_recipe(out)  # the starter must validate
-    print(f"wrote {out} (inherits {args.base}); validate with: fastpipes recipes validate {out}")
+    base_ref = _base_for(args.base, out)
+    starter = STARTER.format(
+        name=args.name, name_yaml=_scalar(args.name), base_text=repr(args.base), file=out,
+        description=json.dumps(f"{args.base} with my changes"), base_yaml=_scalar(base_ref),
+        family=base.family.value if base.family.value != "generic" else "sam",
+        body="\n".join(f"# {line}" for line in text.splitlines()))
+    # written next to `out` (so a relative base resolves as it will there), validated, then
+    # moved into place: a starter that does not validate is never left behind
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix=f".{out.stem}-", dir=out.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(starter)
+    except OSError as e:
+        raise FastpipesError(f"cannot write {out}: {e.strerror}") from None
+    try:
+        load_recipe(tmp)
+        os.replace(tmp, out)
+    except RecipeError as e:  # name the file the user asked for, not the temporary one
+        raise RecipeError([replace(p, file=str(out)) if Path(p.file) == Path(tmp) else p
+                           for p in e.problems], recipe=e.recipe) from None
+    except OSError as e:
+        raise FastpipesError(f"cannot write {out}: {e.strerror}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    print(f"wrote {out} (inherits {base_ref}); validate with: fastpipes recipes validate {out}")
     return 0

@@ -33,6 +33,7 @@ import json
 import os
 import time
 import types
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -43,7 +44,7 @@ import torch
 import torch.nn as nn
 
 from fastpipes.cache import part_dir
-from fastpipes.errors import Problem, RecipeError
+from fastpipes.errors import Problem
 from fastpipes.fingerprint import machine_fingerprint, structure_signature
 from fastpipes.hardware import detect, import_ipex
 from fastpipes.passes.base import PassContext, register_pass
@@ -91,6 +92,66 @@ class CompileConfig(Section):
         return [] if ipex is not None else [target.problem(
             "compile.backend", f"backend 'ipex' is unavailable: {why}",
             "inductor (PyTorch's own compiler)")]
+
+    def check(self) -> list[tuple[str, str, str]]:
+        """Inductor option names and value types, at load time: torch would refuse a bad
+        one only at the first compile, and passes some (e.g. ``freezing: maybe``) through."""
+        if not self.options:
+            return []
+        from torch._inductor import config  # lazily: importing Inductor takes seconds
+
+        known = config.get_config_copy()
+        out = []
+        for key, value in self.options.items():
+            name = str(key).replace("-", "_")  # as torch.compile reads option names
+            if name not in known:
+                out.append((f"options.{key}", f"unknown Inductor option{did_you_mean(name, known)}",
+                            "names from torch._inductor.config, e.g. freezing, max_autotune"))
+            elif not _fits(config.get_type(name), value):
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                out.append((f"options.{key}", f"wrong type: {shown}",
+                            _type_text(config.get_type(name))))
+        return out
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether recipe data `value` suits Inductor option type `tp` (a class or a typing form).
+
+    Plain classes as torch.compile checks them (``isinstance``; an int is no float), but a
+    bool is no int; forms torch does not check are checked here as far as YAML data can
+    match them (a Callable or a tuple never can).
+    """
+    origin = typing.get_origin(tp)
+    if tp is Any or isinstance(tp, (str, typing.ForwardRef)):
+        return True  # an unresolved annotation: nothing to check against
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(arg, value) for arg in typing.get_args(tp))
+    if origin is typing.Literal:
+        return any(type(value) is type(arg) and value == arg for arg in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_fits(item, v) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is not None or not isinstance(tp, type):
+        return False  # Callable[...], tuple[...], Python objects: not expressible in YAML
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_text(tp: Any) -> str:
+    """An Inductor option type in words, for the `allowed` of a problem."""
+    words = {bool: "true or false", int: "integer", float: "number with a decimal point",
+             str: "string", type(None): "null", list: "list", dict: "mapping"}
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_type_text(arg) for arg in typing.get_args(tp)))
+    if origin is typing.Literal:
+        return "one of: " + ", ".join(repr(arg) for arg in typing.get_args(tp))
+    if origin in (list, dict):
+        return "list" if origin is list else "mapping"
+    return words.get(tp, "a Python object (not settable from a recipe)")
 
 
 INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -314,25 +375,11 @@ def _call_of(module: nn.Module, component: str = "module"):
     return types.FunctionType(code, call.__globals__, name, call.__defaults__, call.__closure__)
 
 
-def _check_options(ctx: PassContext, options: dict[str, Any]) -> None:
-    """Unknown Inductor option names as one RecipeError (torch would raise a bare
-    RuntimeError listing all ~400 known options)."""
-    from torch._inductor import config
-
-    known = config.get_config_copy()
-    problems = [Problem(ctx.recipe.source, f"compile.options.{k}",
-                        f"unknown Inductor option{did_you_mean(k.replace('-', '_'), known)}",
-                        "names from torch._inductor.config, e.g. freezing, max_autotune")
-                for k in options if k.replace("-", "_") not in known]
-    if problems:
-        raise RecipeError(problems, recipe=ctx.recipe.name)
 
 
 @register_pass("compile", CompileConfig, "torch.compile of components (lazy, first call timed)")
 def apply(ctx: PassContext, cfg: CompileConfig) -> None:
-    kw = compile_kwargs(cfg)
-    if "options" in kw:
-        _check_options(ctx, kw["options"])
+    kw = compile_kwargs(cfg)  # options were checked at load time (CompileConfig.check)
     ignored = cfg.backend is not CompileBackend.inductor and (
         cfg.options or cfg.mode is not CompileMode.default)
     for name, module in ctx.components("compile", cfg.components).items():

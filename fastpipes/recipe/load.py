@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fastpipes.errors import Problem, RecipeError, RecipeNotFoundError
 from fastpipes.recipe.schema import HEADER_KEYS, RecipeHeader, Recipe
-from fastpipes.recipe.validate import build, build_section, check_recipe_mapping
+from fastpipes.recipe.validate import (INTERPOLATION, MAX_DEPTH, build, build_section,
+                                       check_interpolation, check_recipe_mapping, check_size)
 from fastpipes.registry import did_you_mean
 
 ENV_PATH = "FASTPIPES_RECIPE_PATH"
 OVERRIDES = "<overrides>"
+MAX_BYTES = 256 * 1024  # a recipe file is a few hundred bytes
 
 
 def builtin_dir() -> Path:
@@ -64,6 +66,12 @@ def _looks_like_path(spec: str) -> bool:
     return spec.endswith((".yaml", ".yml")) or os.sep in spec or "/" in spec
 
 
+def is_path_spec(spec: str) -> bool:
+    """Whether :func:`resolve` reads `spec` (given outside any file) as a path relative to
+    the working directory rather than as a recipe name."""
+    return _looks_like_path(spec) or Path(spec).is_file()
+
+
 def resolve(spec: str, relative_to: Path | None = None) -> Path:
     """The file a recipe name or path refers to; RecipeNotFoundError listing names if none."""
     if _looks_like_path(spec) or (relative_to is None and Path(spec).is_file()):
@@ -83,45 +91,131 @@ def resolve(spec: str, relative_to: Path | None = None) -> Path:
 
 
 def read_yaml(path: Path) -> Any:
-    """Safe-load one YAML file; a syntax error names the file, line and column."""
+    """Safe-load one YAML recipe file; every way it can be unreadable is a RecipeError
+    naming the file (and the line and column of a syntax error).
+
+    A recipe is a few hundred bytes of UTF-8: larger files, other encodings and nesting too
+    deep to parse are refused before anything else looks at them.
+    """
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as e:
         raise RecipeError(f"cannot read recipe file {path}: {e.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise RecipeError([Problem(str(path), "", f"file is larger than {MAX_BYTES // 1024} "
+                                                  "KiB", "a recipe of at most that size")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError([Problem(str(path), "", f"not UTF-8 text (byte {data[e.start]:#04x} "
+                                                  f"at offset {e.start})",
+                                   "UTF-8 text; save the file as UTF-8")]) from None
+    return _safe_load(text, str(path))
+
+
+def _safe_load(text: str, where: str) -> Any:
     try:
         data = yaml.safe_load(text)  # safe: no tags, no object construction
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise RecipeError([Problem(str(path), "", f"malformed YAML at {where}: {e.problem}")])
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError([Problem(where, "", f"malformed YAML{at}: {e.problem}")]) from None
     except yaml.YAMLError as e:
-        raise RecipeError([Problem(str(path), "", f"malformed YAML: {e}")]) from None
+        raise RecipeError([Problem(where, "", f"malformed YAML: {e}")]) from None
+    except RecursionError:
+        raise RecipeError([Problem(where, "", "nested too deeply to parse",
+                                   f"at most {MAX_DEPTH} levels")]) from None
     return {} if data is None else data
 
 
-def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> tuple[dict, list[Problem]]:
-    """Dotlist (``["compile.mode=max-autotune"]``) or nested mapping -> (nested dict, problems)."""
+def _parse_override(item: str) -> tuple[dict, list[Problem]]:
+    """One ``key.path=value`` -> (nested dict, problems). The value is YAML (typed like
+    the files) and is bounded like a file before OmegaConf builds anything from it."""
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if INTERPOLATION in item:
+        return {}, [Problem(OVERRIDES, key, f"interpolation is not allowed: {item!r}",
+                            "plain values; nothing in a recipe is resolved")]
+    try:
+        problems = check_size(_safe_load(value, OVERRIDES), OVERRIDES)
+    except RecipeError as e:
+        problems = [Problem(OVERRIDES, key, f"cannot parse value {value!r}: "
+                                            f"{e.problems[0].message}")]
+    if problems:
+        return {}, [Problem(OVERRIDES, key, p.message, p.allowed) for p in problems]
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist([item]), resolve=False), []
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, RecursionError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return {}, [Problem(OVERRIDES, key, f"cannot parse override {item!r}: {reason}")]
+
+
+def parse_overrides(
+    overrides: str | Iterable[str] | Mapping[str, Any] | None,
+) -> tuple[dict, list[Problem]]:
+    """Dotlist (``["compile.mode=max-autotune"]``, or one such string) or nested mapping
+    -> (nested dict, problems)."""
     if not overrides:
         return {}, []
     if isinstance(overrides, Mapping):
-        return OmegaConf.to_container(OmegaConf.create(dict(overrides)), resolve=False), []
-    problems, good = [], []
+        raw = dict(overrides)
+        if isinstance(overrides, DictConfig):
+            raw = OmegaConf.to_container(overrides, resolve=False)
+        problems = check_size(raw, OVERRIDES) or check_interpolation(raw, OVERRIDES)
+        if problems:
+            return {}, problems
+        try:  # nested mappings of any kind -> plain dicts
+            return OmegaConf.to_container(OmegaConf.create(raw), resolve=False), []
+        except OmegaConfBaseException as e:
+            return {}, [Problem(OVERRIDES, "", f"cannot read overrides: {e}")]
+    if isinstance(overrides, str):
+        overrides = [overrides]  # one override, not a list of one-character ones
+    problems: list[Problem] = []
+    merged = OmegaConf.create({})
     for item in overrides:
-        if "=" not in item or not item.split("=", 1)[0].strip():
+        if not isinstance(item, str):
+            problems.append(Problem(OVERRIDES, "", f"an override must be a string, got "
+                                                   f"{item!r}", "key.path=value"))
+        elif "=" not in item or not item.split("=", 1)[0].strip():
             problems.append(Problem(OVERRIDES, item, "an override must look like key.path=value"))
         else:
-            good.append(item)
-    try:
-        cfg = OmegaConf.from_dotlist(good)
-    except OmegaConfBaseException as e:
-        return {}, problems + [Problem(OVERRIDES, "", f"cannot parse overrides: {e}")]
-    return OmegaConf.to_container(cfg, resolve=False), problems
+            over, bad = _parse_override(item)
+            problems += bad
+            try:
+                merged = OmegaConf.merge(merged, over)
+            except OmegaConfBaseException as e:  # e.g. compile=3 then compile.mode=default
+                problems.append(Problem(OVERRIDES, item.split("=", 1)[0].strip(),
+                                        f"conflicts with an earlier override: {e}"))
+    return OmegaConf.to_container(merged, resolve=False), problems
 
 
 @dataclass
 class _Layer:
     file: str
     raw: dict
+    is_file: bool = True  # a file must do something (a mapping may be a resolved recipe)
+
+
+def _is_empty(raw: Any) -> bool:
+    """Neither a pass section nor a base: a recipe file that would do nothing. (Checked on
+    files only: a mapping may be the resolved form of a recipe whose file dropped every
+    section of its base, as bench workers receive it.)"""
+    return isinstance(raw, dict) and raw.get("base") is None and not any(
+        k not in HEADER_KEYS and v is not None for k, v in raw.items())
+
+
+def _set_by(key: str, sources: list[tuple[str, Any]], default: str) -> str:
+    """The last of `sources` (file, raw) that sets dotted `key`: where a value a cross-field
+    check refused came from (an option name may itself hold dots, e.g. cpp.threads)."""
+    for file, raw in reversed(sources):
+        node, rest = raw, key
+        while isinstance(node, dict) and rest:
+            if rest in node:
+                return file
+            head, _, rest = rest.partition(".")
+            node = node.get(head)
+    return default
 
 
 def _read_chain(path: Path) -> list[_Layer]:
@@ -164,9 +258,9 @@ def load_recipe(
     if isinstance(spec, Recipe):
         if not overrides:
             return spec
-        layers = [_Layer(spec.source, dict(spec.raw))]
+        layers = [_Layer(spec.source, dict(spec.raw), is_file=False)]
     elif isinstance(spec, Mapping):
-        layers = [_Layer("<api>", dict(spec))]
+        layers = [_Layer("<api>", dict(spec), is_file=False)]
         if isinstance(spec.get("base"), str):
             layers = _read_chain(resolve(spec["base"])) + layers
     else:
@@ -174,36 +268,44 @@ def load_recipe(
 
     problems: list[Problem] = []
     for layer in layers:
-        problems += check_recipe_mapping(layer.raw, layer.file)
+        size = check_size(layer.raw, layer.file)
+        problems += size or check_recipe_mapping(layer.raw, layer.file)
+        if not size and layer.is_file and _is_empty(layer.raw):
+            problems.append(Problem(layer.file, "", "empty recipe: it sets no pass section "
+                                                    "and no base",
+                                    "at least one section (e.g. attention: {}) or base: NAME"))
     over, bad_overrides = parse_overrides(overrides)
     problems += bad_overrides
     if over:
         problems += check_recipe_mapping(over, OVERRIDES)
+    if isinstance(over, dict) and "base" in over:
+        problems.append(Problem(OVERRIDES, "base", "the base of a recipe cannot be overridden",
+                                "a recipe file that inherits it: fastpipes recipes new NAME "
+                                "--from BASE"))
     if problems:
         raise RecipeError(problems, recipe=_guess_name(spec, layers))
 
-    merged = OmegaConf.create({})
-    for raw in [layer.raw for layer in layers] + ([over] if over else []):
-        merged = OmegaConf.merge(merged, OmegaConf.create(raw))
-    leaf = layers[-1].file
-    try:
-        data = OmegaConf.to_container(merged, resolve=True)
+    raws = [layer.raw for layer in layers] + ([over] if over else [])
+    try:  # every value is plain data by now: nothing to resolve
+        merged = OmegaConf.create({})
+        for raw in raws:
+            merged = OmegaConf.merge(merged, OmegaConf.create(raw))
+        data = OmegaConf.to_container(merged, resolve=False)
     except OmegaConfBaseException as e:
-        raise RecipeError([Problem(leaf, "", f"cannot resolve interpolation: {e}")]) from None
-    # an interpolation may have produced a value of the wrong type
-    problems = check_recipe_mapping(data, leaf)
-    if problems:
-        raise RecipeError(problems, recipe=_guess_name(spec, layers))
-
+        raise RecipeError([Problem(layers[-1].file, "", f"cannot merge: {e}")],
+                          recipe=_guess_name(spec, layers)) from None
+    leaf = layers[-1].file
     data.pop("base", None)
     header = build(RecipeHeader, {k: v for k, v in data.items() if k in HEADER_KEYS})
     name = header.name or (Path(leaf).stem if leaf.endswith((".yaml", ".yml")) else "custom")
     data["name"] = name
     sections = {k: build_section(k, v or {}) for k, v in data.items()
                 if k not in HEADER_KEYS and v is not None}
+    sources = [(layer.file, layer.raw) for layer in layers] + [(OVERRIDES, over)]
     for k, sec in sections.items():
         for key, message, allowed in sec.check():
-            problems.append(Problem(leaf, f"{k}.{key}", message, allowed))
+            problems.append(Problem(_set_by(f"{k}.{key}", sources, leaf), f"{k}.{key}",
+                                    message, allowed))
     if problems:
         raise RecipeError(problems, recipe=name)
     return Recipe(

@@ -2,6 +2,13 @@
 
 Used on each file of an inheritance chain (so each problem names the file it is in) and
 on the command-line overrides. Builds frozen dataclasses from a mapping known to be valid.
+
+Recipes are data. Before any schema check, :func:`check_size` bounds what a raw value may
+be (nesting depth, number of values once YAML aliases are expanded, no value containing
+itself), so no later step can be made to run for minutes or recurse without end; and
+:func:`check_recipe_mapping` refuses OmegaConf interpolation (``${...}``) anywhere: nothing
+in a recipe is resolved, looked up or run, so neither ``${oc.env:SECRET}`` nor a resolver
+the host process registered can be reached from a recipe string.
 """
 from __future__ import annotations
 
@@ -39,6 +46,83 @@ def type_name(tp: Any) -> str:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+MAX_DEPTH = 32  # nested mappings/lists; the built-in recipes need 3
+MAX_VALUES = 10_000  # values once aliases are expanded; a built-in recipe has under 100
+INTERPOLATION = "${"
+
+
+class _TooBig(Exception):
+    def __init__(self, key: str, message: str, allowed: str):
+        self.problem = (key if len(key) <= 60 else key[:57] + "...", message, allowed)
+
+
+def check_size(raw: Any, file: str) -> list[Problem]:
+    """At most one Problem: `raw` is nested too deeply, too large once YAML aliases are
+    expanded (a "billion laughs" document), or contains itself.
+
+    Runs in time linear in the *distinct* objects, whatever aliases share, so a few hundred
+    bytes of aliases that expand to billions of values are refused at once.
+    """
+    try:
+        _count(raw, "", 0, {}, set())
+    except _TooBig as e:
+        return [Problem(file, *e.problem)]
+    return []
+
+
+def _count(value: Any, key: str, depth: int, memo: dict[int, int], path: set[int]) -> int:
+    """Values in `value` with aliases expanded; raises _TooBig past the limits."""
+    if not isinstance(value, (dict, list, tuple)):
+        return 1
+    ident = id(value)
+    if ident in memo:  # an alias of a value already counted
+        return memo[ident]
+    if ident in path:
+        raise _TooBig(key, "a value that contains itself (a recursive YAML alias)",
+                      "plain nested values")
+    if depth >= MAX_DEPTH:
+        raise _TooBig(key, f"nested more than {MAX_DEPTH} levels deep",
+                      f"at most {MAX_DEPTH} levels of mappings and lists")
+    path.add(ident)
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    total = 1
+    for k, v in items:
+        sub = f"{key}.{k}" if isinstance(value, dict) else f"{key}[{k}]"
+        total += _count(v, sub.lstrip("."), depth + 1, memo, path)
+        if total > MAX_VALUES:
+            raise _TooBig(key, f"more than {MAX_VALUES} values once YAML aliases (*name) "
+                               "are expanded", f"at most {MAX_VALUES} values")
+    path.discard(ident)
+    memo[ident] = total
+    return total
+
+
+def check_interpolation(raw: Any, file: str) -> list[Problem]:
+    """A Problem for each string holding ``${`` in `raw` (which :func:`check_size` passed):
+    recipes get no interpolation at all."""
+    out: list[Problem] = []
+    _interpolations(raw, "", file, out)
+    return out
+
+
+def _interpolations(value: Any, key: str, file: str, out: list[Problem]) -> None:
+    if isinstance(value, str):
+        if INTERPOLATION in value:
+            out.append(Problem(file, key, f"interpolation is not allowed: {_show(value)}",
+                               "plain values; recipes are data and nothing in them is "
+                               "resolved (write the value itself)"))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{key}.{k}" if key else str(k)
+            if INTERPOLATION in str(k):
+                out.append(Problem(file, sub, "interpolation is not allowed in a key",
+                                   "plain keys"))
+            _interpolations(v, sub, file, out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _interpolations(v, f"{key}[{i}]", file, out)
 
 
 def _check(tp: Any, value: Any, key: str, file: str, out: list[Problem]) -> None:
@@ -110,10 +194,11 @@ def check_mapping(cls: type, raw: dict, prefix: str, file: str, out: list[Proble
 
 
 def check_recipe_mapping(raw: Any, file: str) -> list[Problem]:
-    """Every problem of one recipe file's (or override set's) raw mapping."""
+    """Every problem of one recipe file's (or override set's) raw mapping, which
+    :func:`check_size` passed."""
     if not isinstance(raw, dict):
         return [Problem(file, "", f"a recipe must be a mapping of keys, got {_show(raw)}")]
-    out: list[Problem] = []
+    out = check_interpolation(raw, file)
     header = {k: v for k, v in raw.items() if k in HEADER_KEYS}
     check_mapping(RecipeHeader, header, "", file, out)
     allowed = list(HEADER_KEYS) + SECTIONS.names()

@@ -24,6 +24,13 @@ next process's first call. A second process then skips Inductor's code generatio
 builds; Dynamo still traces (seconds). ``TORCHINDUCTOR_CACHE_DIR`` set by the user wins.
 The report's ``extra["compile_cache"][component]`` counts hits and misses of the first call.
 
+The cache never makes a compile fail. Where Inductor will write is checked when the pass
+is applied (:func:`fastpipes.cache.inductor_location`): a directory that cannot be created
+or written, or that must not be trusted (owned by another user, writable by group or
+others: it holds pickles) is replaced by a private temporary directory for this process,
+with a warning in the report. A cache entry torch cannot read back
+(:meth:`CompileCache.drop_bad_entry`) is dropped, with a warning, and compiled again once.
+
 >>> fastpipes.accelerate(model, {"compile": {"mode": "max-autotune", "options": {"freezing": True}}})  # doctest: +SKIP
 """
 from __future__ import annotations
@@ -42,7 +49,9 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from fastpipes.errors import FastpipesError, Problem, RecipeError
+from fastpipes.cache import (INDUCTOR_ENV, InductorLocation, drop_bad_entry, inductor_location,
+                             trusted_file)
+from fastpipes.errors import CacheError, FastpipesError, Problem, RecipeError
 from fastpipes.passes.base import PassContext, register_pass
 from fastpipes.recipe.schema import Section
 
@@ -80,22 +89,10 @@ class CompileConfig(Section):
     cache: bool = True  # persist compiled artifacts in the fastpipes cache: fast second start
 
 
-INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
 _CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss"),
                    ("inductor", "fxgraph_cache_bypass"), ("aot_autograd", "autograd_cache_hit"),
                    ("aot_autograd", "autograd_cache_miss"),
                    ("aot_autograd", "autograd_cache_bypass"))
-
-
-def _user_inductor_dir() -> str | None:
-    """TORCHINDUCTOR_CACHE_DIR if the user chose it (torch itself exports its /tmp default
-    there on first use, which is not a choice)."""
-    value = os.environ.get(INDUCTOR_ENV)
-    if not value:
-        return None
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-    return None if os.path.abspath(value) == os.path.abspath(default_cache_dir()) else value
 
 
 @contextmanager
@@ -109,7 +106,7 @@ def inductor_cache_dir(directory: Path | None) -> Iterator[None]:
         yield
         return
     before = os.environ.get(INDUCTOR_ENV)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # checked when applied
     os.environ[INDUCTOR_ENV] = str(directory)
     try:
         yield
@@ -142,45 +139,60 @@ def artifact_key(name: str, module: nn.Module, kw: dict[str, Any]) -> str:
 class CompileCache:
     """Where one component's compiled artifacts persist (see the module docstring)."""
 
-    inductor_dir: Path | None  # None: the user's TORCHINDUCTOR_CACHE_DIR is used as is
-    bundle: Path
+    inductor_dir: Path | None  # None: Inductor's directory as the environment says
+    bundle: Path | None  # None: no portable bundle (cache off, or artifacts/ unusable)
 
     @classmethod
-    def for_component(cls, name: str, module: nn.Module, kw: dict[str, Any]) -> "CompileCache":
-        from fastpipes.cache import part_dir
-
-        user = _user_inductor_dir()
-        return cls(None if user else part_dir("inductor"),
-                   part_dir("artifacts") / f"{artifact_key(name, module, kw)}.bin")
+    def for_component(cls, name: str, module: nn.Module, kw: dict[str, Any],
+                      where: InductorLocation) -> "CompileCache":
+        """The cache of component `name` where :func:`inductor_location` said."""
+        key = artifact_key(name, module, kw)
+        return cls(where.inductor_dir, where.artifacts / f"{key}.bin" if where.artifacts else None)
 
     def where(self) -> str:
         return str(self.inductor_dir or os.environ.get(INDUCTOR_ENV))
 
     def load_bundle(self, warn) -> bool:
-        """Hot-load the saved bundle into Inductor's caches; a bad file is a warning."""
-        if not self.bundle.exists():
+        """Hot-load the saved bundle into Inductor's caches; a bad file is a warning, and so
+        is one that must not be trusted (a bundle is pickled code)."""
+        if self.bundle is None or not self.bundle.exists():
             return False
         try:  # torch logs and returns None for bytes it cannot read
+            trusted_file(self.bundle)
             if torch.compiler.load_cache_artifacts(self.bundle.read_bytes()) is not None:
                 return True
             why = "torch could not read it (see its log)"
+        except CacheError as e:
+            why = str(e)
         except Exception as e:  # noqa: BLE001  (a stale or corrupt bundle only costs time)
             why = f"{type(e).__name__}: {e}"
-        warn(f"compile: ignoring unreadable cache bundle {self.bundle}: {why}")
+        warn(f"compile: ignoring cache bundle {self.bundle}: {why}")
         return False
 
     def save_bundle(self, warn) -> None:
+        if self.bundle is None:
+            return
         try:
             saved = torch.compiler.save_cache_artifacts()
             if not saved:
                 return
-            self.bundle.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.bundle.with_suffix(".tmp")
-            tmp.write_bytes(saved[0])
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # yours alone
+            with os.fdopen(fd, "wb") as f:
+                f.write(saved[0])
             tmp.replace(self.bundle)  # atomic: a crash never leaves half a bundle
         except Exception as e:  # noqa: BLE001  (the compile itself succeeded)
             warn(f"compile: could not save the cache bundle {self.bundle}: "
                  f"{type(e).__name__}: {e}")
+
+    def drop_bad_entry(self, error: BaseException) -> Path | None:
+        """Remove the Inductor cache entry that made this compile fail (None: `error` is
+        not such a failure), and the bundle, whose loading would put it back."""
+        entry = drop_bad_entry(error, Path(os.environ.get(INDUCTOR_ENV) or ""))
+        if entry is not None and self.bundle is not None:
+            self.bundle.unlink(missing_ok=True)
+        return entry
 
 
 def compile_kwargs(cfg: CompileConfig) -> dict[str, Any]:
@@ -248,7 +260,15 @@ class FirstCall:
         with inductor_cache_dir(self.cache.inductor_dir if self.cache else None):
             loaded = self.cache.load_bundle(warn) if self.cache else False
             try:
-                out = self.compiled(*args, **kwargs)
+                try:
+                    out = self.compiled(*args, **kwargs)
+                except self.failures as e:
+                    bad = self.cache.drop_bad_entry(e) if self.cache else None
+                    if bad is None:
+                        raise
+                    warn(f"compile: {self.name}: dropped the unreadable Inductor cache entry "
+                         f"{bad} ({type(e).__name__}) and compiled again")
+                    out = self.compiled(*args, **kwargs)  # once: a second failure is real
             except self.failures as e:
                 if not self.fallback_eager:
                     raise
@@ -261,7 +281,8 @@ class FirstCall:
         self.report.extra.setdefault("compile_time_s", {})[self.name] = seconds
         if self.cache:
             self.report.extra.setdefault("compile_cache", {})[self.name] = {
-                "dir": self.cache.where(), "bundle": str(self.cache.bundle),
+                "dir": self.cache.where(),
+                "bundle": str(self.cache.bundle) if self.cache.bundle else None,
                 "bundle_loaded": loaded, **{k: v for k, v in delta.items() if v}}
         self.first = False
         if not self.fallback_eager:
@@ -337,20 +358,29 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
     if cfg.backend is CompileBackend.ipex:
         _require_ipex_backend()
     kw = compile_kwargs(cfg)
-    if "options" in kw:
-        _check_options(ctx, kw["options"])
     ignored = cfg.backend is not CompileBackend.inductor and (
         cfg.options or cfg.mode is not CompileMode.default)
-    for name, module in ctx.components("compile", cfg.components).items():
-        # torch.compile pops keys from `options`: each component gets its own copy
-        compiled = torch.compile(_call_of(module, name), **{**kw, **(
-            {"options": dict(kw["options"])} if "options" in kw else {})})
-        # only Inductor writes artifacts; eager/aot_eager/ipex have nothing to persist
-        cache = (CompileCache.for_component(name, module, kw)
-                 if cfg.cache and cfg.backend is CompileBackend.inductor else None)
-        module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,
-                                               cfg.fallback is CompileFallback.eager, cache)
-        shown = ", ".join(f"{k}={v}" for k, v in kw.items() if v not in (None, False))
-        ctx.change(name, f"torch.compile({shown}), compiled lazily at the first call"
-                   + (f"; mode/options ignored by backend {cfg.backend.value}" if ignored else "")
-                   + (f"; compiled artifacts cached in {cache.where()}" if cache else ""))
+    components = ctx.components("compile", cfg.components)
+    # only Inductor writes artifacts; eager/aot_eager/ipex have nothing to persist
+    where = inductor_location(cfg.cache) if cfg.backend is CompileBackend.inductor else None
+    for problem in where.warnings if where else ():
+        ctx.warn(problem)
+    # torch creates its cache directory while importing its compiler: keep a bad one unseen
+    with inductor_cache_dir(where.inductor_dir if where and where.temporary else None):
+        if "options" in kw:
+            _check_options(ctx, kw["options"])
+        for name, module in components.items():
+            # torch.compile pops keys from `options`: each component gets its own copy
+            compiled = torch.compile(_call_of(module, name), **{**kw, **(
+                {"options": dict(kw["options"])} if "options" in kw else {})})
+            cache = (CompileCache.for_component(name, module, kw, where)
+                     if where and (cfg.cache or where.temporary) else None)
+            module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,
+                                                   cfg.fallback is CompileFallback.eager, cache)
+            shown = ", ".join(f"{k}={v}" for k, v in kw.items() if v not in (None, False))
+            ctx.change(name, f"torch.compile({shown}), compiled lazily at the first call"
+                       + (f"; mode/options ignored by backend {cfg.backend.value}"
+                          if ignored else "")
+                       + (f"; compiled in the temporary {cache.where()} (see warnings)"
+                          if cache and where.temporary else
+                          f"; compiled artifacts cached in {cache.where()}" if cache else ""))

@@ -64,13 +64,13 @@ def untrusted(path: Path) -> str | None:
     """
     st = path.stat()
     if st.st_uid != os.geteuid():
-        return (f"owned by another user (uid {st.st_uid}; you are uid {os.geteuid()}); "
-                "use a cache directory of your own")
+        return (f"owned by another user (uid {st.st_uid}; you are uid {os.geteuid()}: use "
+                "a cache directory of your own)")
     writers = [who for bit, who in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "others"))
                if st.st_mode & bit]
     if writers:
-        return (f"writable by {' and '.join(writers)} (mode {oct(st.st_mode & 0o7777)}); "
-                f"if you trust what is in it: chmod go-w {path}")
+        return (f"writable by {' and '.join(writers)} (mode {oct(st.st_mode & 0o7777)}; "
+                f"if you trust what is in it: chmod go-w {path})")
     return None
 
 
@@ -92,8 +92,8 @@ def private_dir(path: Path) -> Path:
                          ) from None
     why = untrusted(path)
     if why:
-        raise CacheError(f"cache directory {path} is not trusted, it is {why}: the caches "
-                         "hold pickled code, so it is not read")
+        raise CacheError(f"cache directory {path} is not trusted: a cache holds pickled "
+                         f"code, and it is {why}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".fastpipes-probe-", dir=path)
         os.close(fd)
@@ -107,8 +107,8 @@ def trusted_file(path: Path) -> Path:
     """`path` (a cache file about to be loaded) if it may be trusted, else CacheError."""
     why = untrusted(path)
     if why:
-        raise CacheError(f"cache file {path} is not trusted, it is {why}: a cache bundle "
-                         "is code, so it is not loaded")
+        raise CacheError(f"cache file {path} is not loaded: a cache bundle is code, and "
+                         f"it is {why}")
     return path
 
 
@@ -178,9 +178,9 @@ def inductor_location(persist: bool) -> InductorLocation:
             inductor = open_part("inductor")
     except CacheError as e:
         inductor, temporary = scratch_dir(), True
-        problems.append(f"{e}{f' ({INDUCTOR_ENV})' if env and str(env) in str(e) else ''}; "
-                        f"compiling with a private temporary Inductor directory {inductor} "
-                        "instead, so the next process compiles from scratch")
+        named = f"{INDUCTOR_ENV}: " if env and env in str(e) else ""
+        problems.append(f"{named}{e}; compiling with a private temporary Inductor directory "
+                        f"{inductor} instead, so the next process compiles from scratch")
     artifacts: Path | None = None
     if persist:
         try:

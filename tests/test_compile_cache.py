@@ -177,10 +177,10 @@ def _make_cache(case: str, root: Path, read_only) -> tuple[dict[str, str], str]:
         return env, "is not writable"
     if case == "group-writable":
         root.chmod(0o770)
-        return env, "writable by group (mode 0o770)"
+        return env, "writable by group (mode 0o770;"
     if case == "world-writable":
         root.chmod(0o777)
-        return env, "writable by group and others (mode 0o777)"
+        return env, "writable by group and others (mode 0o777;"
     if case == "other-owner":
         if os.geteuid() != 0:
             pytest.skip("only root can give a directory to another user")

@@ -30,7 +30,8 @@ import torch
 
 from fastpipes._version import __version__
 from fastpipes.apply import apply_recipe
-from fastpipes.cache import cache_dir
+from fastpipes.cache import cache_dir, private_dir, untrusted
+from fastpipes.errors import CacheError
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect, unmet_requirements
 from fastpipes.pipelines.base import Fidelity, find_adapter
@@ -38,7 +39,9 @@ from fastpipes.recipe.load import available, builtin_dir, load_recipe
 from fastpipes.recipe.schema import AutoConfig, PrecisionClass
 from fastpipes.report import Report
 
-DECISION_VERSION = 2
+# 2: candidates keyed by their resolved content, not their names; 3: trials carry their
+# precision class and the bars they were held to
+DECISION_VERSION = 3
 
 
 class TrialStatus(str, Enum):
@@ -82,6 +85,17 @@ class Decision:
 
 # -- the cache key --------------------------------------------------------------------
 
+def candidate_content(name: str) -> Any:
+    """What candidate `name` is, for the decision key: its resolved recipe (bases merged),
+    so editing its YAML or a base it inherits from measures again; or why it does not load
+    (such a candidate fails its trial, and fixing it measures again; the error's type
+    only, since its text may list unrelated recipes)."""
+    try:
+        return load_recipe(name).raw
+    except Exception as e:  # noqa: BLE001  (the search records the failure)
+        return {"unloadable": type(e).__name__}
+
+
 def decision_key(modules: dict[str, torch.nn.Module], inputs: Any, candidates: list[str],
                  hardware: Any) -> str:
     payload = {
@@ -91,33 +105,87 @@ def decision_key(modules: dict[str, torch.nn.Module], inputs: Any, candidates: l
         "threads": torch.get_num_threads(),
         "model": structure_signature(modules),
         "inputs": shapes(inputs),
-        "candidates": sorted(candidates),
+        "candidates": {name: candidate_content(name) for name in candidates},
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
-def load_decision(key: str, directory: Path) -> Decision | None:
-    """A cached decision, or None; a corrupt file is reported and ignored, never fatal."""
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _invalid(data: Any, key: str, candidates: list[str]) -> str:
+    """Why a decision file's content cannot be this key's decision ("" when it can)."""
+    statuses = {s.value for s in TrialStatus}
+    if not isinstance(data, dict) or data.get("key") != key:
+        return f"it is not the decision of key {key}"
+    if not isinstance(data.get("trials"), list) or not _number(data.get("baseline_s")):
+        return "its trials or baseline_s are malformed"
+    for t in data["trials"]:
+        if not (isinstance(t, dict) and t.get("recipe") in candidates
+                and t.get("status") in statuses and isinstance(t.get("reason", ""), str)
+                and all(_number(t.get(k)) for k in ("latency_s", "speedup"))
+                and isinstance(t.get("fidelity", {}), dict)
+                and all(_number(v) for v in t.get("fidelity", {}).values())):
+            return f"trial {t!r} is malformed or not of a candidate"
+    winner = data.get("winner")
+    if winner is None:
+        return ""
+    if winner not in candidates:
+        return (f"its winner {winner!r} is not one of the candidates "
+                f"({', '.join(candidates) or 'none'})")
+    if not any(t["recipe"] == winner and t["status"] == "ok" for t in data["trials"]):
+        return f"its winner {winner!r} has no successful trial"
+    try:
+        load_recipe(winner)
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).splitlines() or [""])[0]
+        return f"its winner {winner!r} no longer loads ({type(e).__name__}: {first})"
+    return ""
+
+
+def load_decision(key: str, directory: Path, candidates: list[str],
+                  warn: Callable[[str], None] | None = None) -> Decision | None:
+    """This key's cached decision, or None. Never fatal: a file that is corrupt, or whose
+    decision is not one this search could have made (winner not among `candidates`, or no
+    longer loading, malformed trials), or a cache others can write, is reported through
+    `warn` (default: a UserWarning) and ignored, and the search runs again and rewrites it.
+    """
+    warn = warn or (lambda message: warnings.warn(f"fastpipes: {message}", stacklevel=3))
     path = directory / "auto" / f"{key}.json"
     if not path.exists():
         return None
+    why = untrusted(directory) or untrusted(path.parent)
+    if why:
+        warn(f"ignoring the auto decision cache {path.parent}: it is {why}")
+        return None
     try:
         data = json.loads(path.read_text())
-        trials = [Trial(**{**t, "status": TrialStatus(t["status"])}) for t in data["trials"]]
-        return Decision(key=data["key"], winner=data["winner"], baseline_s=data["baseline_s"],
-                        trials=trials, cached=True)
-    except (ValueError, KeyError, TypeError) as e:
-        warnings.warn(f"fastpipes: ignoring corrupt auto cache file {path}: {e}", stacklevel=3)
+        invalid = _invalid(data, key, candidates)
+        if not invalid:
+            trials = [Trial(**{**t, "status": TrialStatus(t["status"])})
+                      for t in data["trials"]]
+            return Decision(key=data["key"], winner=data["winner"],
+                            baseline_s=data["baseline_s"], trials=trials, cached=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warn(f"ignoring corrupt auto cache file {path}: {e}")
         return None
+    warn(f"ignoring invalid auto cache file {path}: {invalid}; measuring again")
+    return None
 
 
 def save_decision(decision: Decision, directory: Path) -> Path:
+    """Write `decision` to the cache; CacheError if the cache cannot be used or trusted."""
     path = directory / "auto" / f"{decision.key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
+    private_dir(path.parent)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**decision.to_dict(), "cached": False}, indent=2))
-    tmp.replace(path)  # atomic: a crash never leaves half a file
+    try:
+        tmp.write_text(json.dumps({**decision.to_dict(), "cached": False}, indent=2))
+        tmp.replace(path)  # atomic: a crash never leaves half a file
+    except OSError as e:
+        raise CacheError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 
@@ -235,7 +303,13 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     key = decision_key(adapter.components(), [target.name, inputs], candidates, hw)
     timer = measure or (lambda call: time_call(call, cfg.iters))
 
-    decision = load_decision(key, cache_dir()) if cfg.cache else None
+    notes: list[str] = []  # cache trouble: warned, and listed in the report
+
+    def note(message: str) -> None:
+        notes.append(f"auto: {message}")
+        warnings.warn(f"fastpipes: auto: {message}", stacklevel=3)
+
+    decision = load_decision(key, cache_dir(), candidates, note) if cfg.cache else None
     if decision is None:
         def timed(reference: Any = None) -> tuple[float, Any]:
             with torch.no_grad():
@@ -258,7 +332,11 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
 
         decision = search(candidates, timed, trial, cfg.budget_s, key)
         if cfg.cache:
-            save_decision(decision, cache_dir())
+            try:
+                save_decision(decision, cache_dir())
+            except CacheError as e:  # the search's result is still good: apply it
+                note(f"the decision could not be saved ({e}); it is applied, but the next "
+                     "call searches again")
     if decision.winner is None:
         report = Report(recipe="auto (none: FP32 kept)", family=adapter.family.value,
                         adapter=adapter.name, components=list(adapter.components()))
@@ -267,6 +345,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     else:
         report, _ = apply_recipe(pipe, load_recipe(decision.winner), strict, adapter)
         report.recipe = f"auto -> {decision.winner}"
+    report.warnings += notes
     report.extra["auto"] = {**decision.to_dict(), "inputs": target.inputs,
                             "max_class": cfg.max_class.value}
     return report

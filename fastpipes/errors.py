@@ -96,3 +96,8 @@ class InputError(FastpipesError, ValueError):
 
 class BenchmarkError(FastpipesError):
     """A benchmark could not be set up or run."""
+
+
+class CacheError(FastpipesError):
+    """A cache directory or file that cannot be used or must not be trusted (not writable,
+    a file in the way, owned by another user, writable by group or others)."""

@@ -29,3 +29,30 @@ def _isolated_fastpipes_cache(tmp_path_factory):
         os.environ.pop("FASTPIPES_CACHE_DIR", None)
     else:
         os.environ["FASTPIPES_CACHE_DIR"] = before
+
+
+@pytest.fixture
+def read_only():
+    """`read_only(path)` makes directory `path` unwritable for this process until the test
+    ends: chmod 0555, or for root (who ignores mode bits) the immutable attribute
+    (``chattr +i``); skips the test where neither is possible."""
+    import os
+    import shutil
+    import subprocess
+
+    undo = []
+
+    def make(path):
+        if os.geteuid() != 0:
+            path.chmod(0o555)
+            undo.append(lambda: path.chmod(0o700))
+        elif shutil.which("chattr") and subprocess.run(
+                ["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+            undo.append(lambda: subprocess.run(["chattr", "-i", str(path)], check=True))
+        else:
+            pytest.skip("root without chattr +i: no way to make a directory read-only here")
+        return path
+
+    yield make
+    for step in reversed(undo):
+        step()

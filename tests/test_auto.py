@@ -211,3 +211,99 @@ def test_llama_auto_needs_no_example_inputs(setup):
                                                       "quantize": {"dtype": "int8"}}, setup)
     assert report.extra["auto"]["inputs"] == "1 prompt(s) of 16 token ids, then 8 greedy decode steps"
     assert trial["precision_class"] == "int8" and 0 <= trial["fidelity"]["top1_agreement"] <= 1
+
+
+# -- a decision cache you can trust (issue #14 items 7, 8, 11, 14) -------------------------
+
+def rerun(overrides=OVERRIDES):
+    """A second call on a fresh model: (report, how many configurations were measured)."""
+    m = model()
+    fake = FakeMeasure(m)
+    report = auto.accelerate_auto(m, overrides, example_inputs=X, measure=fake)
+    return report, fake.calls, m
+
+
+@pytest.mark.parametrize("edited", ["candidate", "its base"])
+def test_editing_a_candidate_or_its_base_measures_again(setup, edited):
+    """The key hashes what each candidate is, not its name: a cached winner whose YAML
+    changed is never applied unmeasured (before: `cached: True`, the edited recipe applied)."""
+    recipes = setup / "recipes"
+    (recipes / "parent.yaml").write_text("memory_format: {convert_inputs: false}\n")
+    (recipes / "child.yaml").write_text("base: parent\n")
+    overrides = ["auto.builtin=false", "auto.candidates=[child]"]
+    report, calls, _ = rerun(overrides)
+    assert report.extra["auto"]["winner"] == "child" and calls == 2
+    # now child converts its inputs: in the fake measure that is fast but wrong
+    target = recipes / ("child.yaml" if edited == "candidate" else "parent.yaml")
+    target.write_text(target.read_text().replace("base: parent\n", "base: parent\n"
+                                                 "memory_format: {convert_inputs: true}\n")
+                      if edited == "candidate" else "memory_format: {convert_inputs: true}\n")
+    report, calls, m = rerun(overrides)
+    assert report.extra["auto"]["cached"] is False and calls == 2
+    assert report.extra["auto"]["winner"] is None and not m._forward_pre_hooks
+
+
+def _tamper(path, how: str, recipes) -> None:
+    data = json.loads(path.read_text())
+    if how == "foreign-winner":  # any YAML path: was applied without a trial
+        (recipes.parent / "elsewhere.yaml").write_text("memory_format: {convert_inputs: true}\n")
+        data["winner"] = str(recipes.parent / "elsewhere.yaml")
+    elif how == "winner-gone":  # a candidate that does not load: raised on every call
+        data["winner"] = "gone"
+        data["trials"].append({"recipe": "gone", "status": "ok", "latency_s": 0.1,
+                               "speedup": 10.0, "fidelity": 0.0, "reason": ""})
+    elif how == "malformed-trial":
+        data["trials"][0]["speedup"] = "fast"
+    elif how == "unknown-status":
+        data["trials"][0]["status"] = "great"
+    else:
+        assert how == "other-key"
+        data["key"] = "0" * 24
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("how", ["foreign-winner", "winner-gone", "malformed-trial",
+                                 "unknown-status", "other-key"])
+def test_a_decision_this_search_could_not_have_made_is_ignored_and_rewritten(setup, how):
+    overrides = ["auto.builtin=false", "auto.candidates=[hooked,plain,gone]"]
+    first, calls, _ = rerun(overrides)
+    assert first.extra["auto"]["winner"] == "plain" and calls == 3  # gone fails to load
+    path = setup / "cache" / "auto" / f"{first.extra['auto']['key']}.json"
+    _tamper(path, how, setup / "recipes")
+    with pytest.warns(UserWarning, match="invalid auto cache file"):
+        report, calls, m = rerun(overrides)
+    assert report.extra["auto"]["cached"] is False and calls == 3  # measured again
+    assert report.extra["auto"]["winner"] == "plain" and not m._forward_pre_hooks
+    assert any("invalid auto cache file" in w for w in report.warnings)
+    assert json.loads(path.read_text())["winner"] == "plain"  # rewritten
+
+
+@pytest.mark.parametrize("case", ["read-only", "auto-is-a-file"])
+def test_a_cache_that_cannot_be_written_keeps_and_applies_the_result(setup, read_only, case):
+    """Before: PermissionError after the whole search, and the result was lost."""
+    cache = setup / "cache"
+    cache.mkdir(mode=0o700)
+    if case == "read-only":
+        read_only(cache)
+    else:
+        (cache / "auto").write_text("")
+    with pytest.warns(UserWarning, match="could not be saved"):
+        report, calls, m = rerun()
+    assert report.extra["auto"]["winner"] == "plain" and report.recipe == "auto -> plain"
+    assert m[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert any("could not be saved" in w and "searches again" in w for w in report.warnings)
+
+
+def test_decisions_are_saved_in_private_directories(setup):
+    first_run()
+    for path in (setup / "cache", setup / "cache" / "auto"):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+
+
+def test_a_decision_cache_others_can_write_is_not_read(setup):
+    assert first_run().extra["auto"]["winner"] == "plain"
+    (setup / "cache" / "auto").chmod(0o777)
+    with pytest.warns(UserWarning, match="writable by group and others"):
+        report, calls, _ = rerun()
+    assert report.extra["auto"]["cached"] is False and calls == 3
+    assert any("ignoring the auto decision cache" in w for w in report.warnings)

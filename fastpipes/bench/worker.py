@@ -164,7 +164,7 @@ def run_config(job: dict, events: Events) -> dict:
     def call():
         return workload.run(pipe, inputs)
 
-    from fastpipes.passes.compile import cache_counts
+    from fastpipes.passes.compile_runtime import cache_counts
 
     counts = cache_counts()
     events("first call (compile)", 1)

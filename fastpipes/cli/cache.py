@@ -3,6 +3,8 @@
     fastpipes cache info              # per part: path, files, size
     fastpipes cache clear             # everything: the next start compiles and searches anew
     fastpipes cache clear inductor    # only compiled artifacts
+
+A part that is a symbolic link is removed as a link; what it points to is left alone.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ def _size(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from fastpipes.cache import PARTS, cache_dir, clear, usage
+    from fastpipes.errors import CacheError
 
     if args.action == "info":
         data = usage()
@@ -51,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"fastpipes cache clear: unknown part(s) {', '.join(unknown)}; allowed: "
               f"{', '.join(PARTS)}", file=sys.stderr)
         return 2
-    removed = clear(args.parts or None)
+    try:
+        removed = clear(args.parts or None)
+    except CacheError as e:
+        print(f"fastpipes cache clear: {e}", file=sys.stderr)
+        return 1
     print("removed: " + (", ".join(map(str, removed)) if removed else "nothing (already empty)"))
     return 0

@@ -24,35 +24,36 @@ next process's first call. A second process then skips Inductor's code generatio
 builds; Dynamo still traces (seconds). ``TORCHINDUCTOR_CACHE_DIR`` set by the user wins.
 The report's ``extra["compile_cache"][component]`` counts hits and misses of the first call.
 
+The cache never makes a compile fail. Where Inductor will write is checked when the pass
+is applied (:func:`fastpipes.cache.inductor_location`): a directory that cannot be created
+or written, or that must not be trusted (owned by another user, writable by group or
+others: it holds pickles) is replaced by a private temporary directory for this process,
+with a warning in the report. A cache entry torch cannot read back
+(:meth:`CompileCache.drop_bad_entry`) is dropped, with a warning, and compiled again once.
+
 >>> fastpipes.accelerate(model, {"compile": {"mode": "max-autotune", "options": {"freezing": True}}})  # doctest: +SKIP
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import time
 import types
 import typing
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from fastpipes.cache import part_dir
+from fastpipes.cache import inductor_location
 from fastpipes.errors import Problem
-from fastpipes.fingerprint import machine_fingerprint, structure_signature
-from fastpipes.hardware import detect, import_ipex
+from fastpipes.hardware import import_ipex
 from fastpipes.passes.base import PassContext, register_pass
+# compile_time_s is public API (docs/passes/compile.md) and stays importable from here
+from fastpipes.passes.compile_runtime import (CompileCache, FirstCall,  # noqa: F401
+                                              compile_time_s, inductor_cache_dir)
 from fastpipes.recipe.schema import Section
 from fastpipes.registry import did_you_mean
-from fastpipes.report import PassStatus
 
-COMPILE_TIME_ATTR = "_fastpipes_compile_time_s"
 
 
 class CompileMode(str, Enum):
@@ -154,104 +155,6 @@ def _type_text(tp: Any) -> str:
     return words.get(tp, "a Python object (not settable from a recipe)")
 
 
-INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
-_CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss"),
-                   ("inductor", "fxgraph_cache_bypass"), ("aot_autograd", "autograd_cache_hit"),
-                   ("aot_autograd", "autograd_cache_miss"),
-                   ("aot_autograd", "autograd_cache_bypass"))
-
-
-def _user_inductor_dir() -> str | None:
-    """TORCHINDUCTOR_CACHE_DIR if the user chose it (torch itself exports its /tmp default
-    there on first use, which is not a choice)."""
-    value = os.environ.get(INDUCTOR_ENV)
-    if not value:
-        return None
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-    return None if os.path.abspath(value) == os.path.abspath(default_cache_dir()) else value
-
-
-@contextmanager
-def inductor_cache_dir(directory: Path | None) -> Iterator[None]:
-    """Inductor's on-disk caches live in `directory` inside the block (None: unchanged).
-
-    Scoped, not process-wide: the previous TORCHINDUCTOR_CACHE_DIR (or its absence) is
-    restored after the block, so other compiles in the process keep torch's default.
-    """
-    if directory is None:
-        yield
-        return
-    before = os.environ.get(INDUCTOR_ENV)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.environ[INDUCTOR_ENV] = str(directory)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(INDUCTOR_ENV, None)
-        else:
-            os.environ[INDUCTOR_ENV] = before
-
-
-def cache_counts() -> dict[str, int]:
-    """Torch's compile-cache counters (hits / misses / bypasses) so far in this process."""
-    from torch._dynamo.utils import counters
-
-    return {name: int(counters[group][name]) for group, name in _CACHE_COUNTERS}
-
-
-def artifact_key(name: str, module: nn.Module, kw: dict[str, Any]) -> str:
-    """Names a component's portable bundle: structure, compile arguments, torch, CPU ISA."""
-    payload = {"component": name, "model": structure_signature({name: module}),
-               "compile": kw, **machine_fingerprint(detect())}
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return f"{name.replace('.', '_')}-{hashlib.sha256(blob).hexdigest()[:20]}"
-
-
-@dataclass
-class CompileCache:
-    """Where one component's compiled artifacts persist (see the module docstring)."""
-
-    inductor_dir: Path | None  # None: the user's TORCHINDUCTOR_CACHE_DIR is used as is
-    bundle: Path
-
-    @classmethod
-    def for_component(cls, name: str, module: nn.Module, kw: dict[str, Any]) -> "CompileCache":
-        user = _user_inductor_dir()
-        return cls(None if user else part_dir("inductor"),
-                   part_dir("artifacts") / f"{artifact_key(name, module, kw)}.bin")
-
-    def where(self) -> str:
-        return str(self.inductor_dir or os.environ.get(INDUCTOR_ENV))
-
-    def load_bundle(self, warn) -> bool:
-        """Hot-load the saved bundle into Inductor's caches; a bad file is a warning."""
-        if not self.bundle.exists():
-            return False
-        try:  # torch logs and returns None for bytes it cannot read
-            if torch.compiler.load_cache_artifacts(self.bundle.read_bytes()) is not None:
-                return True
-            why = "torch could not read it (see its log)"
-        except Exception as e:  # noqa: BLE001  (a stale or corrupt bundle only costs time)
-            why = f"{type(e).__name__}: {e}"
-        warn(f"compile: ignoring unreadable cache bundle {self.bundle}: {why}")
-        return False
-
-    def save_bundle(self, warn) -> None:
-        try:
-            saved = torch.compiler.save_cache_artifacts()
-            if not saved:
-                return
-            self.bundle.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.bundle.with_suffix(".tmp")
-            tmp.write_bytes(saved[0])
-            tmp.replace(self.bundle)  # atomic: a crash never leaves half a bundle
-        except Exception as e:  # noqa: BLE001  (the compile itself succeeded)
-            warn(f"compile: could not save the cache bundle {self.bundle}: "
-                 f"{type(e).__name__}: {e}")
-
-
 def compile_kwargs(cfg: CompileConfig) -> dict[str, Any]:
     """The keyword arguments for torch.compile that `cfg` means (mode merged into options).
 
@@ -269,87 +172,6 @@ def compile_kwargs(cfg: CompileConfig) -> dict[str, Any]:
     else:
         kw["mode"] = cfg.mode.value
     return kw
-
-
-def compile_time_s(module: nn.Module) -> float | None:
-    """Seconds the first compiled call of `module` took (tracing + compiling + one run),
-    or None if it is not compiled by this pass or has not been called yet. The same number
-    lands in ``report.extra["compile_time_s"][component]`` of the accelerate() report.
-
-    >>> model(x); compile_time_s(model)  # doctest: +SKIP
-    41.7
-    """
-    return module.__dict__.get(COMPILE_TIME_ATTR)
-
-
-def _compile_failures() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "compiling failed" (as opposed to an error in the model)."""
-    from torch._dynamo import exc
-
-    return (exc.TorchDynamoException,)  # Unsupported, BackendCompilerFailed (InductorError), ...
-
-
-class FirstCall:
-    """Installed as ``module._compiled_call_impl``: times the first call, and with
-    fallback eager turns a compile failure into eager execution plus a report warning.
-
-    After a successful first call with fallback ``error`` the raw compiled function takes
-    its place, so steady-state calls pay no extra Python frame.
-    """
-
-    def __init__(self, module: nn.Module, compiled, name: str, report, fallback_eager: bool,
-                 cache: CompileCache | None = None):
-        self.module, self.compiled, self.name = module, compiled, name
-        self.report, self.fallback_eager = report, fallback_eager  # report kept to warn later
-        self.cache = cache
-        self.failures = _compile_failures()
-        self.first = True
-
-    def __call__(self, *args, **kwargs):
-        if not self.first:  # only reached with fallback eager: keep catching recompiles
-            try:
-                return self.compiled(*args, **kwargs)
-            except self.failures as e:
-                return self._fall_back(e, args, kwargs)
-        t0 = time.perf_counter()
-        counts = cache_counts()
-        warn = self.report.warnings.append
-        with inductor_cache_dir(self.cache.inductor_dir if self.cache else None):
-            loaded = self.cache.load_bundle(warn) if self.cache else False
-            try:
-                out = self.compiled(*args, **kwargs)
-            except self.failures as e:
-                if not self.fallback_eager:
-                    raise
-                return self._fall_back(e, args, kwargs)
-            delta = {k: v - counts[k] for k, v in cache_counts().items()}
-            if self.cache and (delta["fxgraph_cache_miss"] or delta["autograd_cache_miss"]):
-                self.cache.save_bundle(warn)  # something new was compiled: keep it
-        seconds = time.perf_counter() - t0
-        self.module.__dict__[COMPILE_TIME_ATTR] = seconds
-        self.report.extra.setdefault("compile_time_s", {})[self.name] = seconds
-        if self.cache:
-            self.report.extra.setdefault("compile_cache", {})[self.name] = {
-                "dir": self.cache.where(), "bundle": str(self.cache.bundle),
-                "bundle_loaded": loaded, **{k: v for k, v in delta.items() if v}}
-        self.first = False
-        if not self.fallback_eager:
-            self.module._compiled_call_impl = self.compiled
-        return out
-
-    def _fall_back(self, e: BaseException, args, kwargs):
-        # run eager first: if eager fails too, the error is the model's (or the input's),
-        # not the compiler's, and it propagates with the compiled call left in place
-        out = self.module._call_impl(*args, **kwargs)
-        self.module._compiled_call_impl = None  # plain eager from now on
-        first_line = (str(e).strip().splitlines() or [""])[0][:300]
-        self.report.warnings.append(
-            f"compile: {self.name}: torch.compile failed, running eager instead "
-            f"(fallback: eager): {type(e).__name__}: {first_line}")
-        rec = self.report.record("compile")
-        rec.status = PassStatus.fallback
-        rec.reason = f"{self.name} runs eager: compilation failed ({type(e).__name__})"
-        return out
 
 
 def _call_of(module: nn.Module, component: str = "module"):
@@ -375,23 +197,30 @@ def _call_of(module: nn.Module, component: str = "module"):
     return types.FunctionType(code, call.__globals__, name, call.__defaults__, call.__closure__)
 
 
-
-
 @register_pass("compile", CompileConfig, "torch.compile of components (lazy, first call timed)")
 def apply(ctx: PassContext, cfg: CompileConfig) -> None:
     kw = compile_kwargs(cfg)  # options were checked at load time (CompileConfig.check)
     ignored = cfg.backend is not CompileBackend.inductor and (
         cfg.options or cfg.mode is not CompileMode.default)
-    for name, module in ctx.components("compile", cfg.components).items():
-        # torch.compile pops keys from `options`: each component gets its own copy
-        compiled = torch.compile(_call_of(module, name), **{**kw, **(
-            {"options": dict(kw["options"])} if "options" in kw else {})})
-        # only Inductor writes artifacts; eager/aot_eager/ipex have nothing to persist
-        cache = (CompileCache.for_component(name, module, kw)
-                 if cfg.cache and cfg.backend is CompileBackend.inductor else None)
-        module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,
-                                               cfg.fallback is CompileFallback.eager, cache)
-        shown = ", ".join(f"{k}={v}" for k, v in kw.items() if v not in (None, False))
-        ctx.change(name, f"torch.compile({shown}), compiled lazily at the first call"
-                   + (f"; mode/options ignored by backend {cfg.backend.value}" if ignored else "")
-                   + (f"; compiled artifacts cached in {cache.where()}" if cache else ""))
+    components = ctx.components("compile", cfg.components)
+    # only Inductor writes artifacts; eager/aot_eager/ipex have nothing to persist
+    where = inductor_location(cfg.cache) if cfg.backend is CompileBackend.inductor else None
+    for problem in where.warnings if where else ():
+        ctx.warn(problem)
+    # torch creates its cache directory while importing its compiler: keep a bad one unseen
+    with inductor_cache_dir(where.inductor_dir if where and where.temporary else None):
+        for name, module in components.items():
+            # torch.compile pops keys from `options`: each component gets its own copy
+            compiled = torch.compile(_call_of(module, name), **{**kw, **(
+                {"options": dict(kw["options"])} if "options" in kw else {})})
+            cache = (CompileCache.for_component(name, module, kw, where)
+                     if where and (cfg.cache or where.temporary) else None)
+            module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,
+                                                   cfg.fallback is CompileFallback.eager, cache)
+            shown = ", ".join(f"{k}={v}" for k, v in kw.items() if v not in (None, False))
+            ctx.change(name, f"torch.compile({shown}), compiled lazily at the first call"
+                       + (f"; mode/options ignored by backend {cfg.backend.value}"
+                          if ignored else "")
+                       + (f"; compiled in the temporary {cache.where()} (see warnings)"
+                          if cache and where.temporary else
+                          f"; compiled artifacts cached in {cache.where()}" if cache else ""))

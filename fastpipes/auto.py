@@ -35,6 +35,7 @@ from fastpipes.errors import CacheError
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect, unmet_requirements
 from fastpipes.pipelines.base import Fidelity, find_adapter
+from fastpipes.recipe.ablate import ablations, parse, rebuild
 from fastpipes.recipe.load import available, builtin_dir, load_recipe
 from fastpipes.recipe.schema import AutoConfig, PrecisionClass
 from fastpipes.report import Report
@@ -123,7 +124,7 @@ def _invalid(data: Any, key: str, candidates: list[str]) -> str:
     if not isinstance(data.get("trials"), list) or not _number(data.get("baseline_s")):
         return "its trials or baseline_s are malformed"
     for t in data["trials"]:
-        if not (isinstance(t, dict) and t.get("recipe") in candidates
+        if not (isinstance(t, dict) and _of_candidates(str(t.get("recipe")), candidates)
                 and t.get("status") in statuses and isinstance(t.get("reason", ""), str)
                 and all(_number(t.get(k)) for k in ("latency_s", "speedup"))
                 and isinstance(t.get("fidelity", {}), dict)
@@ -132,13 +133,13 @@ def _invalid(data: Any, key: str, candidates: list[str]) -> str:
     winner = data.get("winner")
     if winner is None:
         return ""
-    if winner not in candidates:
+    if not _of_candidates(str(winner), candidates):
         return (f"its winner {winner!r} is not one of the candidates "
                 f"({', '.join(candidates) or 'none'})")
     if not any(t["recipe"] == winner and t["status"] == "ok" for t in data["trials"]):
         return f"its winner {winner!r} has no successful trial"
     try:
-        load_recipe(winner)
+        _load(winner)
     except Exception as e:  # noqa: BLE001
         first = (str(e).splitlines() or [""])[0]
         return f"its winner {winner!r} no longer loads ({type(e).__name__}: {first})"
@@ -191,6 +192,17 @@ def save_decision(decision: Decision, directory: Path) -> Path:
 
 # -- the search -------------------------------------------------------------------------
 
+def _load(name: str):
+    """A candidate by name: a recipe, or an ablation of one ("sam_bf16 without compile")."""
+    return load_recipe(rebuild(name) or name)
+
+
+def _of_candidates(name: str, candidates: list[str]) -> bool:
+    """`name` is a candidate, or an ablation of one."""
+    found = parse(name)
+    return name in candidates or (found is not None and found[1] in candidates)
+
+
 def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
                       device: str = "cpu") -> list[str]:
     """Built-in recipes of `family` (or generic) whose requires are met and whose precision
@@ -220,18 +232,36 @@ def time_call(fn: Callable[[], Any], iters: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+def _winner(trials: list[Trial]) -> str | None:
+    faithful = [t for t in trials if t.status is TrialStatus.ok and t.speedup and t.speedup > 1.0]
+    return min(faithful, key=lambda t: t.latency_s).recipe if faithful else None
+
+
 def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
            trial: Callable[[str, Any], tuple[float, Fidelity]], budget_s: float,
-           key: str) -> Decision:
+           key: str, then: Callable[[str], list[str]] | None = None) -> Decision:
     """Measure each candidate; the fastest faithful one that beats FP32 wins.
 
     `baseline()` -> (seconds, reference view); `trial(name, reference)` -> (seconds,
     Fidelity by the candidate's class) and must leave the pipeline as it found it.
+    `then(winner)` names more candidates to try once the first round has a winner (the
+    winner's ablations), within the same budget.
     """
     start = time.perf_counter()
     base_s, reference = baseline()
     trials: list[Trial] = []
-    for name in candidates:
+    _measure(candidates, trials, trial, reference, base_s, start, budget_s)
+    winner = _winner(trials)
+    if winner and then:
+        _measure(then(winner), trials, trial, reference, base_s, start, budget_s)
+        winner = _winner(trials)
+    return Decision(key=key, winner=winner, baseline_s=base_s, trials=trials)
+
+
+def _measure(names: list[str], trials: list[Trial], trial, reference: Any, base_s: float,
+             start: float, budget_s: float) -> None:
+    """Try each of `names`, appending its Trial."""
+    for name in names:
         if time.perf_counter() - start > budget_s:
             trials.append(Trial(name, TrialStatus.over_budget,
                                 reason=f"auto.budget_s={budget_s:g} s spent"))
@@ -250,9 +280,6 @@ def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
                             fid.precision_class, secs, base_s / secs, dict(fid.metrics),
                             fid.thresholds, fid.note if ok else
                             f"misses its {fid.precision_class} bars: {fid.thresholds}"))
-    faithful = [t for t in trials if t.status is TrialStatus.ok and t.speedup and t.speedup > 1.0]
-    winner = min(faithful, key=lambda t: t.latency_s).recipe if faithful else None
-    return Decision(key=key, winner=winner, baseline_s=base_s, trials=trials)
 
 
 # -- accelerate(pipe, "auto") ----------------------------------------------------------
@@ -317,7 +344,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
                 return secs, target.view(out, reference)
 
         def trial(name: str, reference: Any) -> tuple[float, Fidelity]:
-            rec = load_recipe(name)
+            rec = _load(name)
             if rec.precision_class.rank > cfg.max_class.rank:
                 raise Excluded(f"precision class {rec.precision_class.value} is looser than "
                                f"auto.max_class={cfg.max_class.value}")
@@ -330,7 +357,11 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
                 torch._dynamo.reset()  # drop compiled code of the undone candidate
             return secs, fid
 
-        decision = search(candidates, timed, trial, cfg.budget_s, key)
+        def ablated(winner: str) -> list[str]:  # the winner with each pass dropped
+            return [v["name"] for v in ablations(_load(winner), with_alone=False)]
+
+        decision = search(candidates, timed, trial, cfg.budget_s, key,
+                          ablated if cfg.ablate else None)
         if cfg.cache:
             try:
                 save_decision(decision, cache_dir())
@@ -343,7 +374,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
         report.warnings.append("auto: no candidate was both faithful (by its precision class's "
                                "bars) and faster than FP32; the pipeline is unchanged")
     else:
-        report, _ = apply_recipe(pipe, load_recipe(decision.winner), strict, adapter)
+        report, _ = apply_recipe(pipe, _load(decision.winner), strict, adapter)
         report.recipe = f"auto -> {decision.winner}"
     report.warnings += notes
     report.extra["auto"] = {**decision.to_dict(), "inputs": target.inputs,

@@ -307,3 +307,43 @@ def test_a_decision_cache_others_can_write_is_not_read(setup):
         report, calls, _ = rerun()
     assert report.extra["auto"]["cached"] is False and calls == 3
     assert any("ignoring the auto decision cache" in w for w in report.warnings)
+
+
+def test_the_winners_ablations_are_tried_and_a_faster_one_wins(setup):
+    # the fake measure makes "forward" wrappers (precision) slow and channels-last fast
+    (setup / "recipes" / "both.yaml").write_text(
+        "name: both\nmemory_format: {convert_inputs: false}\nprecision: {mode: autocast}\n")
+
+    class PrecisionCosts(FakeMeasure):
+        def __call__(self, call):
+            self.calls += 1
+            out = call()
+            cl = self.m[0].weight.is_contiguous(memory_format=torch.channels_last)
+            wrapped = "forward" in self.m.__dict__
+            return (0.5 if cl else 1.0) + (0.2 if wrapped else 0.0), out
+
+    m = model()
+    report = auto.accelerate_auto(m, ["auto.builtin=false", "auto.candidates=[both]"],
+                                  example_inputs=X, measure=PrecisionCosts(m))
+    trials = {t["recipe"]: t for t in report.extra["auto"]["trials"]}
+    assert set(trials) == {"both", "both without memory_format", "both without precision"}
+    assert report.extra["auto"]["winner"] == "both without precision"
+    assert report.recipe == "auto -> both without precision" and "forward" not in m.__dict__
+    assert m[0].weight.is_contiguous(memory_format=torch.channels_last)
+    # the cached decision names the ablation, and it is applied again without a search
+    again = model()
+    fake = PrecisionCosts(again)
+    cached = auto.accelerate_auto(again, ["auto.builtin=false", "auto.candidates=[both]"],
+                                  example_inputs=X, measure=fake)
+    assert cached.extra["auto"]["cached"] and fake.calls == 0
+    assert cached.recipe == "auto -> both without precision"
+
+
+def test_ablation_can_be_turned_off(setup):
+    (setup / "recipes" / "both.yaml").write_text(
+        "name: both\nmemory_format: {convert_inputs: false}\nprecision: {mode: autocast}\n")
+    m = model()
+    report = auto.accelerate_auto(m, ["auto.builtin=false", "auto.candidates=[both]",
+                                      "auto.ablate=false"], example_inputs=X,
+                                  measure=FakeMeasure(m))
+    assert [t["recipe"] for t in report.extra["auto"]["trials"]] == ["both"]

@@ -120,6 +120,9 @@ class AutoConfig(Section):
     # the loosest precision class auto may pick; each candidate is judged by its own
     # class's bars (exact < fp16 < bf16 < int8 < int4)
     max_class: PrecisionClass = PrecisionClass.int4
+    # then try the winner with each of its passes dropped: a pass that costs time on this
+    # machine is left out ("sam_bf16 without compile")
+    ablate: bool = True
     cache: bool = True  # reuse / store decisions on disk
 
     def check(self) -> list[tuple[str, str, str]]:

@@ -160,8 +160,8 @@ def test_a_file_that_still_cannot_be_written_goes_to_a_fallback(tmp_path, toy_re
 def toy_result():
     from fastpipes.bench import WorkloadSpec, run_benchmark
 
-    return run_benchmark(WorkloadSpec("toy", size="tiny"), [], iters=1, warmup=0, limits=False,
-                         progress=False)
+    return run_benchmark(WorkloadSpec("toy", size="tiny"), [{"memory_format": {}}], iters=1,
+                         warmup=0, limits=False, warm_start=False, progress=False)
 
 
 def _workdirs_of(pid: int) -> list[Path]:

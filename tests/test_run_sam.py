@@ -102,15 +102,18 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys)
     assert "3 done, 0 skipped" in capsys.readouterr().out
 
 
-def test_everything_mode_writes_deduplicated_masks(tmp_path):
-    from fastpipes.run.nms import nms
+def test_everything_mode_writes_deduplicated_masks(tmp_path, capsys):
     import torch
+
+    from fastpipes.run.nms import nms
 
     images = make_images(tmp_path / "pics", n=1)
     out = tmp_path / "out"
     assert main(["run", "sam", "--images", str(images / "*.png"), "--everything",
                  "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-thresh", "0",
-                 "--out", str(out), *TINY]) == 0
+                 "--out", str(out), "--model", "tiny", "--random-weights", "--recipe", "none",
+                 "--quiet"]) == 0
+    assert "recipe   none (FP32 eager)" in capsys.readouterr().out
     (rec,) = json.loads((out / "masks.json").read_text())["images"]
     masks = rec["masks"]
     assert masks, "random weights with the thresholds at 0 still give masks"

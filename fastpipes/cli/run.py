@@ -46,8 +46,9 @@ def _common(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory; rerunning with the same DIR resumes")
     p.add_argument("--recipe", default="auto",
-                   help="a built-in recipe name, a YAML path, or auto (default: measure the "
-                        "candidates on this machine and keep the fastest faithful one)")
+                   help="a built-in recipe name, a YAML path, none (FP32 eager), or auto "
+                        "(default: measure the candidates on this machine and keep the fastest "
+                        "faithful one)")
     p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    dest="overrides", help="recipe override, e.g. compile.enabled=false "
                                           "(repeatable)")

@@ -54,7 +54,7 @@ class Job:
     model: str | None = None  # SAM: vit_b|vit_l|vit_h; SDXL/Llama: a local directory
     checkpoint: str | None = None
     random_weights: bool = False  # seeded random weights at `model`'s shape: for trying out
-    recipe: str = "auto"  # a built-in name, a YAML path, or auto
+    recipe: str = "auto"  # a built-in name, a YAML path, auto, or none (FP32 eager)
     overrides: tuple[str, ...] = ()  # recipe dotlist, e.g. ("compile.mode=max-autotune",)
     seed: int = 0
     device: str = "cpu"
@@ -117,17 +117,24 @@ class Job:
                              "model directory with --model")
 
 
-def check_recipe(job: Job) -> None:
-    """Load and validate the recipe before any model is built (auto: nothing to check)."""
+def job_recipe(job: Job) -> Any:
+    """What accelerate() gets for `job.recipe`: "auto", or the loaded and validated Recipe
+    ("none": an empty one, FP32 eager). Called before any model is built, so a typo costs
+    nothing."""
     if job.recipe == "auto":
-        if job.overrides:
+        if job.overrides:  # only auto.* settings make sense here; checked the same way
             load_recipe({"name": "auto", "auto": {}}, list(job.overrides))
-        return
+        return "auto"
+    if job.recipe == "none":
+        if job.overrides:
+            raise InputError("--recipe none applies nothing, so --set has nothing to change")
+        return load_recipe({"name": "none (FP32 eager)", "family": job.family})
     rec = load_recipe(job.recipe, list(job.overrides))
     if rec.family not in (Family.any, Family(job.family)):
         raise InputError(f"recipe {rec.name!r} is for {rec.family.value} pipelines, not "
                          f"{job.family}; pick a {job.family} or family 'any' recipe "
-                         "(fastpipes recipes list)")
+                         "(fastpipes recipes list), or none for FP32 eager")
+    return rec
 
 
 class Worker:
@@ -150,10 +157,9 @@ class Worker:
         with (gate or nullcontext)():
             t2 = time.perf_counter()
             say(f"accelerating with recipe {job.recipe!r}")
-            auto = job.recipe == "auto"
-            recipe = job.recipe if auto else load_recipe(job.recipe, list(job.overrides))
+            recipe = job_recipe(job)
             self.report = accelerate(job.target(self.pipe), recipe,
-                                     list(job.overrides) if auto else None)
+                                     list(job.overrides) if job.recipe == "auto" else None)
             t3 = time.perf_counter()
             say("warming up (a compiling recipe compiles here)")
             job.warm_up(self.pipe)

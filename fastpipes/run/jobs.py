@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from fastpipes.errors import InputError
-from fastpipes.run.base import Item, ItemResult, Job, Worker, check_recipe, measured_speedup
+from fastpipes.run.base import Item, ItemResult, Job, Worker, job_recipe, measured_speedup
 from fastpipes.run.outdir import OutDir, atomic_write_lines
 from fastpipes.run.progress import JobProgress
 from fastpipes.run.ray_engine import run_on_ray
@@ -92,7 +92,7 @@ def run_job(job: Job, engine: str = "local", actors: int = 1, cpus_per_actor: fl
     if actors < 1:
         raise InputError(f"actors must be >= 1, got {actors}")
     job.check()
-    check_recipe(job)
+    job_recipe(job)  # a bad recipe fails here, before any input is listed or model built
     items = job.items()
     assert len({i.key for i in items}) == len(items), "item keys must be unique"
     out = OutDir(job.out)

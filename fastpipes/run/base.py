@@ -181,8 +181,10 @@ class Worker:
                 error["where"] = f"{frame.filename}:{frame.lineno} in {frame.name}"
             return ItemResult(item.key, item.fingerprint, False, error=error,
                               seconds=time.perf_counter() - t0)
+        secs = time.perf_counter() - t0
         return ItemResult(item.key, item.fingerprint, True, files,
-                          {"key": item.key, **record}, seconds=time.perf_counter() - t0)
+                          {"key": item.key, **record, "seconds": record.get("seconds", secs)},
+                          seconds=secs)
 
 
 def measured_speedup(report: dict) -> tuple[float | None, str]:

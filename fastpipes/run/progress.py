@@ -31,6 +31,8 @@ class JobProgress:
         self.done = self.failed = 0
         self.t0 = self._last = time.monotonic()
         self._bar = self._task = None
+        self._first: float | None = None
+        self._shown = 0  # results counted in the last plain line
 
     def __enter__(self) -> "JobProgress":
         self.t0 = self._last = time.monotonic()
@@ -61,16 +63,19 @@ class JobProgress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-        elif self.enabled and (self.done or self.failed):
+        elif self.enabled and self.done + self.failed != self._shown:
             self._line()
 
     @property
     def rate(self) -> float | None:
-        elapsed = time.monotonic() - self.t0
+        """Items/s since the first result: start-up (building, compiling) is not counted."""
         n = self.done + self.failed
-        return n / elapsed if n and elapsed > 0 else None
+        elapsed = time.monotonic() - self._first if self._first is not None else 0.0
+        return (n - 1) / elapsed if n > 1 and elapsed > 0 else None
 
     def update(self, ok: bool) -> None:
+        if self._first is None:
+            self._first = time.monotonic()
         if ok:
             self.done += 1
         else:
@@ -91,6 +96,7 @@ class JobProgress:
     def _line(self) -> None:
         self._last = time.monotonic()
         n, rate = self.done + self.failed, self.rate
+        self._shown = n
         eta = (self.total - n) / rate if rate else None
         failed = f", {self.failed} failed" if self.failed else ""
         print(f"[{self.label} {self._last - self.t0:7.1f}s] {n}/{self.total}{failed}, "

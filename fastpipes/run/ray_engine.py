@@ -68,9 +68,12 @@ class RunActor:
     actor's start times and accelerate() report; only in its first row, else "").
 
     `threads` sets torch's intra-op threads (default: Ray's ``num_cpus`` for the actor).
+    `start_log` (an actor handle with ``add.remote(str)``) also gets the start record, so
+    the driver hears of actors that started but were given no input.
     """
 
-    def __init__(self, job: Job, threads: int | None = None, lock: bool = True):
+    def __init__(self, job: Job, threads: int | None = None, lock: bool = True,
+                 start_log: object = None):
         import torch
 
         if threads:
@@ -80,6 +83,8 @@ class RunActor:
         self.info = {"actor": f"{socket.gethostname()}:{os.getpid()}",
                      "threads": torch.get_num_threads(), "ready_at": time.time(),
                      **self.worker.start, "report": self.worker.report.to_dict()}
+        if start_log is not None:
+            start_log.add.remote(json.dumps(self.info, default=str))
         self._announced = False
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -148,20 +153,45 @@ def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None]
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is on screen
         cpus = _cpus(actors, cpus_per_actor)
         say(f"{actors} actor(s) x {cpus:g} CPU(s); compile cache {cache_dir()}")
+        log = _start_log(ray)
         ds = ray.data.from_items([{"key": i.key, "payload": json.dumps(i.payload),
                                    "fingerprint": i.fingerprint} for i in pending])
-        ds = ds.map_batches(RunActor, fn_constructor_kwargs={"job": job, "threads": int(cpus)},
+        ds = ds.map_batches(RunActor, fn_constructor_kwargs={"job": job, "threads": int(cpus),
+                                                             "start_log": log},
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
                             batch_size=1,
                             runtime_env={"env_vars": {CACHE_ENV: str(cache_dir())}})
-        for row in ds.iter_rows():
-            if row["actor"]:
-                info = json.loads(row["actor"])
-                report = info.pop("report")
-                started(report, info)
-            take(result_of(row))
+        try:
+            for row in ds.iter_rows():
+                take(result_of(row))
+        finally:  # also after Ctrl-C: the starts seen so far
+            for info in _starts(ray, log):
+                started(info.pop("report"), info)
     except ray.exceptions.RayError as e:  # e.g. an actor that could not build the pipeline
         raise FastpipesError(f"the Ray job failed: {e}") from e
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _starts(ray, log) -> list[dict]:
+    try:
+        return [json.loads(text) for text in ray.get(log.items.remote(), timeout=30)]
+    except Exception:  # Ray going down after Ctrl-C: the summary just lacks start times
+        return []
+
+
+def _start_log(ray):
+    """A small actor (no CPU) that collects RunActor start records for the driver."""
+    @ray.remote(num_cpus=0)
+    class StartLog:
+        def __init__(self):
+            self.records: list[str] = []
+
+        def add(self, record: str) -> None:
+            self.records.append(record)
+
+        def items(self) -> list[str]:
+            return self.records
+
+    return StartLog.remote()

@@ -100,4 +100,5 @@ class JobProgress:
         eta = (self.total - n) / rate if rate else None
         failed = f", {self.failed} failed" if self.failed else ""
         print(f"[{self.label} {self._last - self.t0:7.1f}s] {n}/{self.total}{failed}, "
-              f"{rate or 0:.2f} items/s, ETA {_eta(eta)}", file=sys.stderr, flush=True)
+              f"{f'{rate:.2f}' if rate else '--'} items/s, ETA {_eta(eta)}", file=sys.stderr,
+              flush=True)

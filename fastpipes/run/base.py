@@ -61,6 +61,8 @@ class Job:
 
     family: ClassVar[str] = ""
     result_file: ClassVar[str] = ""  # what finalize() writes, for the summary
+    # fields that say where the inputs are: each item's payload holds what was read there
+    input_fields: ClassVar[tuple[str, ...]] = ()
 
     # -- what a family defines ----------------------------------------------------------
     def check(self) -> None:
@@ -89,8 +91,10 @@ class Job:
 
     # -- shared -------------------------------------------------------------------------
     def identity(self) -> dict:
-        """Settings that decide the outputs (not where they go or how fast they come)."""
-        skip = {"out", "recipe", "overrides", "device"}
+        """Settings that decide the outputs (not where inputs and outputs are, nor how fast
+        they come: a recipe is an implementation choice, and resuming with another one is
+        allowed)."""
+        skip = {"out", "recipe", "overrides", "device", *self.input_fields}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
     def fingerprint(self, payload: dict) -> str:

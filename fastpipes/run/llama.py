@@ -67,6 +67,7 @@ class LlamaJob(Job):
 
     family: ClassVar[str] = "llama"
     result_file: ClassVar[str] = "completions.jsonl"
+    input_fields: ClassVar[tuple[str, ...]] = ("prompts",)
 
     def check(self) -> None:
         from fastpipes.pipelines.llama import LLAMA_SHAPES

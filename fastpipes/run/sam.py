@@ -130,6 +130,7 @@ class SamJob(Job):
 
     family: ClassVar[str] = "sam"
     result_file: ClassVar[str] = "masks.json"
+    input_fields: ClassVar[tuple[str, ...]] = ("images", "prompt_file")
 
     def check(self) -> None:
         from fastpipes.pipelines.sam import SamConfig

@@ -39,6 +39,7 @@ class SdxlJob(Job):
 
     family: ClassVar[str] = "sdxl"
     result_file: ClassVar[str] = "settings.json"
+    input_fields: ClassVar[tuple[str, ...]] = ("prompts",)
 
     def check(self) -> None:
         from fastpipes.pipelines.sdxl import SIZES

@@ -90,13 +90,19 @@ def add_parser(subparsers) -> None:
     sam.add_argument("--everything", action="store_true",
                      help="automatic mask generation: a grid of point prompts, deduplicated")
     defaults = AmgConfig()
-    sam.add_argument("--points-per-side", type=int, default=defaults.points_per_side)
-    sam.add_argument("--points-per-batch", type=int, default=defaults.points_per_batch)
-    sam.add_argument("--pred-iou-thresh", type=float, default=defaults.pred_iou_thresh)
-    sam.add_argument("--stability-thresh", type=float, default=defaults.stability_score_thresh)
-    sam.add_argument("--box-nms-thresh", type=float, default=defaults.box_nms_thresh)
-    sam.add_argument("--crop-layers", type=int, default=defaults.crop_n_layers,
-                     help="also segment 2**i x 2**i crops, i = 1..N (default 0)")
+    for flag, typ, value, text in (
+            ("--points-per-side", int, defaults.points_per_side, "grid of N x N prompts"),
+            ("--points-per-batch", int, defaults.points_per_batch, "prompts decoded at once"),
+            ("--pred-iou-thresh", float, defaults.pred_iou_thresh,
+             "keep masks whose predicted IoU is above this"),
+            ("--stability-thresh", float, defaults.stability_score_thresh,
+             "... and whose stability score is at least this"),
+            ("--box-nms-thresh", float, defaults.box_nms_thresh,
+             "box IoU above which the lower-scoring mask is a duplicate"),
+            ("--crop-layers", int, defaults.crop_n_layers,
+             "also segment 2**i x 2**i crops, i = 1..N")):
+        sam.add_argument(flag, type=typ, default=value, metavar="N" if typ is int else "X",
+                         help=f"--everything: {text} (default {value:g})")
     sam.add_argument("--all-masks", action="store_true",
                      help="keep SAM's three candidate masks per prompt, not only the best")
     sam.add_argument("--no-png", action="store_false", dest="png",

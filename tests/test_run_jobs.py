@@ -1,4 +1,4 @@
-"""The output directory of a run: atomic writes, resume records, and input naming."""
+"""The plumbing of a run: atomic writes, resume records, input naming, the summary."""
 import os
 
 import pytest
@@ -51,3 +51,22 @@ def test_list_images_skips_the_output_directory_inside_the_input(tmp_path):
     globbed = [name for _, name in list_images(str(tmp_path / "**" / "*.png"),
                                                exclude=tmp_path / "out")]
     assert globbed == ["x.png"]
+
+
+def test_summary_gives_the_speedup_auto_measured_and_no_guess_otherwise():
+    from fastpipes.run.base import measured_speedup
+    from fastpipes.run.jobs import RunSummary
+
+    auto = {"recipe": "auto -> sam_bf16", "extra": {"auto": {
+        "winner": "sam_bf16", "cached": True,
+        "trials": [{"recipe": "sam_fp32_fast", "speedup": 1.8},
+                   {"recipe": "sam_bf16", "speedup": 4.7}]}}}
+    speedup, source = measured_speedup(auto)
+    assert speedup == 4.7 and "auto" in source and "cached" in source
+    assert measured_speedup({"recipe": "sam_bf16", "extra": {}})[0] is None
+    text = str(RunSummary("sam", "out", "local", 3, done=2, failed=1, recipe="auto -> sam_bf16",
+                          speedup=speedup, speedup_source=source, items_per_s=0.5,
+                          start=[{"total_s": 9.0, "build_s": 1.0, "accelerate_s": 0.5,
+                                  "warm_up_s": 7.5, "wait_s": 0.0}]))
+    assert "4.70x over FP32 eager" in text and "2 done, 0 skipped (already done), 1 failed" in text
+    assert "warm-up 7.5" in text and "start lock" not in text

@@ -14,6 +14,7 @@ import time
 import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, ContextManager
 
 from fastpipes.api import accelerate
@@ -106,8 +107,6 @@ class Job:
 
     def check_model(self, shapes: tuple[str, ...], what: str) -> None:
         """--random-weights takes a shape name; otherwise --model must be a local path."""
-        from pathlib import Path
-
         if self.random_weights:
             if self.model not in shapes:
                 raise InputError(f"--random-weights builds a {self.family} model at a known "

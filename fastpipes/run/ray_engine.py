@@ -24,6 +24,7 @@ Your own Ray Data pipeline can use the actor directly::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -141,8 +142,6 @@ def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None]
         import ray.data
     except ImportError:
         raise InputError("--engine ray needs Ray Data: pip install 'fastpipes[ray]'") from None
-    import logging
-
     started_here = not ray.is_initialized()
     if started_here:
         say(f"starting Ray ({address or 'local'})")

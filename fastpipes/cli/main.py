@@ -11,7 +11,7 @@ import sys
 
 from fastpipes.errors import FastpipesError
 
-SUBCOMMANDS = ("info", "recipes", "bench", "cache")
+SUBCOMMANDS = ("info", "recipes", "bench", "cache", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,15 +38,23 @@ def _torchvision_ok() -> bool:
 def sam_modeling() -> types.ModuleType:
     """``segment_anything.modeling``, imported without running the package ``__init__``
     when torchvision is missing or broken."""
-    if "segment_anything.modeling" in sys.modules:
-        return sys.modules["segment_anything.modeling"]
+    return sam_submodule("modeling")
+
+
+def sam_submodule(name: str) -> types.ModuleType:
+    """``segment_anything.<name>`` (e.g. ``utils.amg``, whose helpers need only numpy and
+    torch), imported without running the package ``__init__`` when torchvision is missing
+    or broken."""
+    full = f"segment_anything.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
     spec = importlib.util.find_spec("segment_anything")
     if spec is None or not spec.submodule_search_locations:
         raise FastpipesError("SAM needs the segment-anything package: "
                              "pip install 'fastpipes[sam]' (segment-anything>=1.0)")
     if _torchvision_ok():
         try:
-            return importlib.import_module("segment_anything.modeling")
+            return importlib.import_module(full)
         except Exception:  # torchvision present but broken (e.g. a CUDA wheel on CPU torch)
             sys.modules.pop("segment_anything", None)
     # A bare package object with __path__ lets Python find the subpackage without
@@ -57,7 +65,7 @@ def sam_modeling() -> types.ModuleType:
     bare.__spec__ = spec
     sys.modules["segment_anything"] = bare
     try:
-        return importlib.import_module("segment_anything.modeling")
+        return importlib.import_module(full)
     finally:
         if sys.modules.get("segment_anything") is bare:
             del sys.modules["segment_anything"]

@@ -186,6 +186,28 @@ class SamPredictor:
                                        multimask_output, return_logits)
         return masks[0].cpu().numpy(), iou[0].cpu().numpy(), low[0].cpu().numpy()
 
+    def predict_prompts(self, point_coords: np.ndarray | None = None,
+                        point_labels: np.ndarray | None = None, boxes: np.ndarray | None = None,
+                        multimask_output: bool = True, return_logits: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P prompts on the set image in one decoder batch, as torch tensors.
+
+        point_coords: P x N x 2 (x, y) original-image pixels, point_labels: P x N, and/or
+        boxes: P x 4 (XYXY). Returns masks [P, C, H, W] (bool, or logits with
+        `return_logits`), scores [P, C], low-res logits [P, C, 256, 256].
+        """
+        if self._state is None:
+            raise InputError("call set_image(image) before predict_prompts()")
+        coords, labels, boxes = self._check_prompts(point_coords, point_labels, boxes,
+                                                    self._state)
+        if coords is None and boxes is None:
+            raise InputError("predict_prompts needs point_coords/point_labels or boxes")
+        if coords is not None and coords.ndim != 3:
+            raise InputError(f"point_coords must be P x N x 2, got {coords.shape}")
+        return self._decode(self._state, coords, labels,
+                            None if boxes is None else boxes.reshape(-1, 4), None,
+                            multimask_output, return_logits)
+
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray], point_coords: Sequence[Any] | None = None,
                       point_labels: Sequence[Any] | None = None, boxes: Sequence[Any] | None = None,

@@ -1,0 +1,159 @@
+"""The job loop behind ``fastpipes run``: build and accelerate once, then every input, and
+survive bad inputs, Ctrl-C and restarts.
+
+A :class:`~fastpipes.run.base.Job` (one subclass per family) says what the inputs are, how
+to build the FP32 pipeline, how to turn one input into output files and a record, and how
+to gather the records into the family's result file. :func:`run_job` does the rest, the
+same way for the local engine and for Ray (:mod:`fastpipes.run.ray_engine`):
+
+- inputs whose ``done`` record is there with the same fingerprint are skipped (resume);
+- an input that raises is recorded in ``errors.jsonl`` and the job goes on;
+- Ctrl-C stops after the current item: what is finished stays finished;
+- every file is written atomically (:mod:`fastpipes.run.outdir`);
+- a summary (done / skipped / failed, throughput, recipe, start times) ends the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+
+from fastpipes.errors import InputError
+from fastpipes.run.base import Item, ItemResult, Job, Worker, job_recipe, measured_speedup
+from fastpipes.run.outdir import OutDir, atomic_write_lines
+from fastpipes.run.progress import JobProgress
+from fastpipes.run.ray_engine import run_on_ray
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class RunSummary:
+    """What a run did; printed at the end and written to ``summary.json``."""
+
+    family: str
+    out: str
+    engine: str
+    total: int  # inputs in the job
+    done: int = 0  # finished by this run
+    skipped: int = 0  # finished by an earlier run (same fingerprint)
+    failed: int = 0
+    interrupted: bool = False
+    recipe: str = ""  # what was applied, e.g. "auto -> sam_bf16"
+    speedup: float | None = None  # that recipe over FP32 eager, measured on this machine
+    speedup_source: str = ""
+    wall_s: float = 0.0  # the whole run, start-up included
+    items_per_s: float | None = None  # after start-up (every actor's, for Ray)
+    start: list[dict] = field(default_factory=list)  # one per worker / actor: its start times
+    warnings: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else (1 if self.failed else 0)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        state = "interrupted (rerun the same command to resume)" if self.interrupted else "finished"
+        rate = f"{self.items_per_s:.3g} items/s" if self.items_per_s else "n/a"
+        lines = [f"fastpipes run {self.family}: {state}",
+                 f"  inputs   {self.total}: {self.done} done, {self.skipped} skipped "
+                 f"(already done), {self.failed} failed",
+                 f"  time     {self.wall_s:.1f} s in all; throughput {rate} after start-up",
+                 f"  recipe   {self.recipe or 'none applied'}"]
+        if self.speedup:
+            lines.append(f"  speedup  {self.speedup:.2f}x over FP32 eager ({self.speedup_source})")
+        else:
+            lines.append(f"  speedup  {self.speedup_source}")
+        for i, s in enumerate(self.start):
+            who = s.get("actor", "local") if self.engine == "ray" else "local"
+            wait = f", waited {s['wait_s']:.1f} s for the start lock" \
+                if s.get("wait_s", 0) >= 0.1 else ""
+            lines.append(f"  start    #{i + 1} ({who}): {s['total_s']:.1f} s (build "
+                         f"{s['build_s']:.1f}, accelerate {s['accelerate_s']:.1f}, warm-up "
+                         f"{s['warm_up_s']:.1f}){wait}")
+        lines += [f"  warning  {w}" for w in self.warnings]
+        lines += [f"  wrote    {o}" for o in self.outputs]
+        return "\n".join(lines)
+
+
+def run_job(job: Job, engine: str = "local", actors: int = 1, cpus_per_actor: float | None = None,
+            address: str | None = None, progress: bool = True) -> RunSummary:
+    """Run `job` to the end (or to Ctrl-C) and summarise it; see the module docstring.
+
+    >>> summary = run_job(SamJob(out="out", images="pics/", everything=True,
+    ...                          model="vit_b", checkpoint="sam_vit_b.pth"))  # doctest: +SKIP
+    """
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
+    if actors < 1:
+        raise InputError(f"actors must be >= 1, got {actors}")
+    job.check()
+    job_recipe(job)  # a bad recipe fails here, before any input is listed or model built
+    items = job.items()
+    assert len({i.key for i in items}) == len(items), "item keys must be unique"
+    out = OutDir(job.out)
+    pending = [i for i in items if out.done_fingerprint(i.key) != i.fingerprint]
+    summary = RunSummary(job.family, str(out.root), engine, len(items),
+                         skipped=len(items) - len(pending))
+    t0 = time.perf_counter()
+    ready: list[float] = []  # perf_counter when each worker / actor was ready
+
+    def started(report: dict, start: dict) -> None:
+        if not summary.start:
+            summary.recipe = report.get("recipe", "")
+            summary.warnings = list(report.get("warnings", []))
+            summary.speedup, summary.speedup_source = measured_speedup(report)
+        summary.start.append(start)
+        # a Ray actor says when it was ready (wall clock); its first result comes later
+        late = time.time() - start["ready_at"] if "ready_at" in start else 0.0
+        ready.append(time.perf_counter() - max(0.0, late))
+
+    with JobProgress(len(pending), job.family, enabled=progress) as bar:
+        def take(result: ItemResult) -> None:
+            if result.ok:
+                out.commit(result.key, result.fingerprint, result.files, result.record)
+                summary.done += 1
+            else:
+                out.fail(result.key, result.fingerprint, result.error)
+                summary.failed += 1
+                bar.note(f"failed: {result.error.get('input')}: {result.error['type']}: "
+                         f"{result.error['message']}")
+            bar.update(result.ok)
+
+        try:
+            if pending and engine == "local":
+                worker = Worker(job, say=bar.note)
+                started(worker.report.to_dict(), worker.start)
+                for item in pending:
+                    take(worker(item))
+            elif pending:
+                run_on_ray(job, pending, take, started, actors=actors,
+                           cpus_per_actor=cpus_per_actor, address=address, say=bar.note)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+    end = time.perf_counter()
+    summary.wall_s = end - t0
+    summary.start.sort(key=lambda s: s.get("ready_at", 0.0))  # the first to start first
+    if summary.done and ready and end > min(ready):
+        summary.items_per_s = summary.done / (end - min(ready))
+    if not pending:
+        summary.speedup_source = "nothing to run: every input was already done"
+    _finish(job, out, items, summary)
+    return summary
+
+
+def _finish(job: Job, out: OutDir, items: list[Item], summary: RunSummary) -> None:
+    """Gather outputs (also after Ctrl-C: everything finished so far), errors and summary."""
+    keys = [(i.key, i.fingerprint) for i in items]
+    job.finalize(out, out.records(keys))
+    errors = out.errors(k for k, _ in keys)
+    atomic_write_lines(out.root / "errors.jsonl", (json.dumps(e) for e in errors))
+    summary.outputs = [str(out.root / job.result_file), str(out.root / "errors.jsonl"),
+                       str(out.root / "summary.json")]
+    out.write_json("summary.json", {**summary.to_dict(), "job": job.identity(),
+                                    "requested_recipe": job.recipe,
+                                    "overrides": list(job.overrides)})

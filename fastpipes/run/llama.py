@@ -1,0 +1,177 @@
+"""``fastpipes run llama``: complete every prompt of a file; greedy, or sampled with a seed.
+
+Output under ``--out``: ``completions.jsonl``, one line per prompt in input order, with the
+completion, token counts, seconds and tokens/s.
+
+>>> summary = fastpipes.run_llama("prompts.jsonl", "out/", model="/models/Llama-3.2-1B",
+...                               max_new_tokens=64, recipe="llama_woq_int8")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import torch
+
+from fastpipes.errors import InputError
+from fastpipes.run.base import Item, Job
+from fastpipes.run.jobs import RunSummary, run_job
+from fastpipes.run.outdir import OutDir, atomic_write_lines
+from fastpipes.run.prompts import read_prompts
+
+PER_PROMPT = {"seed", "max_new_tokens"}
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids (id = byte + 3; 0-2 are special). Only for
+    ``--random-weights``, whose models have no tokenizer: the completions are noise, the
+    job and its timing are real."""
+
+    offset = 3
+
+    def __init__(self, bos_token_id: int | None, eos_token_id: int | None):
+        self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
+        self.pad_token_id = eos_token_id
+
+    def __call__(self, text: str, return_tensors: str = "pt") -> dict:
+        ids = [b + self.offset for b in text.encode("utf-8")]
+        if self.bos_token_id is not None:
+            ids = [self.bos_token_id] + ids
+        t = torch.tensor([ids])
+        return {"input_ids": t, "attention_mask": torch.ones_like(t)}
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        data = bytes(i - self.offset for i in ids if self.offset <= i < 256 + self.offset)
+        return data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class LlamaPipe:
+    model: Any  # a transformers *ForCausalLM: what accelerate() gets
+    tokenizer: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlamaJob(Job):
+    """Complete prompts. `sample` draws with `temperature` / `top_p` from a seed per prompt
+    (``seed + n`` unless its JSON line gives one); otherwise decoding is greedy."""
+
+    prompts: str = ""  # a file: one prompt per line, or JSON lines (keys: PER_PROMPT)
+    max_new_tokens: int = 128
+    sample: bool = False
+    temperature: float = 0.8
+    top_p: float = 0.95
+
+    family: ClassVar[str] = "llama"
+    result_file: ClassVar[str] = "completions.jsonl"
+    input_fields: ClassVar[tuple[str, ...]] = ("prompts",)
+
+    def check(self) -> None:
+        from fastpipes.pipelines.llama import LLAMA_SHAPES
+
+        self.check_model(tuple(LLAMA_SHAPES), "a local Hugging Face model directory with "
+                                              "config.json, weights and a tokenizer")
+        if self.max_new_tokens < 1:
+            raise InputError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if self.sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
+            raise InputError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got "
+                             f"temperature={self.temperature}, top_p={self.top_p}")
+
+    def items(self) -> list[Item]:
+        items = []
+        for n, entry in enumerate(read_prompts(self.prompts, PER_PROMPT)):
+            payload = {"prompt": entry["prompt"], "line": n + 1, "name": f"line {n + 1}",
+                       "seed": entry.get("seed", self.seed + n),
+                       "max_new_tokens": entry.get("max_new_tokens", self.max_new_tokens)}
+            if entry.get("error"):
+                payload["error"] = entry["error"]
+            items.append(self.make_item(f"{n:05d}", payload))
+        return items
+
+    def build(self) -> LlamaPipe:
+        from fastpipes.pipelines.llama import build_llama, load_tokenizer
+
+        if self.random_weights:
+            model = build_llama(self.model, seed=self.seed)
+            tok = ByteTokenizer(model.config.bos_token_id, model.config.eos_token_id)
+        else:
+            path = Path(self.model).expanduser()
+            model = build_llama(str(path))
+            tok = load_tokenizer(path)
+            if tok is None:
+                raise InputError(f"{path} has no tokenizer (tokenizer.json or "
+                                 "tokenizer_config.json); fastpipes run llama needs one")
+        return LlamaPipe(model.to(self.device), tok)
+
+    def target(self, pipe: LlamaPipe) -> Any:
+        return pipe.model
+
+    def warm_up(self, pipe: LlamaPipe) -> None:
+        self._generate(pipe, "Hello", seed=0, max_new_tokens=2)
+
+    def process(self, pipe: LlamaPipe, item: Item) -> tuple[dict[str, bytes], dict]:
+        p = item.payload
+        if p.get("error"):
+            raise InputError(p["error"])
+        n = p["max_new_tokens"]
+        if not isinstance(n, int) or n < 1:
+            raise InputError(f"max_new_tokens must be a whole number >= 1, got {n!r}")
+        n_prompt, new, secs = self._generate(pipe, p["prompt"], int(p["seed"]), n)
+        eos = pipe.tokenizer.eos_token_id
+        record = {"line": p["line"], "prompt": p["prompt"],
+                  "completion": pipe.tokenizer.decode(new, skip_special_tokens=True),
+                  "prompt_tokens": n_prompt, "new_tokens": len(new),
+                  "finish": "eos" if new and new[-1] == eos else "length",
+                  "seconds": secs, "tokens_per_s": len(new) / secs if secs > 0 else None,
+                  "decoding": "sample" if self.sample else "greedy"}
+        if self.sample:
+            record.update(seed=p["seed"], temperature=self.temperature, top_p=self.top_p)
+        return {}, record
+
+    @torch.no_grad()
+    def _generate(self, pipe: LlamaPipe, prompt: str, seed: int,
+                  max_new_tokens: int) -> tuple[int, list[int], float]:
+        enc = pipe.tokenizer(prompt, return_tensors="pt")
+        ids = enc["input_ids"].to(self.device)  # [1, P]
+        mask = enc["attention_mask"].to(self.device)
+        model = pipe.model
+        kwargs: dict[str, Any] = {"do_sample": self.sample}
+        if self.sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        pad = pipe.tokenizer.pad_token_id
+        pad = pad if pad is not None else model.generation_config.eos_token_id
+        # sampling draws from torch's global generator: seed it, then put it back
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            t0 = time.perf_counter()
+            seq = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 pad_token_id=pad, **kwargs)
+            secs = time.perf_counter() - t0
+        return ids.shape[1], seq[0, ids.shape[1]:].tolist(), secs
+
+    def finalize(self, out: OutDir, records: Iterator[dict]) -> None:
+        atomic_write_lines(out.root / self.result_file, (json.dumps(r) for r in records))
+
+
+def run_llama(prompts: str | Path, out: str | Path, *, model: str | None = None,
+              random_weights: bool = False, max_new_tokens: int = 128, sample: bool = False,
+              temperature: float = 0.8, top_p: float = 0.95, recipe: str = "auto",
+              overrides: Sequence[str] = (), seed: int = 0, device: str = "cpu",
+              engine: str = "local", actors: int = 1, cpus_per_actor: float | None = None,
+              address: str | None = None, progress: bool = True) -> RunSummary:
+    """Complete every prompt of `prompts` (lines or JSON lines) into `out`/completions.jsonl.
+
+    `model` is a local Hugging Face directory (weights + tokenizer), or with
+    `random_weights` a shape name (tiny, llama-3.2-1b, llama-2-7b) for trying the job out.
+
+    >>> s = fastpipes.run_llama("prompts.txt", "out/", model="tiny", random_weights=True,
+    ...                         recipe="llama_woq_int8")  # doctest: +SKIP
+    """
+    job = LlamaJob(out=str(out), prompts=str(prompts), model=model,
+                   random_weights=random_weights, max_new_tokens=max_new_tokens, sample=sample,
+                   temperature=temperature, top_p=top_p, recipe=recipe,
+                   overrides=tuple(overrides), seed=seed, device=device)
+    return run_job(job, engine, actors, cpus_per_actor, address, progress)

@@ -1,0 +1,126 @@
+"""A job's output directory: atomic writes and the per-item records that make a job resumable.
+
+Layout under ``--out``::
+
+    <the family's outputs>          masks/..., images/..., masks.json, completions.jsonl ...
+    errors.jsonl                    one line per input that failed (rewritten every run)
+    summary.json                    the last run's counts, throughput, recipe, start times
+    .fastpipes/done/<key>.json      one per finished item: its record and fingerprint
+    .fastpipes/failed/<key>.json    one per failed item: the error (retried on the next run)
+
+Every file is written to a temporary name in the same directory and moved into place with
+``os.replace``, so a killed job never leaves half a PNG or JSON. An item's outputs are
+written before its ``done`` record: the record is the commit point, and a rerun skips
+exactly the items whose record is there with the same fingerprint.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from fastpipes.errors import InputError
+
+STATE = ".fastpipes"
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` via a temporary file and ``os.replace`` (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():  # interrupted between write and replace
+            tmp.unlink()
+    return path
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> Path:
+    """Stream `lines` (each ending without a newline) into `path`, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+class OutDir:
+    """The ``--out`` directory of a job.
+
+    >>> out = OutDir(tmp_path)                                              # doctest: +SKIP
+    >>> out.commit("cat", "f00d", {"masks/cat/0.png": png}, {"score": 0.9})  # doctest: +SKIP
+    >>> out.done_fingerprint("cat")                                         # doctest: +SKIP
+    'f00d'
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"--out {self.root} exists and is not a directory")
+        self.done_dir = self.root / STATE / "done"
+        self.failed_dir = self.root / STATE / "failed"
+        self.done_dir.mkdir(parents=True, exist_ok=True)
+        self.failed_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, rel: str) -> Path:
+        p = (self.root / rel).resolve()
+        assert self.root.resolve() in p.parents, f"output {rel!r} escapes {self.root}"
+        return p
+
+    def write(self, rel: str, data: bytes | str) -> Path:
+        return atomic_write(self.path(rel), data.encode() if isinstance(data, str) else data)
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        return self.write(rel, json.dumps(obj, indent=1))
+
+    def done_fingerprint(self, key: str) -> str | None:
+        """The fingerprint a finished item was made with, or None if it is not finished."""
+        try:
+            return json.loads((self.done_dir / f"{key}.json").read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError):  # missing, or unreadable: do it again
+            return None
+
+    def commit(self, key: str, fingerprint: str, files: dict[str, bytes], record: dict) -> None:
+        """Write an item's files, then its done record (the commit point)."""
+        for rel, data in files.items():
+            self.write(rel, data)
+        atomic_write(self.done_dir / f"{key}.json",
+                     json.dumps({"fingerprint": fingerprint, "record": record}).encode())
+        (self.failed_dir / f"{key}.json").unlink(missing_ok=True)
+
+    def fail(self, key: str, fingerprint: str, error: dict) -> None:
+        atomic_write(self.failed_dir / f"{key}.json",
+                     json.dumps({"fingerprint": fingerprint, "key": key, **error}).encode())
+        (self.done_dir / f"{key}.json").unlink(missing_ok=True)  # made from other settings
+
+    def records(self, items: Iterable[tuple[str, str]]) -> Iterator[dict]:
+        """Done records of (key, fingerprint) pairs, in that order; items not finished with
+        that fingerprint are left out."""
+        for key, fingerprint in items:
+            try:
+                data = json.loads((self.done_dir / f"{key}.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("fingerprint") == fingerprint:
+                yield data["record"]
+
+    def errors(self, keys: Iterable[str]) -> list[dict]:
+        out = []
+        for key in keys:
+            path = self.failed_dir / f"{key}.json"
+            if path.exists():
+                try:
+                    out.append(json.loads(path.read_text()))
+                except ValueError:
+                    continue
+        return out

@@ -1,0 +1,294 @@
+"""``fastpipes run sam``: segment a folder of images with point / box prompts or everything.
+
+Each image is encoded once (fastpipes' :class:`SamPredictor`, accelerated by the recipe)
+and all its prompts are decoded from that embedding. Outputs under ``--out``::
+
+    masks/<image key>/<prompt>.png     one binary PNG (0/255) per mask, image-sized
+    masks.json                         per image: every mask's score, area, bbox and COCO RLE
+
+>>> summary = fastpipes.run_sam("photos/", "out/", points="320,240", model="vit_b",
+...                             checkpoint="sam_vit_b_01ec64.pth")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+
+from fastpipes.errors import InputError
+from fastpipes.run.amg import AmgConfig, generate_masks
+from fastpipes.run.base import Item, Job
+from fastpipes.run.jobs import RunSummary, run_job
+from fastpipes.run.outdir import OutDir, atomic_write_lines
+from fastpipes.run.sam_io import (decode_rle, encode_rle, image_keys, list_images, load_image,
+                                  mask_entry, png_bytes)
+
+# ---------------------------------------------------------------------------- prompts
+def parse_points(text: str) -> tuple[tuple[float, float, int], ...]:
+    """``"x,y[,label];x,y[,label]"`` -> ((x, y, label), ...); label 1 (default) or 0.
+
+    >>> parse_points("10,20;30,40,0")
+    ((10.0, 20.0, 1), (30.0, 40.0, 0))
+    """
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        vals = part.split(",")
+        try:
+            if len(vals) not in (2, 3):
+                raise ValueError
+            label = int(vals[2]) if len(vals) == 3 else 1
+            if label not in (0, 1):
+                raise ValueError
+            out.append((float(vals[0]), float(vals[1]), label))
+        except ValueError:
+            raise InputError(f"--points: bad point {part!r}; expected x,y or x,y,label with "
+                             "label 1 (foreground) or 0 (background), points separated by ';'"
+                             ) from None
+    if not out:
+        raise InputError("--points: no points given (expected e.g. 320,240 or 10,20;30,40,0)")
+    return tuple(out)
+
+
+def parse_boxes(text: str) -> tuple[tuple[float, float, float, float], ...]:
+    """``"x0,y0,x1,y1[;...]"`` -> ((x0, y0, x1, y1), ...): one prompt per box."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        try:
+            vals = tuple(float(v) for v in part.split(","))
+        except ValueError:
+            vals = ()
+        if len(vals) != 4:
+            raise InputError(f"--boxes: bad box {part!r}; expected x0,y0,x1,y1 (pixels, XYXY), "
+                             "boxes separated by ';'")
+        out.append(vals)
+    if not out:
+        raise InputError("--boxes: no boxes given (expected e.g. 10,20,200,180)")
+    return tuple(out)
+
+
+def _prompt_arrays(prompt: Any) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """A prompt ({"points": [[x, y], ...], "labels": [...], "box": [x0, y0, x1, y1]}) as
+    the predictor's arrays; InputError names what is wrong."""
+    if not isinstance(prompt, dict) or not ({"points", "box"} & prompt.keys()):
+        raise InputError(f"a prompt must be an object with 'points' and/or 'box', got {prompt!r}")
+    unknown = set(prompt) - {"points", "labels", "box"}
+    if unknown:
+        raise InputError(f"unknown prompt keys {sorted(unknown)}; allowed: points, labels, box")
+    coords = labels = box = None
+    try:
+        if prompt.get("points") is not None:
+            coords = np.asarray(prompt["points"], dtype=np.float64).reshape(-1, 2)
+            labels = np.asarray(prompt.get("labels") or [1] * len(coords), dtype=np.int64)
+        if prompt.get("box") is not None:
+            box = np.asarray(prompt["box"], dtype=np.float64).reshape(4)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"bad prompt {prompt!r}: points must be [[x, y], ...], labels "
+                         f"[1 or 0, ...], box [x0, y0, x1, y1] ({e})") from None
+    return coords, labels, box
+
+
+def _prompts_from_flags(points: Sequence, boxes: Sequence) -> list[dict]:
+    pts = {"points": [[x, y] for x, y, _ in points], "labels": [lab for _, _, lab in points]} \
+        if points else {}
+    if boxes:
+        return [{**pts, "box": list(b)} for b in boxes]
+    return [pts]
+
+
+def _read_prompt_file(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).expanduser().read_text())
+    except OSError as e:
+        raise InputError(f"--prompts {path}: cannot read it: {e}") from None
+    except ValueError as e:
+        raise InputError(f"--prompts {path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise InputError(f"--prompts {path}: expected an object mapping image names (or '*' "
+                         "for every image) to lists of prompts, e.g. "
+                         '{"cat.jpg": [{"points": [[320, 240]]}, {"box": [10, 20, 200, 180]}]}')
+    return data
+
+
+# ---------------------------------------------------------------------------- the job
+@dataclass(frozen=True, kw_only=True)
+class SamJob(Job):
+    """Segment images: one of points/boxes (the same prompts on every image),
+    `prompt_file` (per-image prompts, JSON) or `everything` (automatic mask generation)."""
+
+    images: str = ""  # a directory, a glob, or one file
+    points: tuple[tuple[float, float, int], ...] = ()  # one prompt of these points
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # one prompt per box
+    prompt_file: str | None = None
+    everything: bool = False
+    amg: AmgConfig = field(default_factory=AmgConfig)
+    all_masks: bool = False  # keep SAM's three candidates per prompt, not only the best
+    png: bool = True  # also write each mask as a PNG (masks.json always has its RLE)
+    model: str | None = "vit_b"
+
+    family: ClassVar[str] = "sam"
+    result_file: ClassVar[str] = "masks.json"
+    input_fields: ClassVar[tuple[str, ...]] = ("images", "prompt_file")
+
+    def check(self) -> None:
+        from fastpipes.pipelines.sam import SamShape
+
+        sources = [bool(self.points or self.boxes), bool(self.prompt_file), self.everything]
+        if sum(sources) != 1:
+            raise InputError("give exactly one kind of prompt: --points and/or --boxes, "
+                             "--prompts FILE (per image), or --everything")
+        if self.points and len(self.boxes) > 1:
+            raise InputError("--points with --boxes makes one prompt of the points and one "
+                             "box; give one box, or a --prompts file for several")
+        SamShape.from_name(self.model or "")  # InputError listing the model names
+        if self.random_weights == bool(self.checkpoint):
+            raise InputError("SAM needs --checkpoint FILE (the model's .pth) or, to try it "
+                             "out, --random-weights; not " +
+                             ("both" if self.checkpoint else "neither"))
+        if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
+            raise InputError(f"--checkpoint {self.checkpoint}: no such file")
+        for module, extra in (("PIL", "pillow"), ("pycocotools", "pycocotools")):
+            try:
+                __import__(module)
+            except ImportError:
+                raise InputError(f"fastpipes run sam needs {extra}: pip install "
+                                 "'fastpipes[sam]'") from None
+
+    def items(self) -> list[Item]:
+        found = list_images(self.images, exclude=Path(self.out).expanduser())
+        names = [n for _, n in found]
+        table = _read_prompt_file(self.prompt_file) if self.prompt_file else None
+        fixed = None if self.everything or table is not None else \
+            _prompts_from_flags(self.points, self.boxes)
+        items = []
+        for (path, name), key in zip(found, image_keys(names)):
+            st = path.stat()
+            payload = {"path": str(path.resolve()), "name": name,
+                       "stat": [st.st_size, st.st_mtime_ns], "prompts": fixed}
+            if table is not None:
+                prompts = table.get(name, table.get(Path(name).name, table.get("*")))
+                payload["prompts"] = prompts
+                if prompts is None:
+                    payload["prompt_error"] = f"no prompts for {name!r} in {self.prompt_file} " \
+                                              "(keys are image names as listed, or '*')"
+            items.append(self.make_item(key, payload))
+        return items
+
+    def build(self) -> Any:
+        from fastpipes.pipelines.sam import build_sam
+        from fastpipes.pipelines.sam_predictor import SamPredictor
+
+        sam = build_sam(self.model, self.checkpoint, seed=self.seed).to(self.device)
+        return SamPredictor(sam)
+
+    def warm_up(self, pipe: Any) -> None:
+        size = pipe.model.image_encoder.img_size  # every image is padded to this square
+        pipe.set_image(np.zeros((size, size, 3), np.uint8))
+        pipe.predict(np.array([[size / 2, size / 2]]), np.array([1]))
+        pipe.reset_image()
+
+    def process(self, pipe: Any, item: Item) -> tuple[dict[str, bytes], dict]:
+        p = item.payload
+        if p.get("prompt_error"):
+            raise InputError(p["prompt_error"])
+        image = load_image(p["path"])
+        h, w = image.shape[:2]
+        files: dict[str, bytes] = {}
+        masks = []
+        if self.everything:
+            for j, found in enumerate(generate_masks(pipe, image, self.amg)):
+                mask = decode_rle(found["segmentation"])
+                masks.append({"file": self._png(files, item.key, str(j), mask),
+                              "score": found["predicted_iou"], **found})
+        else:
+            pipe.set_image(image)  # one embedding for all of this image's prompts
+            try:
+                for j, prompt in enumerate(p["prompts"]):
+                    masks += self._decode(pipe, files, item.key, j, prompt)
+            finally:
+                pipe.reset_image()
+        return files, {"image": p["name"], "path": p["path"], "height": h, "width": w,
+                       "masks": masks}
+
+    def _decode(self, pipe: Any, files: dict, key: str, j: int, prompt: Any) -> list[dict]:
+        coords, labels, box = _prompt_arrays(prompt)
+        # SAM's advice: a single point is ambiguous, so ask for three masks and keep the best
+        single_point = box is None and coords is not None and len(coords) == 1
+        multimask = self.all_masks or single_point
+        masks, scores, _ = pipe.predict(coords, labels, box, multimask_output=multimask)
+        picks = range(len(scores)) if self.all_masks else [int(np.argmax(scores))]
+        out = []
+        for c in picks:
+            name = f"{j}_{c}" if self.all_masks else str(j)
+            entry = mask_entry(masks[c], encode_rle(masks[c]))
+            out.append({"file": self._png(files, key, name, masks[c]), "prompt": j,
+                        "candidate": c, "score": float(scores[c]), **entry})
+        return out
+
+    def _png(self, files: dict, key: str, name: str, mask: np.ndarray) -> str | None:
+        if not self.png:
+            return None
+        rel = f"masks/{key}/{name}.png"
+        files[rel] = png_bytes(mask)
+        return rel
+
+    def finalize(self, out: OutDir, records: Iterator[dict]) -> None:
+        head = {"family": "sam", "model": self.model, "checkpoint": self.checkpoint,
+                "random_weights": self.random_weights,
+                "mode": "everything" if self.everything else "prompts",
+                "rle": "COCO RLE (pycocotools), counts as str; decode with "
+                       "pycocotools.mask.decode"}
+        atomic_write_lines(out.root / self.result_file, _json_array_lines(head, "images", records))
+
+
+def _json_array_lines(head: dict, key: str, records: Iterator[dict]) -> Iterator[str]:
+    """One JSON object {**head, key: [records...]}, streamed a record per line."""
+    yield json.dumps(head)[:-1] + f', "{key}": ['
+    prev = None
+    for rec in records:
+        if prev is not None:
+            yield prev + ","
+        prev = json.dumps(rec)
+    if prev is not None:
+        yield prev
+    yield "]}"
+
+
+def run_sam(images: str | Path, out: str | Path, *, points: str | Sequence | None = None,
+            boxes: str | Sequence | None = None, prompts: str | Path | None = None,
+            everything: bool = False, amg: AmgConfig | dict | None = None,
+            all_masks: bool = False, png: bool = True, model: str = "vit_b",
+            checkpoint: str | Path | None = None, random_weights: bool = False,
+            recipe: str = "auto", overrides: Sequence[str] = (), seed: int = 0,
+            device: str = "cpu", engine: str = "local", actors: int = 1,
+            cpus_per_actor: float | None = None, address: str | None = None,
+            progress: bool = True) -> RunSummary:
+    """Segment every image in `images` (a directory, a glob or a file) into `out`.
+
+    Prompts: `points` ("x,y[,label];..." or [(x, y, label), ...]) and/or `boxes`
+    ("x0,y0,x1,y1;..." or [(x0, y0, x1, y1), ...]), the same for every image; or
+    `prompts`, a JSON file of per-image prompts; or `everything` (automatic mask
+    generation, settings in `amg`). Resumable: a rerun with the same `out` skips finished
+    images. `engine="ray"` spreads the images over `actors` Ray actors.
+
+    >>> s = fastpipes.run_sam("pics/", "out/", everything=True, model="vit_b",
+    ...                       checkpoint="sam_vit_b_01ec64.pth", recipe="sam_bf16")  # doctest: +SKIP
+    >>> s.done, s.failed, s.items_per_s                                              # doctest: +SKIP
+    """
+    if isinstance(points, str):
+        points = parse_points(points)
+    if isinstance(boxes, str):
+        boxes = parse_boxes(boxes)
+    pts = tuple((float(p[0]), float(p[1]), int(p[2]) if len(p) > 2 else 1) for p in points or ())
+    bxs = tuple(tuple(float(v) for v in b) for b in boxes or ())
+    if isinstance(amg, dict):
+        amg = AmgConfig(**amg)
+    job = SamJob(out=str(out), images=str(images), points=pts, boxes=bxs,
+                 prompt_file=str(prompts) if prompts else None, everything=everything,
+                 amg=amg or AmgConfig(), all_masks=all_masks, png=png, model=model,
+                 checkpoint=str(checkpoint) if checkpoint else None,
+                 random_weights=random_weights, recipe=recipe, overrides=tuple(overrides),
+                 seed=seed, device=device)
+    return run_job(job, engine, actors, cpus_per_actor, address, progress)

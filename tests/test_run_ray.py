@@ -1,0 +1,53 @@
+"""`fastpipes run sam --engine ray`: the same job on a local Ray, with the same outputs."""
+import json
+
+import numpy as np
+import pytest
+
+from fastpipes.cli.main import main
+
+ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'fastpipes[ray]' "
+                                         "(CI installs it with .[all])")
+Image = pytest.importorskip("PIL.Image")
+TINY = ["--model", "tiny", "--random-weights", "--recipe", "sam_fp32_fast",
+        "--set", "compile.enabled=false", "--quiet"]
+
+
+def make_images(folder, n):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = np.kron(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8), np.ones((10, 10, 1), np.uint8))
+        Image.fromarray(img).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_ray_engine_matches_the_local_engine(tmp_path, capsys):
+    images = make_images(tmp_path / "pics", n=4)
+    (images / "broken.png").write_bytes(b"\x89PNG truncated")
+    args = ["run", "sam", "--images", str(images), "--points", "45,30", *TINY]
+    assert main(args + ["--out", str(tmp_path / "local")]) == 1
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "ray"), "--engine", "ray", "--actors", "2",
+                        "--cpus-per-actor", "1"]) == 1
+    assert not ray.is_initialized()  # the Ray it started is shut down again
+    text = capsys.readouterr().out
+    assert "4 done, 0 skipped (already done), 1 failed" in text
+
+    local = json.loads((tmp_path / "local" / "masks.json").read_text())["images"]
+    remote = json.loads((tmp_path / "ray" / "masks.json").read_text())["images"]
+    assert [r["image"] for r in remote] == [r["image"] for r in local]
+    for a, b in zip(local, remote):
+        (ma,), (mb,) = a["masks"], b["masks"]
+        assert ma["score"] == pytest.approx(mb["score"], abs=1e-4)
+        assert ma["segmentation"]["size"] == mb["segmentation"]["size"]
+        assert (tmp_path / "ray" / mb["file"]).is_file()
+    errors = (tmp_path / "ray" / "errors.jsonl").read_text().splitlines()
+    assert [json.loads(e)["input"] for e in errors] == ["broken.png"]
+
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["engine"] == "ray" and summary["recipe"] == "sam_fp32_fast"
+    assert 1 <= len(summary["start"]) <= 2  # an actor that got no input reports nothing
+    for start in summary["start"]:  # each actor's own start, apart from its lock wait
+        assert {"actor", "threads", "build_s", "accelerate_s", "warm_up_s", "wait_s"} <= set(start)
+        assert start["threads"] == 1

@@ -40,5 +40,6 @@ def accelerate(
     if isinstance(recipe, str) and recipe == "auto":
         return accelerate_auto(pipe, overrides, strict, example_inputs)
     rec = load_recipe(recipe, overrides)  # validated before the model is touched
-    report, _ = apply_recipe(pipe, rec, strict)
+    report, snapshot = apply_recipe(pipe, rec, strict)
+    snapshot.discard()  # applied for good: nothing to undo any more
     return report

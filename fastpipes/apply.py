@@ -33,7 +33,7 @@ def apply_recipe(pipe: Any, rec: Recipe, strict: bool = False,
 
     snapshot = Snapshot(adapter.components().values(), adapter.state_objects())
     ctx = PassContext(pipe=pipe, adapter=adapter, hardware=hw, recipe=rec, report=report,
-                      strict=strict)
+                      strict=strict, snapshot=snapshot)
     current = ""
     try:
         for name in ordered(rec):

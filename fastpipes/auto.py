@@ -374,7 +374,8 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
         report.warnings.append("auto: no candidate was both faithful (by its precision class's "
                                "bars) and faster than FP32; the pipeline is unchanged")
     else:
-        report, _ = apply_recipe(pipe, _load(decision.winner), strict, adapter)
+        report, snapshot = apply_recipe(pipe, _load(decision.winner), strict, adapter)
+        snapshot.discard()
         report.recipe = f"auto -> {decision.winner}"
     report.warnings += notes
     report.extra["auto"] = {**decision.to_dict(), "inputs": target.inputs,

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 import fastpipes
 import fastpipes.apply
+import fastpipes.snapshot
 from fastpipes.errors import (ConflictError, FastpipesError, HardwareError, PassError,
                               PreflightError, UnsupportedPipelineError)
 from fastpipes.hardware import detect
@@ -251,3 +252,41 @@ def test_one_override_string_is_accepted_by_accelerate():
                                   overrides="memory_format.convert_inputs=false")
     assert report.applied == ["memory_format"]
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# ---- low_memory: the originals wait on disk -------------------------------------------------
+
+def test_low_memory_cast_keeps_the_originals_on_disk_and_still_restores(monkeypatch):
+    """The FP32 originals of a BF16 cast leave memory (spilled), and a failure after the cast
+    reads them back: same values, dtypes and strides (channels-last included)."""
+    spec = PASSES.get("compile")
+    monkeypatch.setitem(PASSES._items, "compile", dataclasses.replace(spec, apply=_failing_compile))
+    model, x = make(5)
+    model.conv.weight.data = model.conv.weight.data.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = model(x)
+    before = state(model)
+    spilled = []
+    real_spill = fastpipes.snapshot.Snapshot.spill
+
+    def spy(self, t):
+        moved = real_spill(self, t)
+        spilled.append(moved)
+        return moved
+
+    monkeypatch.setattr(fastpipes.snapshot.Snapshot, "spill", spy)
+    with pytest.raises(PassError):
+        fastpipes.accelerate(model, {"low_memory": True, "precision": {"mode": "cast"},
+                                     "compile": {}})
+    fp32_bytes = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
+    assert sum(spilled) == fp32_bytes  # every cast original went to disk
+    assert_same_state(model, before, x, ref)
+
+
+def test_low_memory_cast_applies_and_says_how_much_it_moved():
+    model, x = make(6)
+    report = fastpipes.accelerate(model, {"low_memory": True, "precision": {"mode": "cast"}})
+    assert report.extra["spilled_bytes"] > 0
+    assert model.conv.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert model(x).dtype == torch.float32  # outputs cast back to the caller's dtype

@@ -29,12 +29,14 @@ from fastpipes.recipe.schema import SECTIONS, Section
 from fastpipes.registry import Registry
 
 if TYPE_CHECKING:  # imports flow one way: pipelines import passes, not the reverse
+    import torch
     import torch.nn as nn
 
     from fastpipes.hardware import MachineInfo
     from fastpipes.pipelines.base import Adapter
     from fastpipes.recipe.schema import Recipe
     from fastpipes.report import Report
+    from fastpipes.snapshot import Snapshot
 
 
 class SkipPass(Exception):
@@ -75,6 +77,15 @@ class PassContext:
     pass_name: str = ""
     strict: bool = False
     scratch: dict[str, Any] = field(default_factory=dict)  # shared notes between passes
+    snapshot: "Snapshot | None" = None  # what undoes this accelerate()
+
+    def release(self, original: "torch.Tensor") -> None:
+        """A pass no longer needs `original` (a weight it replaced): with the recipe's
+        ``low_memory``, the snapshot keeps it on disk instead of in memory."""
+        if self.recipe.low_memory and self.snapshot is not None:
+            moved = self.snapshot.spill(original)
+            if moved:
+                self.report.extra["spilled_bytes"] = self.report.extra.get("spilled_bytes", 0) + moved
 
     def components(self, pass_name: str, names: list[str] | None) -> dict[str, "nn.Module"]:
         """The components a pass works on: `names`, or the adapter's default for the pass.

@@ -182,17 +182,28 @@ def kept_modules(module: nn.Module, patterns: list[str]) -> dict[str, nn.Module]
     return kept
 
 
-def _cast_weights(module: nn.Module, dtype: torch.dtype, kept: dict[str, nn.Module]) -> tuple[int, int]:
+def _cast_weights(module: nn.Module, dtype: torch.dtype, kept: dict[str, nn.Module],
+                  release: Callable[[torch.Tensor], None]) -> tuple[int, int]:
     """Cast float params/buffers outside kept subtrees (new tensors via .data, never in
-    place). Returns (params cast, buffers cast)."""
+    place), module by module, handing each replaced original to `release` (which may move
+    it out of memory). Returns (params cast, buffers cast)."""
     skip = {id(m) for k in kept.values() for m in k.modules()}
     n_params = n_buffers = 0
     for m in module.modules():
         if id(m) in skip:
             continue
-        n_params += sum(p.is_floating_point() and p.dtype != dtype for p in m._parameters.values() if p is not None)
-        n_buffers += sum(b.is_floating_point() and b.dtype != dtype for b in m._buffers.values() if b is not None)
+        params = [(p, p.data.data_ptr()) for p in m._parameters.values() if p is not None]
+        buffers = [b for b in m._buffers.values() if b is not None]
+        n_params += sum(p.is_floating_point() and p.dtype != dtype for p, _ in params)
+        n_buffers += sum(b.is_floating_point() and b.dtype != dtype for b in buffers)
         m._apply(lambda t: t.to(dtype) if t.is_floating_point() else t, recurse=False)
+        live = {id(b) for b in m._buffers.values()}
+        for p, ptr in params:
+            if p.data.data_ptr() != ptr:  # given new data: the original is unused now
+                release(p)
+        for b in buffers:
+            if id(b) not in live:  # replaced by a new tensor object
+                release(b)
     return n_params, n_buffers
 
 
@@ -222,7 +233,7 @@ def apply(ctx: PassContext, cfg: PrecisionConfig) -> None:
             boundary.forward = _autocast_forward(boundary.forward, device_type, dtype, orig)
             what = f"forward under autocast({device_type}, {cfg.dtype.value})"
         else:
-            n_params, n_buffers = _cast_weights(component, dtype, kept)
+            n_params, n_buffers = _cast_weights(component, dtype, kept, ctx.release)
             boundary.forward = _cast_forward(boundary.forward, dtype, orig)
             what = (f"{n_params} parameters and {n_buffers} buffers cast to {cfg.dtype.value}; "
                     f"float inputs -> {cfg.dtype.value}")

@@ -313,6 +313,7 @@ def load_recipe(
         description=header.description,
         family=header.family,
         requires=header.requires,
+        low_memory=header.low_memory,
         sections=sections,
         source=leaf,
         chain=tuple(layer.file for layer in reversed(layers)),

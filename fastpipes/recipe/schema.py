@@ -83,6 +83,10 @@ class RecipeHeader:
     family: Family = Family.generic
     base: str | None = None  # a built-in recipe name or a path relative to this file
     requires: Requires = field(default_factory=Requires)
+    # keep the originals accelerate() needs to undo a failure on disk, not in memory: a cast
+    # or quantize then never holds a model's old and new weights at once (costs writing the
+    # replaced weights once to a private temporary file)
+    low_memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class AutoConfig(Section):
 
 SECTIONS.add("auto", AutoConfig)
 
-HEADER_KEYS = ("name", "description", "family", "base", "requires")
+HEADER_KEYS = ("name", "description", "family", "base", "requires", "low_memory")
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ class Recipe:
     description: str = ""
     family: Family = Family.generic
     requires: Requires = field(default_factory=Requires)
+    low_memory: bool = False
     sections: dict[str, Section] = field(default_factory=dict)
     source: str = "<api>"  # the file it was loaded from
     chain: tuple[str, ...] = ()  # the inheritance chain, leaf first

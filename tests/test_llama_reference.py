@@ -91,9 +91,13 @@ def test_a_failed_build_leaves_nothing_and_a_stale_one_is_rebuilt(micro, monkeyp
     monkeypatch.setattr(ref_models, "train", train)
     path = ref.reference_dir(micro, progress=False)
     meta = json.loads((path / "reference.json").read_text())
-    meta["spec"]["steps"] = 99  # trained from another spec: rebuilt on the next use
+    meta["spec"]["steps"] = 99  # trained for longer (build --steps): still this model
     (path / "reference.json").write_text(json.dumps(meta))
-    assert ref.read_metadata(ref.reference_dir(micro, progress=False))["spec"]["steps"] == 3
+    assert ref.read_metadata(ref.reference_dir(micro, progress=False))["spec"]["steps"] == 99
+    meta["spec"]["hidden"] = 64  # another shape: rebuilt on the next use
+    (path / "reference.json").write_text(json.dumps(meta))
+    meta = ref.read_metadata(ref.reference_dir(micro, progress=False, steps=2))
+    assert meta["spec"]["hidden"] == 32 and meta["steps"] == 2
 
 
 def test_a_second_caller_waits_for_the_lock_then_reuses(micro):

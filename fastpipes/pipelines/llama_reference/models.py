@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,8 @@ HELDOUT_WINDOWS = 64  # windows of `context` bytes the stored held-out loss is m
 @dataclass(frozen=True)
 class ReferenceSpec:
     """Shape, training and corpus of one reference model. All of it goes into
-    reference.json; a stored model trained from another spec is rebuilt."""
+    reference.json; a stored model of another spec is rebuilt, except that the number of
+    steps it was trained for (``build --steps`` / ``--max-minutes``) is the user's choice."""
 
     hidden: int = 256
     layers: int = 4
@@ -94,21 +95,32 @@ def read_metadata(path: str | Path) -> dict | None:
         return None
 
 
+def _identity(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k != "steps"}
+
+
 def is_current(path: str | Path, spec: ReferenceSpec) -> bool:
+    """Whether `path` holds a complete model of `spec` (trained for any number of steps)."""
     meta = read_metadata(path)
-    return meta is not None and meta.get("spec") == asdict(spec)
+    return meta is not None and _identity(meta.get("spec", {})) == _identity(asdict(spec))
 
 
 def reference_dir(name: str = "trained-tiny", force: bool = False,
-                  max_minutes: float | None = None, progress: bool = True) -> Path:
+                  max_minutes: float | None = None, progress: bool = True,
+                  steps: int | None = None) -> Path:
     """The directory of reference model `name`, trained and saved on first use.
 
     Two processes never train it at once (a file lock: the second waits, then reuses the
     first one's); the directory appears complete or not at all (built under a temporary
     name, then renamed). A stored model of another spec is rebuilt; `force` rebuilds.
-    `max_minutes` fits the training into about that time (fewer steps; see train()).
+    When it is trained: `steps` replaces the spec's step count, and `max_minutes` fits
+    the training into about that time (fewer steps; see train()).
     """
     spec = spec_of(name)
+    if steps is not None:
+        if steps < 1:
+            raise InputError(f"steps must be >= 1, got {steps}")
+        spec = replace(spec, steps=steps)
     final = stored_dir(name)
     if not force and is_current(final, spec):
         return final

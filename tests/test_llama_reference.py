@@ -4,6 +4,7 @@ import json
 import threading
 import time
 import zlib
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -140,3 +141,22 @@ def test_fidelity_functions():
     other = sharp.clone()
     other[0, 0] = -sharp[0, 0]
     assert ref.top1_agreement(sharp, other) == pytest.approx(29 / 30)
+
+
+def test_time_budget_replans_the_steps_and_progress_prints_plain_lines(monkeypatch, capsys):
+    from transformers import LlamaForCausalLM
+
+    from fastpipes.pipelines.llama_reference import training as train_mod
+
+    clock = iter(range(1000))  # every step "takes" one second
+    monkeypatch.setattr(train_mod, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(MICRO.llama_config())
+    stream = torch.randint(3, 259, (4096,))
+    stats = ref.train(model, stream, ref.TrainConfig(steps=50, batch=2, context=32),
+                      max_seconds=10, progress=True)
+    assert stats["steps"] == 10 and stats["steps_planned"] == 50
+    assert "50 steps, 1.00 s/step here -> 10 steps" in stats["budget"]
+    err = capsys.readouterr().err  # not a terminal: plain lines, about every 10%
+    assert "step 10/10" in err and "tokens/s" in err and "ETA 0 s" in err
+    assert not model.training

@@ -8,7 +8,7 @@ as a normal Hugging Face directory in the fastpipes cache with a held-out split.
 
 - ``models``: specs (``REFERENCE_MODELS``), :func:`reference_dir` (build on first use, then
   reuse; a file lock and an atomic rename), :func:`build_reference`;
-- ``corpus``: the text; ``train``: the training loop;
+- ``corpus``: the text; ``training``: the training loop;
 - ``fidelity``: held-out windows, teacher-forced logits, perplexity, top-1 agreement.
 
 From one command: ``python -m fastpipes.pipelines.llama_reference build`` (or ``info``).
@@ -25,7 +25,7 @@ from fastpipes.pipelines.llama_reference.fidelity import (heldout_batches, heldo
 from fastpipes.pipelines.llama_reference.models import (REFERENCE_MODELS, VOCAB, ReferenceSpec,
                                                         build_reference, read_metadata,
                                                         reference_dir, spec_of, stored_dir)
-from fastpipes.pipelines.llama_reference.train import TrainConfig, train
+from fastpipes.pipelines.llama_reference.training import TrainConfig, train
 
 __all__ = ["Corpus", "REFERENCE_MODELS", "ReferenceSpec", "TrainConfig", "VOCAB",
            "build_reference", "encode", "heldout_batches", "heldout_tokens", "perplexity",

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from fastpipes.errors import InputError
 from fastpipes.pipelines.llama_reference.corpus import encode
-from fastpipes.pipelines.llama_reference.train import next_token_loss
+from fastpipes.pipelines.llama_reference.training import next_token_loss
 
 
 def heldout_tokens(path: str | Path) -> torch.Tensor:

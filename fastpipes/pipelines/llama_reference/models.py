@@ -28,7 +28,7 @@ from fastpipes.errors import InputError
 from fastpipes.pipelines.llama_reference.corpus import encode, stdlib_corpus
 from fastpipes.pipelines.llama_reference.fidelity import (heldout_batches, perplexity,
                                                           teacher_forced)
-from fastpipes.pipelines.llama_reference.train import TrainConfig, train
+from fastpipes.pipelines.llama_reference.training import TrainConfig, train
 
 VOCAB = 272  # ByT5's 259 ids (3 special + 256 bytes), padded to a multiple of 16
 METADATA = "reference.json"  # written last: a directory without it is incomplete

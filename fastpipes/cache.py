@@ -41,6 +41,7 @@ PARTS = {
     "auto": "recipe='auto' decisions",
     "inductor": "Inductor FX-graph / AOTAutograd caches and compiled kernels",
     "artifacts": "portable torch.compile cache bundles (one per compiled component)",
+    "models": "reference models trained here (python -m fastpipes.pipelines.llama_reference)",
 }
 
 

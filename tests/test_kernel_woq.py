@@ -96,3 +96,59 @@ def test_int8_dynamic_linear_keeps_the_callers_dtype_and_zero_rows():
     assert q(torch.randn(5, 64, dtype=torch.bfloat16)).dtype == torch.bfloat16
     zero = q(torch.zeros(4, 64))  # all-zero rows: the scale clamp keeps them finite
     torch.testing.assert_close(zero, lin.bias.detach().expand(4, 32))
+
+
+# ---- what the CPU kernels need (int8mm_kernel.cpp / int4mm_kernel.cpp) --------------------
+# Breaking it reads out of bounds: wrong numbers or SIGSEGV, so the int8 checks run in a
+# child process (a crash there fails this test instead of ending the test session).
+
+_INT8_SHAPES = """
+import torch
+from fastpipes.kernels.woq import Int8WeightOnlyLinear
+torch.manual_seed(0)
+for k, rows in [(24, 5), (40, 2), (1000, 4), (64, 5)]:
+    lin = torch.nn.Linear(k, 48)
+    q = Int8WeightOnlyLinear.from_linear(lin, act_dtype="bfloat16")
+    # a bf16 view that starts 16 bytes into its storage: not 32-byte aligned
+    buf = torch.randn(rows * k + 8).to(torch.bfloat16)
+    x = buf[8:].view(rows, k)
+    with torch.no_grad():
+        ref, out = lin(x.float()), q(x).float()
+    rel = ((out - ref).norm() / ref.norm()).item()
+    print(k, rows, q.weight.shape[1], round(rel, 4), flush=True)
+    assert rel < 0.02, (k, rows, rel)
+"""
+
+
+def test_int8_any_in_features_and_unaligned_inputs_in_a_child_process():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _INT8_SHAPES], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stdout, run.stderr[-2000:])
+    padded = {int(line.split()[0]): int(line.split()[2]) for line in run.stdout.split("\n") if line}
+    assert padded == {24: 32, 40: 48, 1000: 1008, 64: 64}  # K rounded up to 16
+
+
+def test_int4_pads_in_features_to_the_group_size():
+    torch.manual_seed(0)
+    lin = nn.Linear(704, 64)  # a trained-tiny down_proj: 704 = 5.5 groups of 128
+    q = Int4WeightOnlyLinear.from_linear(lin, 128, act_dtype="float32", keep_nibbles=True)
+    assert q.k_padded == 768 and q.scales_and_zeros.shape == (6, 64, 2)
+    assert q.nibbles.shape == (64, 384)
+    x = torch.randn(3, 704)
+    w_int, sz = quantize_int4(torch.nn.functional.pad(lin.weight.detach(), (0, 64)), 128)
+    exact = x @ dequantize_int4(w_int, sz, 128)[:, :704].t() + lin.bias  # the padding reads zeros
+    with torch.no_grad():
+        out, ref = q(x), lin(x)
+    assert ((out - exact).norm() / exact.norm()) < 1e-4
+    assert ((out - ref).norm() / ref.norm()) < 0.15
+
+
+def test_int4_refuses_out_features_the_packing_cannot_take():
+    assert "multiple of 16" in Int4WeightOnlyLinear.unsupported(nn.Linear(128, 24))
+    assert Int4WeightOnlyLinear.unsupported(nn.Linear(100, 48)) is None  # any K: padded
+    with pytest.raises(RuntimeError, match="dividable by 16"):  # what the op itself says
+        torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            torch.zeros(24, 128, dtype=torch.int32), 1)

@@ -4,9 +4,10 @@ import torch
 import torch.nn as nn
 
 import fastpipes
-from fastpipes.errors import PassError, RecipeError
+from fastpipes.errors import InputError, PassError, RecipeError
 from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8DynamicLinear, Int8WeightOnlyLinear
-from fastpipes.passes.quantize import load_quantized, save_quantized
+from fastpipes.passes.quantize import (QuantizeConfig, fingerprint, load_quantized,
+                                      save_quantized, select_linears)
 
 
 class Net(nn.Module):
@@ -134,3 +135,194 @@ def test_dynamic_mode_under_inductor_matches_the_eager_quantized_layers():
     assert isinstance(compiled[0], Int8DynamicLinear)
     assert ((out - ref).norm() / ref.norm()) < 1e-3
     torch._dynamo.reset()
+
+
+# ---- the quantized-weight cache across processes, and files it must not trust ------------
+
+_CACHE_CHILD = """
+import sys, torch, fastpipes
+torch.manual_seed(0)
+sizes = [(64, 64), (48, 80), (1000, 32), (256, 512)]
+out = {}
+for dtype, mode in [("int8", "weight_only"), ("int8", "dynamic"), ("int4", "weight_only")]:
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(*[torch.nn.Linear(k, n) for k, n in sizes])
+    cfg = {"quantize": {"dtype": dtype, "mode": mode, "group_size": 32, "cache_dir": sys.argv[1]}}
+    report = fastpipes.accelerate(net, cfg)
+    how = " ".join(report.passes[0].changes)
+    with torch.no_grad():
+        out[f"{dtype}-{mode}"] = [layer(torch.randn(5, k, generator=torch.Generator().manual_seed(k)))
+                                  for (k, n), layer in zip(sizes, net)]
+    print(dtype, mode, "loaded" if "loaded from" in how else "saved" if "saved to" in how else how,
+          flush=True)
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_cache_loads_in_a_second_process_at_several_layer_sizes(tmp_path):
+    # the file's tensors sit at offsets of its memory map that are not 64-byte aligned; a
+    # second process used to hand them straight to the int8 kernel and died of SIGSEGV
+    import subprocess
+    import sys
+
+    runs = []
+    for i in range(2):
+        run = subprocess.run([sys.executable, "-c", _CACHE_CHILD, str(tmp_path / "q"),
+                              str(tmp_path / f"out{i}.pt")], capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, (i, run.returncode, run.stdout, run.stderr[-2000:])
+        runs.append(run.stdout.split("\n"))
+    assert all(line.endswith("saved") for line in runs[0] if line), runs[0]
+    assert all(line.endswith("loaded") for line in runs[1] if line), runs[1]
+    first, second = (torch.load(tmp_path / f"out{i}.pt", weights_only=True) for i in range(2))
+    for key in first:
+        assert all(torch.equal(a, b) for a, b in zip(first[key], second[key])), key
+
+
+_LOAD_CHILD = """
+import sys, torch
+from fastpipes.passes.quantize import load_quantized
+net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64))
+load_quantized(net, sys.argv[1])
+with torch.no_grad():
+    torch.save(net(torch.load(sys.argv[2], weights_only=True)), sys.argv[3])
+"""
+
+
+def test_int8_weights_at_an_unaligned_file_offset_load_safely(tmp_path):
+    # the issue's case made certain: a file whose int8 weights sit 8 bytes off a 16-byte
+    # boundary in the memory map (the kernel loads 16 weights at a time with aligned loads)
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    fastpipes.accelerate(net, {"quantize": {"dtype": "int8"}})
+    path = tmp_path / "q.safetensors"
+    save_quantized(net, path)
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k).clone() for k in f.keys()}
+    for n in range(16):  # a longer header moves the data by multiples of 8 bytes
+        save_file(tensors, str(path), metadata={**meta, "pad": "x" * n})
+        with safe_open(str(path), framework="pt") as f:
+            if f.get_tensor("0.weight").data_ptr() % 16:
+                break
+    else:
+        pytest.skip("safetensors returned aligned copies: nothing to test")
+    x = torch.randn(5, 64)  # >= 4 rows: the kernel's 4-row blocks
+    torch.save(x, tmp_path / "x.pt")
+    run = subprocess.run([sys.executable, "-c", _LOAD_CHILD, str(path), str(tmp_path / "x.pt"),
+                          str(tmp_path / "y.pt")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), net(x))
+
+
+def _cache_file(tmp_path):
+    (f,) = list(tmp_path.glob("model-*.safetensors"))
+    return f
+
+
+def _doubled():
+    net = Net()
+    with torch.no_grad():
+        net.up.weight.mul_(2)  # another checkpoint of the same shapes
+    return net
+
+
+def test_cache_file_of_other_weights_is_not_loaded(tmp_path):
+    # a cache file under this model's name but with another model's weights inside (copied
+    # by hand, or a key collision): the fingerprint stored in the file must be checked
+    cfg = {"quantize": {"dtype": "int8", "cache_dir": str(tmp_path)}}
+    fastpipes.accelerate(Net(), cfg)
+    b, fresh = _doubled(), _doubled()
+    fastpipes.accelerate(fresh, {"quantize": {"dtype": "int8"}})
+    key_b = fingerprint(select_linears(b, QuantizeConfig()), "int8", 128, "bfloat16")
+    _cache_file(tmp_path).rename(tmp_path / f"model-int8-{key_b}.safetensors")
+    report = fastpipes.accelerate(b, cfg)
+    assert any("fingerprint" in w for w in report.warnings), report.warnings
+    assert "saved to" in " ".join(report.passes[0].changes)
+    x = torch.randn(3, 128)
+    assert torch.equal(b(x), fresh(x))  # b's own weights, not the file's
+    r2 = fastpipes.accelerate(_doubled(), cfg)  # the rewritten file now serves b's weights
+    assert "loaded from" in " ".join(r2.passes[0].changes) and not r2.warnings
+
+
+def test_truncated_cache_file_is_quantized_again(tmp_path):
+    cfg = {"quantize": {"dtype": "int4", "group_size": 32, "cache_dir": str(tmp_path)}}
+    fastpipes.accelerate(Net(), cfg)
+    f = _cache_file(tmp_path)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    net, ref = Net(), Net()
+    fastpipes.accelerate(ref, {"quantize": {"dtype": "int4", "group_size": 32}})
+    report = fastpipes.accelerate(net, cfg)
+    assert any("ignored the quantized-weight cache" in w for w in report.warnings)
+    x = torch.randn(2, 128)
+    assert torch.equal(net(x), ref(x))
+
+
+def test_load_quantized_checks_every_tensor_before_replacing_anything(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    a = Net()
+    fastpipes.accelerate(a, {"quantize": {"dtype": "int8"}})
+    path = tmp_path / "q.safetensors"
+    save_quantized(a, path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors["lm_head.weight"] = tensors["lm_head.weight"][:100].clone()  # fewer rows
+    save_file(tensors, str(path), metadata=meta)
+    b = Net()
+    with pytest.raises(InputError, match=r"lm_head.weight.*needs torch.int8 \(512, 128\)"):
+        load_quantized(b, path)
+    assert all(type(m) is nn.Linear for m in (b.up, b.small, b.down, b.lm_head))  # untouched
+    (tmp_path / "t.safetensors").write_text("not a checkpoint\n")
+    with pytest.raises(InputError, match="t.safetensors could not be read"):
+        load_quantized(b, tmp_path / "t.safetensors")
+
+
+# ---- int4: layers the kernel cannot take are listed; K is padded, never left FP32 --------
+
+class Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.up = nn.Linear(64, 176)  # fits
+        self.down = nn.Linear(176, 64)  # K = 176: 5.5 groups of 32 -> padded to 192
+        self.head = nn.Linear(64, 24)  # N = 24: not a multiple of 16 -> skipped
+
+    def forward(self, x):
+        return self.head(self.down(torch.relu(self.up(x))))
+
+
+def test_int4_skips_what_the_kernel_cannot_take_and_pads_k(tmp_path):
+    net, x = Odd(), torch.randn(4, 64)
+    ref = net(x).detach()
+    cfg = {"quantize": {"dtype": "int4", "group_size": 32, "cache_dir": str(tmp_path)}}
+    report = fastpipes.accelerate(net, cfg)
+    assert isinstance(net.up, Int4WeightOnlyLinear) and isinstance(net.down, Int4WeightOnlyLinear)
+    assert type(net.head) is nn.Linear
+    info = report.extra["quantize"]["model"]
+    assert info["layers"] == 2 and info["padded"] == {"down": [176, 192]}
+    assert list(info["skipped"]) == ["head"] and "multiple of 16" in info["skipped"]["head"]
+    line = " ".join(report.passes[0].changes)
+    assert line.startswith("model: 2 Linear -> int4") and "down 176->192" in line
+    assert any("head (out_features 24" in w for w in report.warnings)
+    out = net(x).detach()
+    assert ((out - ref).norm() / ref.norm()) < 0.15
+    again = Odd()  # padded layers round-trip through the cache file
+    r2 = fastpipes.accelerate(again, cfg)
+    assert "loaded from" in " ".join(r2.passes[0].changes)
+    assert again.down.k_padded == 192 and torch.equal(again(x), net(x))
+
+
+def test_int4_with_no_layer_the_kernel_takes_is_skipped_with_the_reason():
+    net = nn.Sequential(nn.Linear(64, 24))
+    report = fastpipes.accelerate(net, {"quantize": {"dtype": "int4", "group_size": 32}})
+    assert report.skipped["quantize"].endswith("cannot take the targeted ones (see warnings)")
+    assert type(net[0]) is nn.Linear

@@ -12,6 +12,19 @@ Decode is a GEMV per layer, bound by reading weights: int8 reads 1/4 and int4 1/
 FP32 bytes. Activations run in ``act_dtype`` (the kernels need scales in the same dtype);
 the output is cast back to the caller's dtype, so a quantized layer is a drop-in.
 
+What the CPU kernels need, read from their source (aten/src/ATen/native/cpu/int8mm_kernel.cpp,
+int4mm_kernel.cpp) and checked by tests/test_kernel_woq.py; breaking it reads out of bounds
+(wrong numbers, or SIGSEGV) rather than raising:
+
+- int8, BF16 activations: the AVX-512 loop steps K by 16 with no tail and uses *aligned*
+  loads: the activation rows must start on 32 bytes, the weight rows on 16. So K is padded
+  to a multiple of 16 (:data:`INT8_K_MULTIPLE`; zero weight columns, zero activation
+  columns at run time), and a tensor that does not start on 64 bytes (a view, or a tensor
+  memory-mapped from a file) is copied before it reaches the kernel.
+- int4: N must be a multiple of 16 (it packs 16 output channels at a time; other layers are
+  refused, see :meth:`Int4WeightOnlyLinear.unsupported`) and K a multiple of the group size:
+  K is padded to it, as gpt-fast does. Its loads are unaligned.
+
 >>> import torch
 >>> lin = torch.nn.Linear(64, 32)
 >>> q = Int8WeightOnlyLinear.from_linear(lin)
@@ -26,6 +39,29 @@ import torch.nn.functional as F
 
 ACT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 INT4_GROUP_SIZES = (32, 64, 128)
+INT8_K_MULTIPLE = 16  # the AVX-512 int8 kernel's K step (AVX2: 8)
+INT4_N_MULTIPLE = 16  # the int4 packing's smallest block of output channels
+ALIGN = 64  # bytes; what PyTorch's CPU allocator gives every fresh tensor
+
+
+def padded(k: int, multiple: int) -> int:
+    """`k` rounded up to a multiple of `multiple`."""
+    return -(-k // multiple) * multiple
+
+
+def pad_k(w: torch.Tensor, k_padded: int) -> torch.Tensor:
+    """w: [N, K] -> [N, k_padded] with zero columns on the right (no copy if K fits)."""
+    return w if w.shape[-1] == k_padded else F.pad(w, (0, k_padded - w.shape[-1]))
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself if it starts on :data:`ALIGN` bytes, else an owned, aligned copy.
+
+    Eager only: under torch.compile the check is skipped (Inductor allocates its own buffers).
+    """
+    if torch.compiler.is_compiling() or t.data_ptr() % ALIGN == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,15 +113,24 @@ def _act_dtype(act_dtype: str | torch.dtype) -> torch.dtype:
     return ACT_DTYPES[act_dtype] if isinstance(act_dtype, str) else act_dtype
 
 
+def _kernel_input(x2: torch.Tensor, dtype: torch.dtype, k_padded: int) -> torch.Tensor:
+    """x2 [M, K] -> [M, k_padded] in `dtype`, starting on an aligned address."""
+    return aligned(pad_k(x2.to(dtype), k_padded))
+
+
 class Int8WeightOnlyLinear(nn.Module):
-    """y = x @ (w_int8 * scale).T + b with the int8 weight read directly by the kernel."""
+    """y = x @ (w_int8 * scale).T + b with the int8 weight read directly by the kernel.
+
+    weight: [N, k_padded] int8, K rounded up to :data:`INT8_K_MULTIPLE` with zero columns.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool,
                  act_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        self.k_padded = padded(in_features, INT8_K_MULTIPLE)
         self.act_dtype = act_dtype
-        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight", torch.empty(out_features, self.k_padded, dtype=torch.int8))
         self.register_buffer("scales", torch.empty(out_features, dtype=act_dtype))
         self.register_buffer("bias", torch.empty(out_features, dtype=act_dtype) if bias else None)
 
@@ -94,48 +139,65 @@ class Int8WeightOnlyLinear(nn.Module):
         dt = _act_dtype(act_dtype)
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, dt)
         w_int8, scales = quantize_int8(linear.weight)
-        q.weight, q.scales = w_int8, scales.to(dt)
+        q.weight, q.scales = pad_k(w_int8, q.k_padded).contiguous(), scales.to(dt)
         if linear.bias is not None:
             q.bias = linear.bias.detach().to(dt).clone()
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _rows_apply(self, x, lambda x2: torch.ops.aten._weight_int8pack_mm(
-            x2.to(self.act_dtype), self.weight, self.scales))
+            _kernel_input(x2, self.act_dtype, self.k_padded), aligned(self.weight), self.scales))
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+        pad = f" (padded to {self.k_padded})" if self.k_padded != self.in_features else ""
+        return (f"in_features={self.in_features}{pad}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, act_dtype={self.act_dtype}")
 
 
 class Int4WeightOnlyLinear(nn.Module):
-    """Group-wise asymmetric int4 weights, packed for the CPU int4 kernel."""
+    """Group-wise asymmetric int4 weights, packed for the CPU int4 kernel.
+
+    K is padded to a multiple of the group size (``k_padded``): zero weight columns, and
+    zero activation columns appended at run time (gpt-fast's approach), so a Llama
+    down_proj with 704 inputs is quantized like the others instead of being left in FP32.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int = 128,
                  act_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.group_size, self.act_dtype = group_size, act_dtype
-        # packed: two 4-bit values per byte, [N, K // 2] uint8 (the kernel's own layout)
-        self.register_buffer("weight", torch.empty(out_features, in_features // 2, dtype=torch.uint8))
-        self.register_buffer("scales_and_zeros",
-                             torch.empty(in_features // group_size, out_features, 2, dtype=act_dtype))
+        self.k_padded = padded(in_features, group_size)
+        # packed: two 4-bit values per byte, [N, k_padded // 2] uint8 (the kernel's own layout)
+        self.register_buffer("weight", torch.empty(out_features, self.k_padded // 2,
+                                                   dtype=torch.uint8))
+        self.register_buffer("scales_and_zeros", torch.empty(
+            self.k_padded // group_size, out_features, 2, dtype=act_dtype))
         self.register_buffer("bias", torch.empty(out_features, dtype=act_dtype) if bias else None)
 
     @staticmethod
-    def supports(linear: nn.Linear, group_size: int) -> bool:
-        """The kernel needs K divisible by the group size and N, K even."""
-        return linear.in_features % group_size == 0 and linear.out_features % 2 == 0
+    def unsupported(linear: nn.Linear) -> str | None:
+        """Why the int4 kernel cannot take this layer, or None if it can (any K: padded)."""
+        if linear.out_features % INT4_N_MULTIPLE:
+            return (f"out_features {linear.out_features} is not a multiple of "
+                    f"{INT4_N_MULTIPLE} (the CPU int4 kernel packs {INT4_N_MULTIPLE} "
+                    "output channels at a time)")
+        return None
+
+    @classmethod
+    def supports(cls, linear: nn.Linear, group_size: int = 128) -> bool:
+        return cls.unsupported(linear) is None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128,
                     act_dtype: str | torch.dtype = "bfloat16", keep_nibbles: bool = False):
-        """`keep_nibbles` keeps a portable copy of the 4-bit values (``.nibbles``, [N, K/2]
-        uint8, high nibble first) for saving; the kernel's packed layout is ISA-specific."""
-        assert cls.supports(linear, group_size), "caller checks supports()"
+        """`keep_nibbles` keeps a portable copy of the 4-bit values (``.nibbles``,
+        [N, k_padded/2] uint8, high nibble first) for saving; the kernel's packed layout is
+        ISA-specific."""
+        assert cls.supports(linear), "caller checks unsupported()"
         dt = _act_dtype(act_dtype)
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size, dt)
-        w_int, sz = quantize_int4(linear.weight, group_size)
+        w_int, sz = quantize_int4(pad_k(linear.weight.detach(), q.k_padded), group_size)
         q.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1)
         q.scales_and_zeros = sz.to(dt)
         if keep_nibbles:
@@ -147,10 +209,12 @@ class Int4WeightOnlyLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _rows_apply(self, x, lambda x2: torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x2.to(self.act_dtype), self.weight, self.group_size, self.scales_and_zeros))
+            _kernel_input(x2, self.act_dtype, self.k_padded), self.weight, self.group_size,
+            self.scales_and_zeros))
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+        pad = f" (padded to {self.k_padded})" if self.k_padded != self.in_features else ""
+        return (f"in_features={self.in_features}{pad}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, group_size={self.group_size}, "
                 f"act_dtype={self.act_dtype}")
 
@@ -211,4 +275,5 @@ def weight_bytes(module: nn.Module) -> int:
 
 
 __all__ = ["Int8WeightOnlyLinear", "Int4WeightOnlyLinear", "Int8DynamicLinear", "quantize_int8", "quantize_int4",
-           "dequantize_int4", "weight_bytes", "ACT_DTYPES", "INT4_GROUP_SIZES"]
+           "dequantize_int4", "weight_bytes", "ACT_DTYPES", "INT4_GROUP_SIZES", "INT8_K_MULTIPLE",
+           "INT4_N_MULTIPLE", "aligned", "pad_k", "padded"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch.nn as nn
 
 from fastpipes.errors import InputError
 from fastpipes.kernels.woq import (INT4_GROUP_SIZES, Int4WeightOnlyLinear, Int8DynamicLinear,
-                                   Int8WeightOnlyLinear)
+                                   Int8WeightOnlyLinear, aligned)
 from fastpipes.passes.base import PassContext, SkipPass, register_pass
 from fastpipes.recipe.schema import PrecisionClass, Section
 
@@ -100,7 +101,8 @@ def _is_lm_head(name: str) -> bool:
 
 
 def select_linears(model: nn.Module, cfg: QuantizeConfig) -> dict[str, nn.Linear]:
-    """The nn.Linear layers of `model` the config targets, by qualified name."""
+    """The nn.Linear layers of `model` the config targets, by qualified name (whether the
+    kernel can take them is :func:`kernel_skips`' question)."""
     out = {}
     for name, m in model.named_modules():
         if type(m) is not nn.Linear:  # subclasses may carry their own forward
@@ -113,10 +115,16 @@ def select_linears(model: nn.Module, cfg: QuantizeConfig) -> dict[str, nn.Linear
             continue
         if min(m.in_features, m.out_features) < cfg.min_features:
             continue
-        if cfg.dtype == QuantDtype.int4 and not Int4WeightOnlyLinear.supports(m, cfg.group_size):
-            continue
         out[name] = m
     return out
+
+
+def kernel_skips(linears: dict[str, nn.Linear], dtype: str) -> dict[str, str]:
+    """Targeted layers the kernel cannot take, with the reason; they stay FP32 and the
+    Report lists them. (A K the kernel cannot take is padded, never a reason to skip.)"""
+    if dtype != "int4":
+        return {}
+    return {n: why for n, m in linears.items() if (why := Int4WeightOnlyLinear.unsupported(m))}
 
 
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -138,10 +146,15 @@ def quantize_linear(linear: nn.Linear, dtype: str, group_size: int, act_dtype: s
     return Int4WeightOnlyLinear.from_linear(linear, group_size, act_dtype, keep_nibbles)
 
 
+# the layout of saved files; part of every cache key, so files of another layout are never
+# looked up (2: K padded to 16 for int8, to the group size for int4)
+FILE_FORMAT = "fastpipes-woq/2"
+
+
 def fingerprint(linears: dict[str, nn.Linear], dtype: str, group_size: int, act: str) -> str:
     """A cheap key of which layers, at which shapes, with which weights (1024 sampled values
     per layer, so a different checkpoint or seed gets a different cache file)."""
-    h = hashlib.sha256(f"{dtype}/{group_size}/{act}/{torch.__version__}".encode())
+    h = hashlib.sha256(f"{FILE_FORMAT}/{dtype}/{group_size}/{act}/{torch.__version__}".encode())
     for name, m in linears.items():
         w = m.weight.detach().reshape(-1)
         sample = w[:: max(1, w.numel() // 1024)][:1024].float().contiguous()
@@ -162,7 +175,8 @@ def save_quantized(model: nn.Module, path: str | Path, fingerprint_key: str = ""
     """Write every WOQ layer of `model` to a safetensors file; returns how many.
 
     int4 weights are stored as plain nibbles (not the CPU kernel's packed layout, which is
-    ISA-specific) and re-packed on load.
+    ISA-specific) and re-packed on load. The file appears atomically (written beside it,
+    then renamed), so a reader never sees half of it.
 
     >>> save_quantized(model, "llama-int8.safetensors")   # doctest: +SKIP
     """
@@ -187,46 +201,106 @@ def save_quantized(model: nn.Module, path: str | Path, fingerprint_key: str = ""
                       "group_size": getattr(m, "group_size", 0),
                       "act_dtype": str(m.act_dtype).removeprefix("torch.")}
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"fastpipes_woq": json.dumps(meta),
-                                             "fingerprint": fingerprint_key})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"fastpipes_woq": json.dumps(meta),
+                                                "format": FILE_FORMAT,
+                                                "fingerprint": fingerprint_key})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return len(meta)
 
 
-def load_quantized(model: nn.Module, path: str | Path) -> list[str]:
+def _empty_layer(info: dict, has_bias: bool) -> nn.Module:
+    """A quantized layer of the kind and shape `info` describes (buffers allocated, aligned)."""
+    act = getattr(torch, info["act_dtype"], None)
+    if info["act_dtype"] not in ("float32", "bfloat16", "int8") or act is None:
+        raise ValueError(f"act_dtype {info['act_dtype']!r}")
+    if info["kind"] == "int8_dynamic":
+        return Int8DynamicLinear(info["in"], info["out"], has_bias)
+    if info["kind"] == "int8":
+        return Int8WeightOnlyLinear(info["in"], info["out"], has_bias, act)
+    if info["kind"] == "int4" and info["group_size"] in INT4_GROUP_SIZES:
+        return Int4WeightOnlyLinear(info["in"], info["out"], has_bias, info["group_size"], act)
+    raise ValueError(f"kind {info['kind']!r} with group_size {info.get('group_size')!r}")
+
+
+def _read_layer(f, keys: set, path, name: str, info: dict) -> nn.Module:
+    """One layer from an open safetensors file. Every tensor is checked against the shape
+    and dtype the layer needs and copied into the layer's own (aligned) buffers: a tensor
+    straight from the file's memory map never reaches a kernel."""
+    q = _empty_layer(info, f"{name}.bias" in keys)
+    int4 = isinstance(q, Int4WeightOnlyLinear)
+    if int4:  # the file holds portable nibbles, repacked below into the kernel's layout
+        q.nibbles = torch.empty(q.out_features, q.k_padded // 2, dtype=torch.uint8)
+    for part in ("nibbles", "scales_and_zeros", "bias") if int4 else ("weight", "scales", "bias"):
+        buf, key = getattr(q, part), f"{name}.{part}"
+        if buf is None:
+            continue
+        if key not in keys:
+            raise InputError(f"{path}: tensor {key!r} is missing")
+        t = f.get_tensor(key)
+        if t.shape != buf.shape or t.dtype != buf.dtype:
+            raise InputError(f"{path}: tensor {key!r} is {t.dtype} {tuple(t.shape)}, but layer "
+                             f"{name!r} needs {buf.dtype} {tuple(buf.shape)}")
+        buf.copy_(t)
+    if int4:
+        q.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            _unpack_nibbles(q.nibbles), 1)
+    assert aligned(q.weight) is q.weight, "buffers made by torch.empty are aligned"
+    return q
+
+
+def load_quantized(model: nn.Module, path: str | Path,
+                   fingerprint_key: str | None = None) -> list[str]:
     """Replace the Linear layers named in `path` (from :func:`save_quantized`) by their WOQ
-    versions; returns the names replaced. Shapes are checked against `model`.
+    versions; returns the names replaced. All or nothing: every layer and tensor is checked
+    against `model` (and the file's fingerprint against `fingerprint_key`, if given) before
+    the first layer is replaced; a mismatch raises InputError naming the file.
 
     >>> load_quantized(model, "llama-int8.safetensors")   # doctest: +SKIP
     """
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["fastpipes_woq"])
-        for name, info in meta.items():
-            old = model.get_submodule(name)
-            if not isinstance(old, nn.Linear) or (old.in_features, old.out_features) != (
-                    info["in"], info["out"]):
-                raise InputError(f"{path}: layer {name!r} does not match the model "
-                                 f"(file has Linear {info['in']}->{info['out']}, model has {old!r})")
-            act = getattr(torch, info["act_dtype"])
-            has_bias = f"{name}.bias" in f.keys()
-            if info["kind"] == "int8_dynamic":
-                q = Int8DynamicLinear(info["in"], info["out"], has_bias)
-                q.weight, q.scales = f.get_tensor(f"{name}.weight"), f.get_tensor(f"{name}.scales")
-            elif info["kind"] == "int8":
-                q = Int8WeightOnlyLinear(info["in"], info["out"], has_bias, act)
-                q.weight, q.scales = f.get_tensor(f"{name}.weight"), f.get_tensor(f"{name}.scales")
-            else:
-                q = Int4WeightOnlyLinear(info["in"], info["out"], has_bias, info["group_size"], act)
-                nib = f.get_tensor(f"{name}.nibbles")
-                q.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(_unpack_nibbles(nib), 1)
-                q.nibbles = nib
-                q.scales_and_zeros = f.get_tensor(f"{name}.scales_and_zeros")
-            if has_bias:
-                q.bias = f.get_tensor(f"{name}.bias")
-            _set_module(model, name, q)
-    return list(meta)
+    new = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if "fastpipes_woq" not in meta:
+                raise InputError(f"{path} is not a fastpipes quantized-weight file "
+                                 "(no 'fastpipes_woq' metadata); write one with save_quantized()")
+            if meta.get("format", "fastpipes-woq/1") != FILE_FORMAT:
+                raise InputError(f"{path} has layout {meta.get('format', 'fastpipes-woq/1')!r}; "
+                                 f"this fastpipes reads {FILE_FORMAT!r}: quantize again")
+            if fingerprint_key is not None and meta.get("fingerprint") != fingerprint_key:
+                raise InputError(f"{path} was written for other weights or settings (fingerprint "
+                                 f"{meta.get('fingerprint')!r}, this model {fingerprint_key!r})")
+            keys = set(f.keys())
+            for name, info in json.loads(meta["fastpipes_woq"]).items():
+                try:
+                    old = model.get_submodule(name)
+                except AttributeError:
+                    old = None
+                if type(old) is not nn.Linear or (old.in_features, old.out_features) != (
+                        info["in"], info["out"]):
+                    raise InputError(f"{path}: layer {name!r} does not match the model (file "
+                                     f"has Linear {info['in']}->{info['out']}, model has {old!r})")
+                try:
+                    new[name] = _read_layer(f, keys, path, name, info)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise InputError(f"{path}: layer {name!r} has a bad description "
+                                     f"{info!r} ({e})") from e
+    except InputError:
+        raise
+    except Exception as e:  # safetensors' own errors: not a safetensors file, truncated...
+        raise InputError(f"{path} could not be read as a safetensors file of quantized "
+                         f"weights: {type(e).__name__}: {e}") from e
+    for name, q in new.items():
+        _set_module(model, name, q)
+    return list(new)
 
 
 def cache_fingerprint(path: str | Path) -> str:
@@ -238,26 +312,54 @@ def cache_fingerprint(path: str | Path) -> str:
 
 # ---- the pass -----------------------------------------------------------------------------
 
+def _names(items, limit: int = 6) -> str:
+    items = list(items)
+    more = f", and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _from_cache(ctx: PassContext, comp: str, model: nn.Module, cache: Path, key: str,
+                names: list[str]) -> bool:
+    """Load `cache` into `model` if it holds exactly these layers for these weights; a bad
+    file (another model's, truncated, of an older layout) is a warning, never a failure."""
+    try:
+        loaded = load_quantized(model, cache, fingerprint_key=key)
+    except InputError as e:
+        ctx.warn(f"{comp}: ignored the quantized-weight cache file ({e}); quantizing again "
+                 "and rewriting it")
+        return False
+    assert sorted(loaded) == sorted(names), "the fingerprint hashes the layer names"
+    return True
+
+
 @register_pass("quantize", QuantizeConfig,
                "int8/int4 Linear layers: weight-only (WOQ) or int8 dynamic (W8A8)")
 def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
     dynamic = cfg.mode == QuantMode.dynamic
     act = "int8" if dynamic else resolve_act_dtype(cfg.act_dtype)
     dtype = "int8_dynamic" if dynamic else cfg.dtype.value
-    done = 0
+    done, any_skipped = 0, False
     for comp, model in ctx.components("quantize", cfg.components).items():
         dev = next(iter(model.parameters()), torch.empty(0)).device
         if dev.type != "cpu":
             raise SkipPass(f"the WOQ kernels used here are CPU kernels; {comp} is on {dev}")
-        linears = select_linears(model, cfg)
+        targeted = select_linears(model, cfg)
+        skipped = kernel_skips(targeted, dtype)
+        linears = {n: m for n, m in targeted.items() if n not in skipped}
+        any_skipped |= bool(skipped)
+        if skipped:
+            ctx.warn(f"{comp}: {len(skipped)} Linear layer(s) left in FP32, the {dtype} kernel "
+                     f"cannot take them: " + _names(f"{n} ({why})" for n, why in skipped.items()))
         if not linears:
-            ctx.change(comp, "no Linear layer matched targets/exclude/min_features: left as is")
+            ctx.change(comp, "no Linear layer matched targets/exclude/min_features: left as is"
+                       if not skipped else f"none of the {len(skipped)} targeted Linear layers "
+                       f"fits the {dtype} kernel: left as is")
             continue
         before = sum(_bytes(m.weight) + _bytes(m.bias) for m in linears.values())
         key = fingerprint(linears, dtype, cfg.group_size, act)
         cache = Path(cfg.cache_dir) / f"{comp}-{dtype}-{key}.safetensors" if cfg.cache_dir else None
-        if cache is not None and cache.exists():
-            load_quantized(model, cache)
+        if cache is not None and cache.exists() and _from_cache(ctx, comp, model, cache, key,
+                                                                list(linears)):
             how = f"loaded from {cache}"
         else:
             for name, lin in linears.items():
@@ -265,17 +367,33 @@ def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
                 _set_module(model, name, q)
             how = "quantized"
             if cache is not None:
-                save_quantized(model, cache, key)
-                how += f", saved to {cache}"
-        after = sum(_bytes(b) for n in linears for b in model.get_submodule(n).buffers())
+                try:
+                    save_quantized(model, cache, key)
+                    how += f", saved to {cache}"
+                except OSError as e:  # the quantized model is fine; only the cache is lost
+                    ctx.warn(f"{comp}: could not save quantized weights to {cache} ({e}); "
+                             "the next start quantizes again")
+        quantized = {n: model.get_submodule(n) for n in linears}
+        padded = {n: (q.in_features, q.k_padded) for n, q in quantized.items()
+                  if getattr(q, "k_padded", q.in_features) != q.in_features}
+        after = sum(_bytes(b) for q in quantized.values() for b in q.buffers())
         what = ("int8 weights + per-row int8 activations (dynamic W8A8)" if dynamic else
                  f"{dtype} weight-only" + (f" (group {cfg.group_size})" if dtype == "int4" else "")
                  + f", {act} activations")
-        ctx.change(comp, f"{len(linears)} Linear -> {what}; weights {before / 2**20:.1f} MiB -> "
-                   f"{after / 2**20:.1f} MiB ({how})")
+        line = (f"{len(linears)} Linear -> {what}; weights {before / 2**20:.1f} MiB -> "
+                f"{after / 2**20:.1f} MiB ({how})")
+        if padded:
+            line += (f"; in_features zero-padded for the kernel in {len(padded)}: "
+                     + _names(f"{n} {k}->{kp}" for n, (k, kp) in padded.items()))
+        if skipped:
+            line += f"; {len(skipped)} left in FP32: " + _names(skipped)
+        ctx.change(comp, line)
         ctx.report.extra.setdefault("quantize", {})[comp] = {
             "layers": len(linears), "bytes_before": before, "bytes_after": after,
-            "dtype": dtype, "act_dtype": act, "cache": str(cache) if cache else None}
+            "dtype": dtype, "act_dtype": act, "cache": str(cache) if cache else None,
+            "skipped": dict(skipped), "padded": {n: list(kk) for n, kk in padded.items()}}
         done += 1
     if not done:
-        raise SkipPass("no Linear layer matched in any component")
+        raise SkipPass("no Linear layer matched in any component" + (
+            f"; the {dtype} kernel cannot take the targeted ones (see warnings)"
+            if any_skipped else ""))

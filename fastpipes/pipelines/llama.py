@@ -15,6 +15,8 @@ import torch.nn as nn
 
 from fastpipes.errors import InputError
 from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, Fidelity, judge, register_adapter
+from fastpipes.pipelines.hf_dir import load_causal_lm
+from fastpipes.pipelines.llama_reference import REFERENCE_MODELS, reference_dir
 from fastpipes.recipe.schema import Family, PrecisionClass
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
@@ -46,7 +48,8 @@ def llama_config(name: str):
     from transformers import LlamaConfig
 
     if name not in LLAMA_SHAPES:
-        raise InputError(f"unknown Llama model {name!r}; allowed: {', '.join(LLAMA_SHAPES)} "
+        raise InputError(f"unknown Llama model {name!r}; allowed: "
+                         f"{', '.join([*LLAMA_SHAPES, *REFERENCE_MODELS])} "
                          "or a local Hugging Face directory")
     return LlamaConfig(**LLAMA_SHAPES[name], attn_implementation="eager")
 
@@ -64,21 +67,22 @@ def _seeded_init(model: nn.Module, seed: int, std: float = 0.02) -> None:
 
 def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
                 dtype: torch.dtype = torch.float32):
-    """A LlamaForCausalLM in eval mode: a named shape with seeded random weights, or a local
-    Hugging Face directory (config.json + safetensors).
+    """A LlamaForCausalLM in eval mode: a named shape with seeded random weights, a
+    reference model trained here (``trained-tiny``: built on first use, see
+    llama_reference.py), or a local Hugging Face directory (config.json + safetensors;
+    a missing weight or a damaged file is an InputError naming it).
 
     Random models are built on the meta device, cast to `dtype` there and initialised in
     place, so the 1B shape builds in seconds without a second copy of the weights, and a
     BF16 build of the 7B shape (13.5 GB) never holds its 27 GB FP32 form.
     """
-    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
+    if str(name_or_path) in REFERENCE_MODELS:
+        name_or_path = reference_dir(str(name_or_path))
     path = Path(str(name_or_path))
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise InputError(f"{path} has no config.json; expected a Hugging Face model directory")
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        return model.eval()
+    if (path.exists() or "/" in str(name_or_path)) and str(name_or_path) not in LLAMA_SHAPES:
+        return load_causal_lm(path, dtype).eval()
     config = llama_config(str(name_or_path))
     with torch.device("meta"):
         model = LlamaForCausalLM(config)

@@ -160,3 +160,26 @@ def test_time_budget_replans_the_steps_and_progress_prints_plain_lines(monkeypat
     err = capsys.readouterr().err  # not a terminal: plain lines, about every 10%
     assert "step 10/10" in err and "tokens/s" in err and "ETA 0 s" in err
     assert not model.training
+
+
+def test_the_llama_benchmark_judges_a_trained_model_on_its_held_out_text(micro):
+    """`fastpipes bench llama --model trained-tiny` as it runs: the parent trains (or
+    reuses) the model once, each worker gets its directory, and fidelity is teacher-forced
+    top-1 agreement and perplexity on held-out text, judged by the int8 class's bars."""
+    import json
+
+    from fastpipes.bench import WorkloadSpec, check_schema, run_benchmark
+
+    spec = WorkloadSpec("llama", model=micro, options={"prompt_len": 8, "new_tokens": 4,
+                                                        "heldout_windows": 2})
+    result = run_benchmark(spec, [{"name": "int8", "quantize": {"dtype": "int8"}}], iters=1,
+                           warmup=0, limits=False, warm_start=False, progress=False)
+    assert check_schema(json.loads(result.json())) == []
+    base, int8 = result.configs
+    assert base.ok and int8.ok, int8.reason
+    assert "trained here (held-out fidelity)" in result.workload["description"]
+    fid = int8.fidelity
+    assert fid["precision_class"] == "int8" and fid["ok"] in (True, False)  # judged
+    assert fid["metrics"]["heldout_positions"] == 2 * 256
+    assert fid["metrics"]["fp32_perplexity"] > 1 and "perplexity_change_pct" in fid["metrics"]
+    assert "(int8 bars)" in fid["thresholds"]

@@ -36,8 +36,9 @@ from fastpipes.hardware import check_device, detect
 # ---- the benchmark ----------------------------------------------------------------------------
 
 def check_arguments(spec: WorkloadSpec, iters: int, warmup: int, threads: int | None,
-                    max_time: float | None, baseline: bool) -> None:
-    """Every argument problem as one BenchmarkError, before any worker starts."""
+                    max_time: float | None, baseline: bool) -> WorkloadSpec:
+    """Every argument problem as one BenchmarkError, before any worker starts; then the
+    spec the workers get (the workload prepares what they share)."""
     problems = []
     if spec.family not in WORKLOADS:
         raise BenchmarkError(f"unknown family {spec.family!r}; allowed: {', '.join(WORKLOADS)}")
@@ -55,11 +56,12 @@ def check_arguments(spec: WorkloadSpec, iters: int, warmup: int, threads: int | 
     if problems:
         raise BenchmarkError("; ".join(problems))
     # the workload checks its own options and model here (BenchmarkError)
-    build_dtype = get_workload(spec).build_dtype
-    if baseline and build_dtype != "float32":
-        raise BenchmarkError(f"the workload is built in {build_dtype}, so its eager run would "
-                             "not be an FP32 baseline; add --no-baseline (baseline=False), or "
-                             "drop the dtype option")
+    workload = get_workload(spec)
+    if baseline and workload.build_dtype != "float32":
+        raise BenchmarkError(f"the workload is built in {workload.build_dtype}, so its eager run "
+                             "would not be an FP32 baseline; add --no-baseline (baseline=False), "
+                             "or drop the dtype option")
+    return workload.prepare()
 
 
 def _jobs(planned: list[Planned], spec: WorkloadSpec, wd: Path, owned: bool,
@@ -164,7 +166,7 @@ def run_benchmark(
     ...                   iters=3, progress=False)                        # doctest: +SKIP
     >>> r.config("custom").speedup                                      # doctest: +SKIP
     """
-    check_arguments(spec, iters, warmup, threads, max_time, baseline)
+    spec = check_arguments(spec, iters, warmup, threads, max_time, baseline)
     info = detect()
     threads = threads or torch.get_num_threads()
     overrides = list(overrides)

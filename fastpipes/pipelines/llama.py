@@ -16,7 +16,8 @@ import torch.nn as nn
 from fastpipes.errors import InputError
 from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, Fidelity, judge, register_adapter
 from fastpipes.pipelines.hf_dir import load_causal_lm
-from fastpipes.pipelines.llama_reference import REFERENCE_MODELS, reference_dir
+from fastpipes.pipelines.llama_reference import (REFERENCE_MODELS, perplexity, reference_dir,
+                                                 top1_agreement)
 from fastpipes.recipe.schema import Family, PrecisionClass
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
@@ -244,12 +245,10 @@ class LlamaAdapter(Adapter):
 
 def heldout_metrics(reference: dict, view: dict) -> dict[str, float]:
     """Teacher-forced top-1 agreement and perplexities on held-out text: `heldout_logits`
-    [B, S, V] predict `heldout_targets` [B, S]."""
-    ref, out, tgt = reference["heldout_logits"], view["heldout_logits"], reference["heldout_targets"]
-    nll = lambda logits: torch.nn.functional.cross_entropy(  # noqa: E731
-        logits.float().flatten(0, 1), tgt.flatten(), reduction="mean").item()
-    ppl_ref, ppl = float(torch.exp(torch.tensor(nll(ref)))), float(torch.exp(torch.tensor(nll(out))))
-    return {"top1_agreement": (ref.argmax(-1) == out.argmax(-1)).float().mean().item(),
+    [n, S, V] of each model read from the same `heldout_tokens` [n, S]."""
+    ref, out, tokens = reference["heldout_logits"], view["heldout_logits"], reference["heldout_tokens"]
+    ppl_ref, ppl = perplexity(ref, tokens), perplexity(out, tokens)
+    return {"top1_agreement": top1_agreement(ref, out), "heldout_positions": float(tokens.numel()),
             "fp32_perplexity": ppl_ref, "perplexity": ppl,
             "perplexity_change_pct": abs(ppl / ppl_ref - 1.0) * 100.0}
 

@@ -58,6 +58,11 @@ class Workload:
         """One line: model, shapes, batch (shown in the report header)."""
         raise NotImplementedError
 
+    def prepare(self) -> WorkloadSpec:
+        """Run once in the parent before any worker: make what every configuration shares
+        (e.g. a reference model trained here) and return the spec the workers get."""
+        return self.spec
+
     def build(self) -> Any:
         """A fresh, unmodified FP32 eager pipeline (same weights every call: seeded)."""
         raise NotImplementedError

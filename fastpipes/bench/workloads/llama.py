@@ -8,7 +8,8 @@ flat logits make top-1 agreement a coin toss whatever the recipe.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +17,8 @@ import torch
 from fastpipes.bench.workloads.base import Workload, WorkloadSpec, register_workload
 from fastpipes.errors import BenchmarkError
 from fastpipes.pipelines.llama import LLAMA_SHAPES, LlamaAdapter, build_llama, decode_weight_bytes
+from fastpipes.pipelines.llama_reference import (REFERENCE_MODELS, heldout_batches,
+                                                 heldout_tokens, reference_dir, teacher_forced)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class LlamaWorkload(Workload):
     unit = "tokens"
     bound = "memory"
     OPTIONS = {"prompt_len": (int, "prompt tokens (default 32)"),
+               "heldout_windows": (int, "windows of held-out text (256 tokens each) that a "
+                                        "trained reference model's fidelity reads (default 32)"),
                "new_tokens": (int, "tokens generated per timed run (default 64)"),
                "dtype": (str, "float32 (the baseline's) or bfloat16, to build shapes whose FP32 "
                               "form does not fit in memory (then with --no-baseline)")}
@@ -65,24 +70,53 @@ class LlamaWorkload(Workload):
         if self.build_dtype not in ("float32", "bfloat16"):
             raise BenchmarkError(f"llama option dtype must be float32 or bfloat16, "
                                  f"got {self.build_dtype!r}")
+        self.windows = int(spec.options.get("heldout_windows", 32))
+        if self.windows < 1:
+            raise BenchmarkError(f"heldout_windows must be >= 1, got {self.windows}")
 
     @property
     def random_weights(self) -> bool:
         return self.model_name in LLAMA_SHAPES
 
+    @property
+    def trained_here(self) -> bool:
+        """A reference model trained here (by name, or its directory): it has held-out text
+        to judge fidelity on."""
+        return self.model_name in REFERENCE_MODELS or (Path(self.model_name) / "heldout.bin").is_file()
+
+    def _dir(self) -> Path:
+        name = self.model_name
+        return reference_dir(name) if name in REFERENCE_MODELS else Path(name)
+
+    def _heldout(self) -> torch.Tensor:
+        return heldout_tokens(self._dir())
+
+    def prepare(self) -> WorkloadSpec:
+        """A reference model is trained (once, in the user's cache) before any worker starts;
+        the workers, which run on caches of their own, get its directory."""
+        if self.model_name in REFERENCE_MODELS:
+            return replace(self.spec, model=str(reference_dir(self.model_name)))
+        return self.spec
+
     def describe(self) -> str:
         built = "" if self.build_dtype == "float32" else f" (built in {self.build_dtype})"
-        weights = ", random weights" if self.random_weights else ""
-        return (f"{self.model_name}{built}{weights}: {self.prompt_len} prompt + "
+        weights = (", random weights" if self.random_weights else
+                   ", trained here (held-out fidelity)" if self.trained_here else "")
+        return (f"{Path(self.model_name).name}{built}{weights}: {self.prompt_len} prompt + "
                 f"{self.new_tokens} new tokens, greedy, batch {self.spec.batch_size}")
 
     def build(self) -> Any:
-        return build_llama(self.model_name, seed=self.spec.seed,
+        return build_llama(str(self._dir()) if self.trained_here else self.model_name,
+                           seed=self.spec.seed,
                            dtype=getattr(torch, self.build_dtype))
 
     def inputs(self, pipe: Any) -> dict[str, Any]:
-        return LlamaAdapter(pipe).example_inputs(self.prompt_len, self.new_tokens,
-                                                 self.spec.batch_size, self.spec.seed)
+        inputs = LlamaAdapter(pipe).example_inputs(self.prompt_len, self.new_tokens,
+                                                   self.spec.batch_size, self.spec.seed)
+        if self.trained_here:  # real text as the prompt: the tail of the held-out split
+            text = self._heldout()[-self.prompt_len * self.spec.batch_size:]
+            inputs["input_ids"] = text.view(self.spec.batch_size, self.prompt_len).clone()
+        return inputs
 
     def run(self, pipe: Any, inputs: dict[str, Any]) -> LlamaOutput:
         clock = _Clock()
@@ -98,9 +132,14 @@ class LlamaWorkload(Workload):
 
     def view(self, pipe: Any, inputs: dict[str, Any], output: LlamaOutput,
              reference: Any = None) -> dict:
-        view = LlamaAdapter(pipe).fidelity_view(inputs, output.sequences, reference)
+        adapter = LlamaAdapter(pipe)
+        view = adapter.fidelity_view(inputs, output.sequences, reference)
         if self.random_weights:
             view["random_weights"] = True
+        if self.trained_here:  # held-out text, teacher-forced: top-1 and perplexity
+            tokens = heldout_batches(self._heldout(), 256, self.windows)
+            view["heldout_tokens"] = tokens
+            view["heldout_logits"] = teacher_forced(adapter.model, tokens)
         return view
 
     def bytes_per_item(self, pipe: Any) -> float:

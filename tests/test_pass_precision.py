@@ -147,3 +147,22 @@ def test_no_warning_when_native(monkeypatch):
     fake_hardware(monkeypatch, bf16=True, fp16=False)
     report = fastpipes.accelerate(make()[0], {"precision": {}})
     assert report.warnings == []
+
+
+@pytest.mark.parametrize("quant", [{"dtype": "int8"}, {"dtype": "int4", "group_size": 32},
+                                   {"mode": "dynamic"}])
+def test_a_half_cast_leaves_quantized_layers_their_own_dtypes(quant):
+    """fp16 cast + int8 weight-only (BF16 activations in the kernel) used to apply, then fail
+    at the first forward (the cast turned the kernel's BF16 scales into FP16)."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64))
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        ref = m(x)
+    report = fastpipes.accelerate(m, {"quantize": quant,
+                                      "precision": {"mode": "cast", "dtype": "float16"}})
+    assert report.applied == ["quantize", "precision"]
+    with torch.no_grad():
+        out = m(x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert ((out - ref).norm() / ref.norm()).item() < 0.1

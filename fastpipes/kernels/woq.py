@@ -124,6 +124,10 @@ class Int8WeightOnlyLinear(nn.Module):
     weight: [N, k_padded] int8, K rounded up to :data:`INT8_K_MULTIPLE` with zero columns.
     """
 
+    # its scales and bias are in the kernel's activation dtype, and it casts its input and
+    # output at the boundary: a later dtype cast of the model must leave them alone
+    keeps_own_dtypes = True
+
     def __init__(self, in_features: int, out_features: int, bias: bool,
                  act_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
@@ -161,6 +165,8 @@ class Int4WeightOnlyLinear(nn.Module):
     zero activation columns appended at run time (gpt-fast's approach), so a Llama
     down_proj with 704 inputs is quantized like the others instead of being left in FP32.
     """
+
+    keeps_own_dtypes = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int = 128,
                  act_dtype: torch.dtype = torch.bfloat16):
@@ -232,6 +238,8 @@ class Int8DynamicLinear(nn.Module):
     activation rounding (a relative error of ~9e-3 per layer on random data), so recipes
     using it are judged by the stated quantized bars.
     """
+
+    keeps_own_dtypes = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool):
         super().__init__()

@@ -29,11 +29,6 @@ def _get(recipe: Recipe, section: str, key: str, default=None):
 
 # (description, predicate on the recipe -> message or "")
 CONFLICTS: list[tuple[str, Callable[[Recipe], str]]] = [
-    ("int4 weight-only quantization needs bf16 or fp32 activations",
-     lambda r: "quantize.dtype int4 with precision.dtype float16 is not supported by the CPU "
-               "int4 kernels; use precision.dtype bfloat16"
-     if _get(r, "quantize", "dtype") == "int4" and _get(r, "precision", "dtype") == "float16"
-     else ""),
     ("ipex with torch.compile uses the ipex backend",
      lambda r: "ipex and compile.backend=ipex need the ipex pass enabled"
      if _get(r, "compile", "backend") == "ipex" and r.section("ipex") is None else ""),

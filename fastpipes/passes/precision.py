@@ -190,7 +190,7 @@ def _cast_weights(module: nn.Module, dtype: torch.dtype, kept: dict[str, nn.Modu
     skip = {id(m) for k in kept.values() for m in k.modules()}
     n_params = n_buffers = 0
     for m in module.modules():
-        if id(m) in skip:
+        if id(m) in skip or getattr(m, "keeps_own_dtypes", False):  # e.g. quantized layers
             continue
         params = [(p, p.data.data_ptr()) for p in m._parameters.values() if p is not None]
         buffers = [b for b in m._buffers.values() if b is not None]

@@ -326,3 +326,44 @@ def test_int4_with_no_layer_the_kernel_takes_is_skipped_with_the_reason():
     report = fastpipes.accelerate(net, {"quantize": {"dtype": "int4", "group_size": 32}})
     assert report.skipped["quantize"].endswith("cannot take the targeted ones (see warnings)")
     assert type(net[0]) is nn.Linear
+
+
+def test_low_memory_quantize_moves_the_fp32_originals_out_but_not_a_tied_weight():
+    pytest.importorskip("transformers")
+    from fastpipes.pipelines.llama import build_llama
+
+    model = build_llama("tiny")
+    ids = torch.tensor([[5, 17, 99, 3]])
+    with torch.no_grad():
+        ref = model(ids).logits
+    untied = sum(m.weight.numel() * 4 for n, m in model.named_modules()
+                 if type(m) is torch.nn.Linear and n != "lm_head")
+    report = fastpipes.accelerate(model, {"low_memory": True, "quantize": {"dtype": "int8"}})
+    assert report.extra["spilled_bytes"] == untied  # lm_head's weight is the embedding's
+    assert model.model.embed_tokens.weight.numel() > 0  # the tied weight was not emptied
+    with torch.no_grad():
+        out = model(ids).logits
+    assert ((out - ref).norm() / ref.norm()).item() < 0.05
+
+
+def test_low_memory_quantize_still_restores_after_a_later_failure(monkeypatch):
+    import dataclasses
+
+    from fastpipes.passes.base import PASSES
+
+    def boom(ctx, cfg):
+        raise RuntimeError("after quantize")
+
+    monkeypatch.setitem(PASSES._items, "compile",
+                        dataclasses.replace(PASSES.get("compile"), apply=boom))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32))
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        ref = model(x)
+    with pytest.raises(PassError):
+        fastpipes.accelerate(model, {"low_memory": True, "quantize": {"dtype": "int8"},
+                                     "compile": {}})
+    assert type(model[0]) is torch.nn.Linear and model[0].weight.shape == (64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)  # read back from disk, bit for bit

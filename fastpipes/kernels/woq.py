@@ -64,11 +64,18 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t.clone(memory_format=torch.contiguous_format)
 
 
+ROWS = 4096  # output channels quantized at a time: temporaries stay small (lm_head: 128k rows)
+
+
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-channel int8. w: [N, K] -> (w_int8 [N, K], scales [N] fp32)."""
-    w = w.detach().float()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8)  # [N]
-    w_int8 = torch.round(w / scales[:, None]).clamp(-128, 127).to(torch.int8)
+    n, k = w.shape
+    w_int8, scales = torch.empty(n, k, dtype=torch.int8), torch.empty(n)
+    for s in range(0, n, ROWS):
+        blk = w[s:s + ROWS].detach().float()  # [rows, K]
+        sc = (blk.abs().amax(dim=1) / 127.0).clamp(min=1e-8)  # [rows]
+        w_int8[s:s + ROWS] = torch.round(blk / sc[:, None]).clamp_(-128, 127)
+        scales[s:s + ROWS] = sc
     return w_int8, scales
 
 
@@ -81,13 +88,15 @@ def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
     """
     n, k = w.shape
     assert k % group_size == 0, "caller checks divisibility"
-    wg = w.detach().float().reshape(n, k // group_size, group_size)  # [N, G, gs]
-    lo = wg.amin(dim=-1, keepdim=True)
-    hi = wg.amax(dim=-1, keepdim=True)
-    scales = ((hi - lo) / 15.0).clamp(min=1e-6)  # [N, G, 1]
-    w_int = torch.round((wg - lo) / scales).clamp(0, 15).to(torch.int32).reshape(n, k)
-    zeros = lo + 8.0 * scales
-    sz = torch.cat([scales, zeros], dim=-1)  # [N, G, 2]
+    g = k // group_size
+    w_int, sz = torch.empty(n, k, dtype=torch.int32), torch.empty(n, g, 2)
+    for s in range(0, n, ROWS):
+        wg = w[s:s + ROWS].detach().float().reshape(-1, g, group_size)  # [rows, G, gs]
+        lo = wg.amin(dim=-1, keepdim=True)
+        hi = wg.amax(dim=-1, keepdim=True)
+        scales = ((hi - lo) / 15.0).clamp(min=1e-6)  # [rows, G, 1]
+        w_int[s:s + ROWS] = torch.round((wg - lo) / scales).clamp_(0, 15).reshape(-1, k)
+        sz[s:s + ROWS] = torch.cat([scales, lo + 8.0 * scales], dim=-1)  # [rows, G, 2]
     return w_int, sz.transpose(0, 1).contiguous()  # [G, N, 2]
 
 

@@ -25,6 +25,7 @@ Quantized weights can be saved once and loaded on the next start (``cache_dir``)
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 import hashlib
 import json
 import os
@@ -332,6 +333,13 @@ def _from_cache(ctx: PassContext, comp: str, model: nn.Module, cache: Path, key:
     return True
 
 
+def _release(ctx: PassContext, layers, refs: Counter) -> None:
+    for lin in layers:
+        for t in (lin.weight, lin.bias):
+            if t is not None and refs[id(t)] == 1:
+                ctx.release(t)
+
+
 @register_pass("quantize", QuantizeConfig,
                "int8/int4 Linear layers: weight-only (WOQ) or int8 dynamic (W8A8)")
 def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
@@ -358,13 +366,17 @@ def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
         before = sum(_bytes(m.weight) + _bytes(m.bias) for m in linears.values())
         key = fingerprint(linears, dtype, cfg.group_size, act)
         cache = Path(cfg.cache_dir) / f"{comp}-{dtype}-{key}.safetensors" if cfg.cache_dir else None
+        # a weight shared with a layer that stays (a tied lm_head) is not the layer's to release
+        refs = Counter(id(t) for m in model.modules() for t in m.parameters(recurse=False))
         if cache is not None and cache.exists() and _from_cache(ctx, comp, model, cache, key,
                                                                 list(linears)):
             how = f"loaded from {cache}"
+            _release(ctx, linears.values(), refs)
         else:
             for name, lin in linears.items():
                 q = quantize_linear(lin, dtype, cfg.group_size, act, keep_nibbles=cache is not None)
                 _set_module(model, name, q)
+                _release(ctx, [lin], refs)  # low_memory: the FP32 original leaves memory now
             how = "quantized"
             if cache is not None:
                 try:

@@ -44,13 +44,34 @@ LLAMA_SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
+def _transformers_version() -> tuple[int, int]:
+    import transformers
+
+    major, minor = transformers.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def legacy_rope_kwargs(shape: dict[str, Any]) -> dict[str, Any]:
+    """`shape` in transformers 4.x terms: ``rope_parameters`` (5.x) becomes ``rope_theta`` +
+    ``rope_scaling``, which 4.x reads (it would keep an unknown ``rope_parameters`` as a
+    plain attribute and silently build the default RoPE)."""
+    out = dict(shape)
+    rope = dict(out.pop("rope_parameters"))
+    out["rope_theta"] = rope.pop("rope_theta")
+    out["rope_scaling"] = rope if rope["rope_type"] != "default" else None
+    return out
+
+
 def llama_config(name: str):
     from transformers import LlamaConfig
 
     if name not in LLAMA_SHAPES:
         raise InputError(f"unknown Llama model {name!r}; allowed: {', '.join(LLAMA_SHAPES)} "
                          "or a local Hugging Face directory")
-    return LlamaConfig(**LLAMA_SHAPES[name], attn_implementation="eager")
+    shape = LLAMA_SHAPES[name]
+    if _transformers_version() < (5, 0):
+        shape = legacy_rope_kwargs(shape)
+    return LlamaConfig(**shape, attn_implementation="eager")
 
 
 @torch.no_grad()
@@ -79,7 +100,9 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
     if path.is_dir():
         if not (path / "config.json").exists():
             raise InputError(f"{path} has no config.json; expected a Hugging Face model directory")
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        # `dtype` since transformers 4.56; before, it was `torch_dtype` (and `dtype` was ignored)
+        key = "dtype" if _transformers_version() >= (4, 56) else "torch_dtype"
+        model = AutoModelForCausalLM.from_pretrained(str(path), **{key: dtype})
         return model.eval()
     config = llama_config(str(name_or_path))
     with torch.device("meta"):

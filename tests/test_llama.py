@@ -99,6 +99,20 @@ def test_woq_recipe_keeps_generate_and_fidelity(dtype):
     assert fid["top1_agreement"] >= (0.95 if dtype == "int8" else 0.75), fid
 
 
+def test_attention_recipes_change_only_the_attention_kernel():
+    """llama_attn_eager / llama_attn_sdpa: the two native attention options, FP32, nothing else
+    changed; the long prompt (40 tokens) gives SDPA's CPU flash kernel more than one block."""
+    prompt = torch.randint(3, 500, (1, 40), generator=torch.Generator().manual_seed(3))
+    ref = teacher_forced_logits(build_llama("tiny"), prompt)
+    for name, impl in (("llama_attn_sdpa", "sdpa"), ("llama_attn_eager", "eager")):
+        model = build_llama("tiny")
+        model.config._attn_implementation = "sdpa"  # as from_pretrained loads a checkpoint
+        report = fastpipes.accelerate(model, name)
+        assert report.applied == ["attention"] and model.config._attn_implementation == impl
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        torch.testing.assert_close(teacher_forced_logits(model, prompt), ref, rtol=0, atol=1e-5)
+
+
 def test_failed_pass_restores_config_and_modules():
     model = build_llama("tiny")
     ref = _gen(model)

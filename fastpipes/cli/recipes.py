@@ -34,10 +34,11 @@ def run_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from fastpipes.hardware import detect, unmet_requirements
+    from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements
     from fastpipes.recipe import available, load_recipe
 
     info = detect()
+    no_ipex = ""
     t = Table(title="fastpipes recipes", title_justify="left")
     for col in ("name", "family", "this machine", "description"):
         t.add_column(col)
@@ -51,10 +52,14 @@ def run_list(args) -> int:
             continue
         unmet = unmet_requirements(r.requires, info)
         fit = "[green]ok[/]" if not unmet else "[yellow]runs slowly here[/]"
+        if r.requires.ipex and ipex_unavailable():
+            fit, no_ipex = "[red]unavailable: needs IPEX[/]", ipex_unavailable()
         t.add_row(name, r.family.value, fit, r.description.splitlines()[0] if r.description else "")
     Console().print(t)
     if not info.bf16_native:
         print(f"note: {info.low_precision_note('bf16')}")
+    if no_ipex:
+        print(f"note: recipes that need IPEX cannot run here: {no_ipex}")
     return 0
 
 

@@ -46,7 +46,7 @@ IPEX_BIN := $(IPEX_VENV)/bin
 IPEX_PIP := PIP_CONSTRAINT=$(CURDIR)/constraints-ipex.txt $(IPEX_BIN)/python -m pip
 
 $(IPEX_VENV)/.installed: constraints-ipex.txt pyproject.toml
-	$(PYTHON) -m venv $(IPEX_VENV)
+	test -x $(IPEX_BIN)/python || $(PYTHON) -m venv $(IPEX_VENV)
 	$(IPEX_PIP) install -q --no-deps -r constraints-ipex.txt
 	$(IPEX_PIP) install -q --no-deps --no-build-isolation -e .
 	$(IPEX_BIN)/python -c "import sys, torch, fastpipes.hardware as hw; ipex, why = hw.import_ipex(); \

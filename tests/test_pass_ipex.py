@@ -154,6 +154,7 @@ def test_requires_ipex_is_unmet_with_the_reason_where_ipex_does_not_import(monke
 def test_ipex_availability_is_probed_in_a_child_process(monkeypatch):
     hw = fastpipes.hardware
     probed = []
+    monkeypatch.delitem(sys.modules, "intel_extension_for_pytorch", raising=False)
     monkeypatch.setattr(hw, "_ipex_version_problem",
                         lambda: ("", "intel-extension-for-pytorch 2.8.0 is installed but "
                                      "incompatible with torch 2.8.0 (needs 2.8.*)", "; advice"))

@@ -84,12 +84,25 @@ def test_ipex_optimize_sam_image_encoder(sam_reference, dtype, bar):
     sam = copy.deepcopy(sam0)
     sections = {"ipex": {"components": ["image_encoder"], "dtype": dtype}}
     report = fastpipes.accelerate(sam, bf16_recipe(sections) if dtype == "bfloat16" else sections)
-    assert f"image_encoder: replaced by ipex.optimize(dtype={dtype}) copy" in \
-        report.record("ipex").changes
+    assert report.record("ipex").changes == [
+        f"image_encoder: ipex.optimize(dtype={dtype}) in place"]
     assert {"_IPEXLinear", "_IPEXConv2d"} <= ipex_modules(sam.image_encoder)
     with torch.no_grad():
         out = sam.image_encoder(x)
     assert out.dtype == torch.float32 and rel_err(out, ref) <= bar
+
+
+def test_a_later_failure_undoes_ipex_optimize_in_place(sam_reference):
+    from fastpipes.errors import FastpipesError
+
+    sam0, x, ref = sam_reference
+    sam = copy.deepcopy(sam0)
+    with pytest.raises(FastpipesError, match="no component 'nope'"):
+        fastpipes.accelerate(sam, {"ipex": {"components": ["image_encoder"]},
+                                   "memory_format": {"components": ["nope"]}})
+    assert not ipex_modules(sam.image_encoder)
+    with torch.no_grad():
+        assert torch.equal(sam.image_encoder(x), ref)
 
 
 def test_attention_backend_ipex_runs_ipex_flash_kernel_on_sam(sam_reference):
@@ -138,7 +151,9 @@ def test_ipex_optimize_sdxl_unet(sdxl_reference, recipe, min_db):
     from fastpipes.pipelines.sdxl import build_sdxl, psnr
 
     pipe = build_sdxl("tiny")
+    unet = pipe.unet
     fastpipes.accelerate(pipe, recipe)
+    assert pipe.unet is unet  # in place: no second copy of the UNet's weights
     assert {"_IPEXConv2d", "_IPEXLinear"} <= ipex_modules(pipe.unet)
     assert psnr(sdxl_reference, sdxl_generate(pipe), peak=1.0) >= min_db
 

@@ -73,7 +73,7 @@ def test_optimized_copy_replaces_the_forward_of_a_plain_module(monkeypatch):
     model, x = mlp(1)
     ref = model(x)
     report = fastpipes.accelerate(model, {"ipex": {"dtype": "bfloat16"}})
-    assert calls == [(torch.bfloat16, False, False)]
+    assert calls == [(torch.bfloat16, True, False)]  # asked in place; this stand-in copies
     assert "forward delegates to a ipex.optimize(dtype=bfloat16) copy" in report.passes[0].changes[0]
     assert model[0].weight.dtype == torch.float32  # the original is left alone
     y = model(x.bfloat16())

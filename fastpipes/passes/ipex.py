@@ -8,11 +8,11 @@ apply time (never at ``import fastpipes``), and a release whose major.minor diff
 torch's is not imported at all. With ``fallback: native`` a missing IPEX is a visible
 fallback (status "fallback" + a warning): the pipeline stays on PyTorch's own kernels.
 
-``ipex.optimize`` returns an optimized *copy*; it is put in place through the adapter
-(``set_component``), or, for a component that cannot be replaced (a plain module given to
-accelerate()), the component's ``forward`` delegates to the copy. ``ipex.llm.optimize``
-(``llm: true``) converts the model in place, so its own ``generate`` runs IPEX's decoder
-layers, fused attention and KV cache.
+Both ``ipex.optimize`` and ``ipex.llm.optimize`` (``llm: true``) are asked to work in
+place: no second copy of the weights, and the model's own ``generate`` runs IPEX's decoder
+layers, fused attention and KV cache. Should IPEX return a different object anyway, it is
+put in place through the adapter (``set_component``), or, for a component that cannot be
+replaced (a plain module given to accelerate()), the component's ``forward`` delegates to it.
 
 >>> fastpipes.accelerate(model, {"ipex": {"dtype": "bfloat16", "fallback": "native"}})  # doctest: +SKIP
 """
@@ -56,7 +56,10 @@ def _optimize(ipex, module: nn.Module, cfg: IpexConfig) -> nn.Module:
         # own KV cache) as instance attributes, which a copy would keep from the object the
         # user calls; accelerate()'s snapshot undoes them
         return ipex.llm.optimize(module, dtype=dtype, inplace=True)
-    return ipex.optimize(module, dtype=dtype, inplace=False)
+    # in place too: a copy would hold a second set of weights while accelerate() runs (for the
+    # SDXL UNet in FP32, 10 GB more); IPEX keeps the Parameter objects and swaps their data,
+    # which the snapshot restores on failure
+    return ipex.optimize(module, dtype=dtype, inplace=True)
 
 
 def _llm_converted(module: nn.Module) -> bool:

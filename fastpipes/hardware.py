@@ -188,6 +188,25 @@ def _detect(probe: bool) -> MachineInfo:
 IPEX_DIST = "intel-extension-for-pytorch"
 
 
+def _ipex_version_problem() -> tuple[str, str, str]:
+    """(why IPEX cannot import with this torch, judged from versions alone, or ""; the
+    sentence an import failure starts with; the advice it ends with)."""
+    import torch
+
+    try:
+        version = metadata.version(IPEX_DIST)
+    except metadata.PackageNotFoundError:
+        return (f"{IPEX_DIST} is not installed; it needs torch 2.8.* (this is torch "
+                f"{torch.__version__}). Install torch 2.8.* and `pip install "
+                "'fastpipes[ipex]'` (or `make ipex-env`), or use PyTorch's own kernels"), "", ""
+    needs = ".".join(version.split(".")[:2])
+    have = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    incompatible = (f"{IPEX_DIST} {version} is installed but incompatible with torch "
+                    f"{torch.__version__} (needs {needs}.*)")
+    advice = f"; install torch {needs}.* or remove it, or use PyTorch's own kernels"
+    return (incompatible + advice if needs != have else ""), incompatible, advice
+
+
 def import_ipex():
     """(the intel_extension_for_pytorch module, "") when it imports, else (None, why not
     and what to do). Never raises.
@@ -196,21 +215,9 @@ def import_ipex():
     prints errors and dies half-way. So a release whose major.minor differs from torch's is
     not imported at all, and any other import failure is caught.
     """
-    import torch
-
-    try:
-        version = metadata.version(IPEX_DIST)
-    except metadata.PackageNotFoundError:
-        return None, (f"{IPEX_DIST} is not installed; it needs torch 2.8.* (this is torch "
-                      f"{torch.__version__}). Install torch 2.8.* and `pip install "
-                      "'fastpipes[ipex]'`, or use PyTorch's own kernels")
-    needs = ".".join(version.split(".")[:2])
-    have = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-    incompatible = (f"{IPEX_DIST} {version} is installed but incompatible with torch "
-                    f"{torch.__version__} (needs {needs}.*)")
-    advice = f"; install torch {needs}.* or remove it, or use PyTorch's own kernels"
-    if needs != have:
-        return None, incompatible + advice
+    why, incompatible, advice = _ipex_version_problem()
+    if why:
+        return None, why
     try:
         import intel_extension_for_pytorch as ipex
     except (Exception, SystemExit) as e:  # broken installs raise AttributeError, exit, ...
@@ -251,6 +258,21 @@ def check_device(device: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def ipex_unavailable() -> str:
+    """"" when Intel Extension for PyTorch imports here, else why not. Never raises.
+
+    For ``requires: {ipex: true}`` (recipe planning, ``auto``): the import is tried in a
+    child process, once per process, so asking never loads IPEX (whose import registers
+    kernels and prints errors) into this one.
+    """
+    why, incompatible, advice = _ipex_version_problem()
+    if why or "intel_extension_for_pytorch" in sys.modules:
+        return why
+    ok, error = _probe_import("intel_extension_for_pytorch")
+    return "" if ok else f"{incompatible}: {error}{advice}"
+
+
 def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list[str]:
     """Human sentences for each `requires` entry this machine misses (empty when all met)."""
     out = []
@@ -261,4 +283,6 @@ def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list
         out.append(info.low_precision_note("bf16"))
     if requires.native_fp16 and not info.native("fp16", device):
         out.append(info.low_precision_note("fp16"))
+    if requires.ipex and (why := ipex_unavailable()):
+        out.append(f"the recipe needs Intel Extension for PyTorch, which does not import here: {why}")
     return out

@@ -46,8 +46,37 @@ def test_low_precision_matmul_recipes_declare_what_they_need(name):
         assert r.requires.native_fp16 or r.requires.device.value == "cuda"
 
 
+def _uses_ipex(r) -> bool:
+    backend = lambda sec: getattr(getattr(r.section(sec), "backend", None), "value", None)
+    return r.section("ipex") is not None or "ipex" in (backend("attention"), backend("compile"))
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_ipex_recipes_declare_that_they_need_it(name):
+    """IPEX imports only with torch 2.8: a recipe using it must say so (requires.ipex)."""
+    r = load_recipe(name)
+    assert _uses_ipex(r) == r.requires.ipex
+    ipex = r.section("ipex")
+    if ipex is not None and ipex.dtype.value == "bfloat16":
+        assert r.requires.native_bf16
+
+
+def test_auto_never_offers_ipex_recipes_where_ipex_does_not_import(monkeypatch):
+    import fastpipes.hardware
+    from fastpipes.auto import candidate_recipes
+    from fastpipes.recipe import AutoConfig
+
+    monkeypatch.setattr(fastpipes.hardware, "ipex_unavailable", lambda: "not installed")
+    offered = [n for f in ("sam", "sdxl", "llama", "any")
+               for n in candidate_recipes(f, fastpipes.hardware.detect(), AutoConfig())]
+    assert offered and not [n for n in offered if _uses_ipex(load_recipe(n))]
+    monkeypatch.setattr(fastpipes.hardware, "ipex_unavailable", lambda: "")
+    assert "llama_ipex" in candidate_recipes("llama", fastpipes.hardware.detect(), AutoConfig())
+
+
 def test_auto_never_offers_bf16_matmul_recipes_without_native_bf16():
     from fastpipes.auto import candidate_recipes
+    from fastpipes.recipe import AutoConfig
     from fastpipes.hardware import detect
     from fastpipes.recipe import AutoConfig
 
@@ -76,6 +105,7 @@ def test_every_builtin_recipe_has_its_derived_precision_class():
 
 def test_auto_max_class_excludes_looser_recipes():
     from fastpipes.auto import candidate_recipes
+    from fastpipes.recipe import AutoConfig
     from fastpipes.hardware import detect
     from fastpipes.recipe import AutoConfig, PrecisionClass
 

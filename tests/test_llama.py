@@ -10,7 +10,8 @@ from fastpipes.pipelines.base import find_adapter
 
 transformers = pytest.importorskip("transformers")
 from fastpipes.bench.workloads.llama import LlamaWorkload  # noqa: E402
-from fastpipes.pipelines.llama import (LlamaAdapter, build_llama, compare_logits,  # noqa: E402
+from fastpipes.pipelines.llama import (LLAMA_SHAPES, LlamaAdapter, build_llama,  # noqa: E402
+                                       compare_logits, legacy_rope_kwargs,
                                        teacher_forced_logits)
 
 PROMPT = torch.tensor([[5, 17, 99, 3, 250, 7, 42, 11]])
@@ -29,6 +30,28 @@ def test_build_is_seeded_and_shaped():
     assert torch.isfinite(a.model.rotary_emb.inv_freq).all()
     with pytest.raises(InputError, match="llama-3.2-1b"):
         build_llama("llama-9b")
+
+
+def test_named_shapes_get_their_rope_on_every_transformers_version():
+    # transformers 4.x ignores `rope_parameters` and would build the default RoPE silently
+    assert build_llama("tiny").model.rotary_emb.rope_type == "llama3"
+    legacy = legacy_rope_kwargs(LLAMA_SHAPES["tiny"])
+    assert "rope_parameters" not in legacy and legacy["rope_theta"] == 500000.0
+    assert legacy["rope_scaling"] == {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0,
+                                      "original_max_position_embeddings": 8192}
+    assert legacy_rope_kwargs(LLAMA_SHAPES["llama-2-7b"])["rope_scaling"] is None
+    assert "rope_theta" in LLAMA_SHAPES["tiny"]["rope_parameters"]  # the table is not mutated
+
+
+def test_local_directory_loads_in_the_requested_dtype(tmp_path):
+    model = build_llama("tiny")
+    model.save_pretrained(tmp_path)
+    fp32, bf16 = build_llama(str(tmp_path)), build_llama(str(tmp_path), dtype=torch.bfloat16)
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    ref = model.state_dict()
+    assert all(torch.equal(t, ref[k]) for k, t in fp32.state_dict().items())
+    assert fp32.model.rotary_emb.rope_type == "llama3"
 
 
 def test_bf16_build_is_the_same_shape_without_an_fp32_copy():
@@ -75,6 +98,20 @@ def test_woq_recipe_keeps_generate_and_fidelity(dtype):
     # int8 weights alone keep the tiny model's argmax; int4, and int8 activations rounded
     # per token, flip some of its small-margin positions (random weights)
     assert fid["top1_agreement"] >= (0.95 if dtype == "int8" else 0.75), fid
+
+
+def test_attention_recipes_change_only_the_attention_kernel():
+    """llama_attn_eager / llama_attn_sdpa: the two native attention options, FP32, nothing else
+    changed; the long prompt (40 tokens) gives SDPA's CPU flash kernel more than one block."""
+    prompt = torch.randint(3, 500, (1, 40), generator=torch.Generator().manual_seed(3))
+    ref = teacher_forced_logits(build_llama("tiny"), prompt)
+    for name, impl in (("llama_attn_sdpa", "sdpa"), ("llama_attn_eager", "eager")):
+        model = build_llama("tiny")
+        model.config._attn_implementation = "sdpa"  # as from_pretrained loads a checkpoint
+        report = fastpipes.accelerate(model, name)
+        assert report.applied == ["attention"] and model.config._attn_implementation == impl
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        torch.testing.assert_close(teacher_forced_logits(model, prompt), ref, rtol=0, atol=1e-5)
 
 
 def test_failed_pass_restores_config_and_modules():

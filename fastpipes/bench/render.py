@@ -236,7 +236,7 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     ax.set_yticks(range(len(configs)), names, fontsize=9)
     ax.set_xlim(0, xmax)
     ax.set_ylim(-0.6, len(configs) - 0.4)
-    ax.set_xlabel(f"speedup over FP32 eager (median latency; higher is better)")
+    ax.set_xlabel("speedup over FP32 eager (median latency; higher is better)")
     m = r.machine
     ax.set_title(f"{r.workload.get('description', '')}\n{m.get('cpu_model', '')}, "
                  f"{r.settings['threads']} threads, torch {r.torch_version}", fontsize=9)

@@ -39,10 +39,11 @@ def run_list(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from fastpipes.hardware import detect, unmet_requirements
+    from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements
     from fastpipes.recipe import available, load_recipe
 
     info = detect()
+    no_ipex = ""
     t = Table(title=f"fastpipes recipes (this machine: tier {info.tier})", title_justify="left")
     for col in ("name", "family", "class", "this machine", "description"):
         t.add_column(col)
@@ -56,6 +57,8 @@ def run_list(args) -> int:
             continue
         unmet = unmet_requirements(r.requires, info)
         fit = "[green]ok[/]" if not unmet else "[yellow]runs slowly here[/]"
+        if r.requires.ipex and ipex_unavailable():
+            fit, no_ipex = "[red]unavailable: needs IPEX[/]", ipex_unavailable()
         first = r.description.split(". ")[0].splitlines()[0] if r.description else ""
         t.add_row(name, r.family.value, r.precision_class.value, fit, first)
     Console().print(t)
@@ -63,6 +66,8 @@ def run_list(args) -> int:
           "int8, int4); each is judged by its own fidelity bars (docs/fidelity.md)")
     if not info.bf16_native:
         print(f"note: {info.low_precision_note('bf16')}")
+    if no_ipex:
+        print(f"note: recipes that need IPEX cannot run here: {no_ipex}")
     return 0
 
 

@@ -15,9 +15,14 @@ torch.Size([1, 2, 16, 8])
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+# sdpa(q, k, v, attn_mask=None, scale=None) -> out, all [B, N, L, C]: F.scaled_dot_product_attention
+# or another kernel with its calling convention (e.g. IPEX's flash attention)
+Sdpa = Callable[..., torch.Tensor]
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -68,32 +73,33 @@ def _math_only():
 
 def sdpa_rel_pos(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor,
                  rel_w: torch.Tensor, block_size: int = 256, scale: float | None = None,
-                 math: bool = False) -> torch.Tensor:
+                 math: bool = False, sdpa: Sdpa = F.scaled_dot_product_attention) -> torch.Tensor:
     """softmax(q k^T * scale + rel_h + rel_w) v, the mask built `block_size` query rows at a time.
 
     q, k, v: [B, N, L, C]; rel_h: [B, N, L, H]; rel_w: [B, N, L, W] with L = H*W.
     ``block_size=0`` builds the whole [B, N, L, L] mask at once (fine for 14x14 windows).
-    ``math=True`` restricts SDPA to PyTorch's reference math kernel.
+    ``math=True`` restricts SDPA to PyTorch's reference math kernel; `sdpa` replaces
+    PyTorch's SDPA by another kernel with its calling convention.
     """
     L = q.shape[2]
     ctx = _math_only() if math else contextlib.nullcontext()
     with ctx:
         if block_size <= 0 or block_size >= L:
             mask = rel_pos_mask(rel_h, rel_w)  # [B, N, L, L]
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            return sdpa(q, k, v, attn_mask=mask, scale=scale)
         outs = []
         for s in range(0, L, block_size):
             e = min(s + block_size, L)
             mask = rel_pos_mask(rel_h[:, :, s:e], rel_w[:, :, s:e])  # [B, N, e-s, L]
-            outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k, v, attn_mask=mask,
-                                                       scale=scale))
+            outs.append(sdpa(q[:, :, s:e], k, v, attn_mask=mask, scale=scale))
         return torch.cat(outs, dim=2)  # [B, N, L, C]
 
 
 def sam_attention(x: torch.Tensor, qkv: torch.nn.Module, proj: torch.nn.Module, num_heads: int,
                   scale: float, rel_pos_h: torch.Tensor | None, rel_pos_w: torch.Tensor | None,
-                  block_size: int = 256, math: bool = False) -> torch.Tensor:
-    """segment-anything ``Attention.forward`` with SDPA. x: [B, H, W, D] -> [B, H, W, D]."""
+                  block_size: int = 256, math: bool = False,
+                  sdpa: Sdpa = F.scaled_dot_product_attention) -> torch.Tensor:
+    """segment-anything ``Attention.forward`` with SDPA (or `sdpa`). x: [B, H, W, D] -> [B, H, W, D]."""
     B, H, W, D = x.shape
     L = H * W
     # qkv: [3, B, N, L, C]
@@ -102,10 +108,10 @@ def sam_attention(x: torch.Tensor, qkv: torch.nn.Module, proj: torch.nn.Module, 
     if rel_pos_h is None:
         ctx = _math_only() if math else contextlib.nullcontext()
         with ctx:
-            out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+            out = sdpa(q, k, v, scale=scale)
     else:
         rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, (H, W))
-        out = sdpa_rel_pos(q, k, v, rel_h, rel_w, block_size, scale=scale, math=math)
+        out = sdpa_rel_pos(q, k, v, rel_h, rel_w, block_size, scale=scale, math=math, sdpa=sdpa)
     # out: [B, N, L, C] -> [B, H, W, N*C]
     out = out.transpose(1, 2).reshape(B, H, W, -1)
     return proj(out)

@@ -60,13 +60,23 @@ def check_model_dir(path: str | Path) -> None:
                              "writes") from e
 
 
+def transformers_version() -> tuple[int, int]:
+    """(major, minor) of the installed transformers."""
+    import transformers
+
+    major, minor = transformers.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained(path)`` after :func:`check_model_dir`; a
     checkpoint missing any weight the model needs is an InputError naming the keys."""
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path)
-    model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype,
+    # `dtype` since transformers 4.56; before, it was `torch_dtype` (and `dtype` was ignored)
+    key = "dtype" if transformers_version() >= (4, 56) else "torch_dtype"
+    model, info = AutoModelForCausalLM.from_pretrained(str(path), **{key: dtype},
                                                         output_loading_info=True)
     missing = {str(k) for k in (info.get("missing_keys") or ())} | \
         {str(k) for k in (info.get("mismatched_keys") or ())}

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from fastpipes.errors import InputError
 from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, Fidelity, judge, register_adapter
-from fastpipes.pipelines.hf_dir import load_causal_lm
+from fastpipes.pipelines.hf_dir import load_causal_lm, transformers_version
 from fastpipes.pipelines.llama_reference import (REFERENCE_MODELS, perplexity, reference_dir,
                                                  top1_agreement)
 from fastpipes.recipe.schema import Family, PrecisionClass
@@ -45,6 +45,17 @@ LLAMA_SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
+def legacy_rope_kwargs(shape: dict[str, Any]) -> dict[str, Any]:
+    """`shape` in transformers 4.x terms: ``rope_parameters`` (5.x) becomes ``rope_theta`` +
+    ``rope_scaling``, which 4.x reads (it would keep an unknown ``rope_parameters`` as a
+    plain attribute and silently build the default RoPE)."""
+    out = dict(shape)
+    rope = dict(out.pop("rope_parameters"))
+    out["rope_theta"] = rope.pop("rope_theta")
+    out["rope_scaling"] = rope if rope["rope_type"] != "default" else None
+    return out
+
+
 def llama_config(name: str):
     from transformers import LlamaConfig
 
@@ -52,7 +63,10 @@ def llama_config(name: str):
         raise InputError(f"unknown Llama model {name!r}; allowed: "
                          f"{', '.join([*LLAMA_SHAPES, *REFERENCE_MODELS])} "
                          "or a local Hugging Face directory")
-    return LlamaConfig(**LLAMA_SHAPES[name], attn_implementation="eager")
+    shape = LLAMA_SHAPES[name]
+    if transformers_version() < (5, 0):
+        shape = legacy_rope_kwargs(shape)
+    return LlamaConfig(**shape, attn_implementation="eager")
 
 
 @torch.no_grad()

@@ -72,6 +72,7 @@ class Requires:
     native_bf16: bool = False  # BF16 matmul in hardware (AMX / AVX512-BF16 / GPU)
     native_fp16: bool = False  # FP16 matmul in hardware (AMX-FP16 / AVX512-FP16 / GPU)
     device: Device = Device.any
+    ipex: bool = False  # Intel Extension for PyTorch imports (torch 2.8.*; `make ipex-env`)
 
 
 @dataclass(frozen=True)

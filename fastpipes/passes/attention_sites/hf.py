@@ -1,7 +1,8 @@
 """Attention sites of kind "hf": transformers models with a switchable attn_implementation.
 
-transformers 5.x dispatches attention through ``config._attn_implementation``; the
-public ``model.set_attn_implementation`` switches it for the model and its sub-models.
+transformers dispatches attention through ``config._attn_implementation``; the
+public ``model.set_attn_implementation`` switches it for the model and its sub-models;
+where it is missing (4.51), setting the config attribute does the same.
 
 - ``sdpa``: ``"sdpa"``: transformers calls ``F.scaled_dot_product_attention`` (PyTorch's
   fused CPU flash kernel where it applies).
@@ -23,7 +24,10 @@ def apply_hf(ctx, site, cfg) -> str:
     model = site.owner
     before = getattr(model.config, "_attn_implementation", None)
     # the config is an adapter state object: restored if a later pass fails
-    model.set_attn_implementation(_IMPL[backend])
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(_IMPL[backend])
+    else:  # transformers 4.51 has no setter: attention reads the shared config at every call
+        model.config._attn_implementation = _IMPL[backend]
     after = model.config._attn_implementation
     return f"attn_implementation {before!r} -> {after!r}"
 

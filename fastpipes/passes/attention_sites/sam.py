@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from fastpipes.kernels.sam_attention import sam_attention
 from fastpipes.passes.attention_sites import SITE_HANDLERS
 
 
+def ipex_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, scale=None):
+    """IPEX's CPU flash-attention kernel (the one ipex.llm's attention calls) with SDPA's
+    calling convention; q, k, v: [B, N, L, C] -> [B, N, L, C]. Needs IPEX imported."""
+    return torch.ops.torch_ipex.flash_attention(q, k, v, attention_mask=attn_mask, scale=scale)[0]
+
+
 class SamSdpaAttention(nn.Module):
     """Drop-in for segment_anything ``Attention``: x [B, H, W, D] -> [B, H, W, D]."""
 
-    def __init__(self, orig: nn.Module, block_size: int, math: bool = False):
+    def __init__(self, orig: nn.Module, block_size: int, math: bool = False, sdpa=None):
         super().__init__()
         self.num_heads = orig.num_heads
         self.scale = orig.scale
@@ -28,30 +35,34 @@ class SamSdpaAttention(nn.Module):
             self.rel_pos_h, self.rel_pos_w = orig.rel_pos_h, orig.rel_pos_w
         self.block_size = block_size
         self.math = math
+        self.sdpa = sdpa or F.scaled_dot_product_attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rel_h = self.rel_pos_h if self.use_rel_pos else None
         rel_w = self.rel_pos_w if self.use_rel_pos else None
         return sam_attention(x, self.qkv, self.proj, self.num_heads, self.scale, rel_h, rel_w,
-                             self.block_size, self.math)
+                             self.block_size, self.math, self.sdpa)
 
     def extra_repr(self) -> str:
-        return f"heads={self.num_heads}, block_size={self.block_size}, math={self.math}"
+        return (f"heads={self.num_heads}, block_size={self.block_size}, math={self.math}, "
+                f"sdpa={self.sdpa.__name__}")
 
 
 @SITE_HANDLERS.register("sam_relpos")
 def handle(ctx, site, cfg) -> str:
     backend = getattr(cfg.backend, "value", cfg.backend)
-    # the preflight made sure IPEX imports for backend ipex: importing it registers its CPU
-    # kernels behind F.scaled_dot_product_attention
-    note = " (ipex imported: its CPU SDPA kernels serve the call)" if backend == "ipex" else ""
+    note, sdpa = "", None
+    if backend == "ipex":  # the preflight made sure IPEX imports
+        # importing IPEX leaves F.scaled_dot_product_attention on PyTorch's kernel: call its own
+        sdpa, note = ipex_sdpa, " through torch.ops.torch_ipex.flash_attention"
     component = ctx.adapter.components()[site.component]
     swapped = 0
     for name, module in site.modules:
         parent_name, _, attr = name.rpartition(".")
         parent = component.get_submodule(parent_name) if parent_name else component
         assert getattr(parent, attr) is module, f"site {name} is stale"
-        setattr(parent, attr, SamSdpaAttention(module, cfg.block_size, math=backend == "math"))
+        setattr(parent, attr, SamSdpaAttention(module, cfg.block_size, math=backend == "math",
+                                               sdpa=sdpa))
         swapped += 1
     blocks = f"block_size={cfg.block_size}" if cfg.block_size else "whole mask at once"
     return (f"{swapped} rel-pos Attention -> SDPA ({backend}), rel_h + rel_w additive mask, "

@@ -153,3 +153,18 @@ def test_only_portable_outputs_cross_processes():
     check_portable({"emb": torch.ones(2), "masks": [torch.zeros(1, dtype=torch.bool)], "n": 3})
     with pytest.raises(TypeError, match=r"output\['pipe'\] is a torch.nn.modules.linear.Linear"):
         check_portable({"emb": torch.ones(2), "pipe": torch.nn.Linear(2, 2)})
+
+
+def test_profile_rates_read_against_the_rows_ceiling():
+    from fastpipes.bench.profile import group_of, markdown as profile_md
+
+    prof = {"total_s": 2.0, "groups": {"GEMM: linear layers": 1.0, "other": 1.0},
+            "top_ops": [["aten::addmm", 1.0, 48]]}
+    md = profile_md("r", prof, {"GEMM: linear layers": 100e9}, ("bf16", 200.0))
+    assert "| GEMM: linear layers | 1.000 | 50% | 100.0 | 100 G | 50% |" in md
+    assert "GEMM ceiling of its class: bf16 200 GFLOP/s" in md
+    # eager's batched GEMMs and a recipe's SDPA are the same work: one group
+    assert group_of("aten::bmm") == group_of("aten::_scaled_dot_product_flash_attention_for_cpu")
+    assert group_of("aten.bmm") == group_of("aten::bmm")  # the FLOP counter's spelling
+    assert group_of("graph_0_cpp_fused__scaled_dot_product_flash_attention_for_cpu_add_4") == \
+        "Inductor fused kernels"

@@ -19,13 +19,17 @@ from typing import Any, Callable
 # (group, substrings of op names, as the profiler ("aten::mm") or the FLOP counter ("aten.mm")
 # names them); the first match wins
 GROUPS = (
+    # before the rest: Inductor names a fused kernel after every op in it (e.g.
+    # "cpp_fused__scaled_dot_product_flash_attention_for_cpu_add_..." builds an SDPA mask)
     ("Inductor fused kernels", ("cpp_fused",)),
     ("GEMM: linear layers", ("mkldnn::_linear", "mkl::_mkl_linear", "aten::addmm", "aten::mm",
                              "aten::linear", "aten::_int_mm", "_weight_int8pack_mm",
                              "_weight_int4pack_mm", "onednn::qlinear")),
     ("convolution", ("convolution", "mkldnn_conv", "onednn::qconv")),
-    ("GEMM: batched", ("aten::bmm", "aten::einsum", "aten::baddbmm")),
-    ("SDPA attention", ("flash_attention", "scaled_dot_product")),
+    # one group: what eager FP32 computes with batched GEMMs (and the FLOP counter counts),
+    # a recipe computes with SDPA; rel-pos einsums are batched GEMMs too
+    ("attention: SDPA / batched GEMMs", ("flash_attention", "scaled_dot_product", "aten::bmm",
+                                         "aten::einsum", "aten::baddbmm")),
     ("norms", ("group_norm", "layer_norm", "native_batch_norm", "rms_norm")),
     ("copies / layout", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat",
                          "aten::empty", "aten::as_strided", "aten::to")),
@@ -81,7 +85,8 @@ def markdown(name: str, prof: dict[str, Any], flops: dict[str, float] | None,
              ceiling: tuple[str, float] | None) -> str:
     """One row's profile: seconds, share, FLOPs and rate of each group, vs its ceiling."""
     flops = flops or {}
-    head = f"GEMM ceiling of its class: {ceiling[0]} {ceiling[1]:,.0f}/s" if ceiling else ""
+    unit = "GOP/s" if ceiling and ceiling[0] == "int8" else "GFLOP/s"
+    head = f"GEMM ceiling of its class: {ceiling[0]} {ceiling[1]:,.0f} {unit}" if ceiling else ""
     lines = [f"#### where {name}'s time goes ({prof['total_s']:.2f} s of op time in one "
              f"profiled call{'; ' + head if head else ''})", "",
              "| group | s | share | GFLOP (FP32 count) | rate /s | of its ceiling |",
@@ -90,7 +95,7 @@ def markdown(name: str, prof: dict[str, Any], flops: dict[str, float] | None,
     for g, t in sorted(prof["groups"].items(), key=lambda kv: -kv[1]):
         f = flops.get(g, 0.0) / 1e9
         rate = f / t if f and t else None
-        share = f"{rate * 1e9 / ceiling[1]:.0%}" if rate and ceiling else "-"
+        share = f"{rate / ceiling[1]:.0%}" if rate and ceiling else "-"
         lines.append(f"| {g} | {t:.3f} | {t / total:.0%} | {f:,.1f} | "
                      f"{f'{rate:,.0f} G' if rate else '-'} | {share} |" if f else
                      f"| {g} | {t:.3f} | {t / total:.0%} | - | - | - |")

@@ -130,3 +130,12 @@ def test_yaml_cannot_construct_objects(recipe_dir):
     write(recipe_dir, "evil.yaml", "attention: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(RecipeError, match="malformed YAML"):
         load_recipe("evil")
+
+
+def test_results_name_builtin_recipes_without_the_machines_path(recipe_dir):
+    from fastpipes.recipe.load import shown_source
+    builtin = load_recipe("sam_bf16")
+    assert shown_source(builtin.source) == "recipes/sam_bf16.yaml"
+    mine = write(recipe_dir, "mine.yaml", "name: mine\nfamily: generic\nmemory_format: {}\n")
+    assert shown_source(load_recipe(str(mine)).source) == str(mine)
+    assert shown_source(None) is None

@@ -31,6 +31,7 @@ from fastpipes.bench.result import CUT, FAILED, NOT_RUN, BenchResult, ConfigResu
 from fastpipes.bench.workloads import WORKLOADS, WorkloadSpec, get_workload
 from fastpipes.errors import BenchmarkError
 from fastpipes.hardware import check_device, detect
+from fastpipes.recipe.load import shown_source
 
 
 # ---- the benchmark ----------------------------------------------------------------------------
@@ -171,7 +172,7 @@ def run_benchmark(
     threads = threads or torch.get_num_threads()
     overrides = list(overrides)
     planned = plan(spec.family, recipes, overrides, run_all, info, spec.device, baseline)
-    configs = [ConfigResult(p.name, recipe_source=p.source, baseline=p.baseline,
+    configs = [ConfigResult(p.name, recipe_source=shown_source(p.source), baseline=p.baseline,
                             status=NOT_RUN if not p.failed else FAILED, reason=p.reason,
                             hardware_note=p.hardware_note, precision_class=p.precision_class)
                for p in planned]

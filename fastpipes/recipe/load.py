@@ -45,6 +45,17 @@ def builtin_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "recipes"
 
 
+def shown_source(source: str | None) -> str | None:
+    """A recipe's file as results record it: ``recipes/x.yaml`` for a built-in one, so that
+    results do not carry the path of the machine they ran on; other files as given."""
+    if not source:
+        return source
+    try:
+        return f"recipes/{Path(source).resolve().relative_to(builtin_dir().resolve())}"
+    except (ValueError, OSError):
+        return source
+
+
 def search_dirs() -> list[Path]:
     """User directories from FASTPIPES_RECIPE_PATH, then the built-in directory."""
     env = os.environ.get(ENV_PATH, "")

@@ -196,3 +196,18 @@ def test_profile_says_where_each_rows_time_goes():
     md = render.markdown(result)
     assert "where channels_last's time goes" in md and "| convolution |" in md
     assert "of its ceiling" in md and "GEMM ceiling of its class: exact" in md
+
+
+def test_a_pass_that_falls_back_at_the_first_call_is_not_reported_as_applied(tmp_path):
+    """compile falls back to eager only when the model first runs, after accelerate() has
+    returned: the row must show what ran (fallback + its warning), not 'applied'."""
+    spec = WorkloadSpec("toy", size="tiny", options={"graph_break": True})
+    recipe = {"name": "fullgraph", "compile": {"backend": "eager", "fullgraph": True,
+                                               "fallback": "eager"}}
+    result = run_benchmark(spec, [recipe], iters=1, warmup=0, limits=False, progress=False,
+                           warm_start=False, workdir=tmp_path / "work")
+    row = result.config("fullgraph")
+    assert row.ok, row.reason
+    (compile_pass,) = [p for p in row.report["passes"] if p["name"] == "compile"]
+    assert compile_pass["status"] == "fallback"
+    assert any("torch.compile failed, running eager" in w for w in row.report["warnings"])

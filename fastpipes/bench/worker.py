@@ -187,6 +187,8 @@ def run_config(job: dict, events: Events) -> dict:
     out["compile_s"] = max(0.0, out["first_call_s"] - median)
     out["items"] = workload.items(inputs)
     out["bytes_per_item"] = workload.bytes_per_item(pipe)
+    if job["recipe"] is not None:  # again: a pass can fall back at the first call (compile)
+        out["report"] = report.to_dict()
 
     # after the timings: a failure here costs the row a number, not its measurements
     events("extras", 1)

@@ -1,14 +1,16 @@
 """A tiny seeded conv + MLP workload: for tests, docs and smoke runs of the harness.
 
 It runs in a fraction of a second, so ``fastpipes bench toy`` shows every part of a report
-(table, JSON, Markdown, chart) without model libraries. Two options exist only to exercise
+(table, JSON, Markdown, chart) without model libraries. These options exist only to exercise
 the harness's failure handling:
 
 - ``raise_in_run: true``: every run raises (a crashing configuration);
 - ``sleep_if_channels_last: S``: a run sleeps S seconds when the model's first conv weight
   is channels-last, i.e. after the ``memory_format`` pass (a configuration that hangs);
 - ``unportable_output: true``: ``view`` returns the model too, which cannot cross
-  processes (no fidelity reference: timings must survive it).
+  processes (no fidelity reference: timings must survive it);
+- ``graph_break: true``: the model's forward has a graph break, so a compile with
+  ``fullgraph: true`` fails at the first call (a pass that falls back at run time).
 
 >>> spec = WorkloadSpec("toy", size="tiny")                 # doctest: +SKIP
 >>> result = run_benchmark(spec, ["my_recipe.yaml"])        # doctest: +SKIP
@@ -36,9 +38,13 @@ class ToyNet(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels * (side // 2) ** 2, hidden), nn.GELU(),
                                  nn.Linear(hidden, classes))
 
+    graph_break = False  # set by the workload's graph_break option
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, 3, H, W]
         x = torch.relu(self.conv2(torch.relu(self.conv1(x))))  # [B, C, H/2, W/2]
+        if self.graph_break:
+            torch._dynamo.graph_break()
         return self.mlp(x.flatten(1))  # [B, classes]
 
 
@@ -53,7 +59,8 @@ class ToyWorkload(Workload):
                "sleep_if_channels_last": (float, "seconds a run sleeps after the memory_format "
                                                  "pass"),
                "unportable_output": (bool, "the fidelity view includes the model (cannot cross "
-                                           "processes)")}
+                                           "processes)"),
+               "graph_break": (bool, "a graph break in the forward (fullgraph compiles fail)")}
 
     def __init__(self, spec: WorkloadSpec):
         super().__init__(spec)
@@ -67,7 +74,9 @@ class ToyWorkload(Workload):
 
     def build(self) -> nn.Module:
         torch.manual_seed(self.spec.seed)
-        return ToyNet(self.channels, self.side, self.hidden).eval().to(self.spec.device)
+        net = ToyNet(self.channels, self.side, self.hidden).eval().to(self.spec.device)
+        net.graph_break = bool(self.spec.options.get("graph_break"))
+        return net
 
     def inputs(self, pipe: Any) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.spec.seed + 1)

@@ -81,13 +81,6 @@ def click_latency(model: str, checkpoint: str | None, recipe: str, overrides: li
             "ratio": statistics.median(fast) / statistics.median(fp32)}
 
 
-def tier(isa: dict) -> str:
-    """The machine tier of DESIGN.md from the CPU flags."""
-    if isa.get("amx_bf16"):
-        return "amx"
-    return "avx512-bf16" if isa.get("avx512_bf16") else "avx2"
-
-
 def markdown(result: dict) -> str:
     lines = [f"SAM `{result['model']}` on {result['images']} ({result['count']} images), "
              f"{result['when']}, tier `{result['tier']}` ({result['cpu']}), torch {result['torch']}",
@@ -146,7 +139,7 @@ def main() -> None:
     images = sorted(p for p in Path(args.images).iterdir()
                     if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     result = {"model": args.model, "images": args.images, "count": len(images),
-              "when": time.strftime("%Y-%m-%d %H:%M"), "tier": tier(hw.isa),
+              "when": time.strftime("%Y-%m-%d %H:%M"), "tier": hw.tier,
               "cpu": hw.cpu_model, "torch": torch.__version__, "jobs": jobs}
     if args.clicks:
         result["clicks"] = click_latency(args.model, args.checkpoint, args.recipe,

@@ -65,6 +65,13 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
 
 
 ROWS = 4096  # output channels quantized at a time: temporaries stay small (lm_head: 128k rows)
+# From this many rows on (a prompt, not a decode step), an int8 weight-only layer converts its
+# weight to the activation dtype (int8 values are exact in BF16 and FP32) and runs the dense
+# GEMM (oneDNN: AMX / AVX512-BF16), then scales per output channel: the same arithmetic as
+# the int8 kernel, which works a row at a time and ran a 512-token Llama-3.2-1B prefill 1.6x
+# slower than FP32 (docs/passes/quantize.md). The conversion reads the weight once per call,
+# so it pays from a few rows on; decode (1 row per sequence) keeps the kernel.
+PREFILL_ROWS = 32
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,8 +165,15 @@ class Int8WeightOnlyLinear(nn.Module):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _rows_apply(self, x, lambda x2: torch.ops.aten._weight_int8pack_mm(
-            _kernel_input(x2, self.act_dtype, self.k_padded), aligned(self.weight), self.scales))
+        return _rows_apply(self, x, self._matmul)
+
+    def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        if x2.shape[0] >= PREFILL_ROWS:  # a prompt: dense GEMM on the converted weight
+            w = self.weight[:, :self.in_features].to(self.act_dtype)
+            # the scale in FP32, as the kernel applies it: one rounding (the GEMM's), not two
+            return torch.nn.functional.linear(x2.to(self.act_dtype), w).float() * self.scales.float()
+        return torch.ops.aten._weight_int8pack_mm(
+            _kernel_input(x2, self.act_dtype, self.k_padded), aligned(self.weight), self.scales)
 
     def extra_repr(self) -> str:
         pad = f" (padded to {self.k_padded})" if self.k_padded != self.in_features else ""

@@ -14,7 +14,10 @@ from fastpipes.pipelines.llama import build_llama  # noqa: E402
 def saved(tmp_path_factory):
     """A tiny seeded Llama saved with save_pretrained, and its logits before saving."""
     model = build_llama("tiny", seed=3)
-    model.set_attn_implementation("sdpa")  # what from_pretrained picks
+    if hasattr(model, "set_attn_implementation"):  # transformers >= 4.56
+        model.set_attn_implementation("sdpa")  # what from_pretrained picks
+    else:
+        model.config._attn_implementation = "sdpa"
     path = tmp_path_factory.mktemp("llama") / "ok"
     model.save_pretrained(path)
     ids = torch.tensor([[5, 17, 99, 3, 250, 7]])

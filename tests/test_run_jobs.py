@@ -35,9 +35,10 @@ def test_records_are_the_commit_point_and_follow_the_fingerprint(tmp_path):
 
 
 def test_image_keys_are_safe_and_unique():
-    names = ["cat.jpg", "cat.png", "sub/dog.png", "a b.png", "a_b.png"]
+    names = ["cat.jpg", "cat.png", "sub/dog.png", "a b.png", "a_b.png", "a_b_png-1.jpg"]
     keys = image_keys(names)
     assert keys[:3] == ["cat_jpg", "cat_png", "sub__dog"]
+    assert keys[5] == "a_b_png-1"  # its own name; the numbered duplicates step around it
     assert len(set(keys)) == len(keys) and all("/" not in k and " " not in k for k in keys)
 
 

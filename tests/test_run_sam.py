@@ -159,6 +159,23 @@ def test_bad_arguments_are_reported_before_anything_is_built(tmp_path, capsys):
     with pytest.raises(InputError, match="recipe 'sdxl_bf16' is for sdxl"):
         run_sam(images, tmp_path / "o", points="1,1", model="tiny", random_weights=True,
                 recipe="sdxl_bf16", progress=False)
+    # the Python API's tuples and settings get the CLI's checks, before any model is built
+    with pytest.raises(InputError, match="bad point '1'"):
+        run_sam(images, tmp_path / "o", points=[(1,)], model="tiny", random_weights=True,
+                progress=False)
+    with pytest.raises(InputError, match="bad box"):
+        run_sam(images, tmp_path / "o", boxes=[(1, 2, 3)], model="tiny", random_weights=True,
+                progress=False)
+    with pytest.raises(InputError, match=r"amg: unknown settings \['bad'\]; allowed: .*points_per_side"):
+        run_sam(images, tmp_path / "o", everything=True, amg={"bad": 1}, model="tiny",
+                random_weights=True, progress=False)
+    with pytest.raises(InputError, match="cpus_per_actor must be > 0"):
+        run_sam(images, tmp_path / "o", points="1,1", model="tiny", random_weights=True,
+                engine="ray", cpus_per_actor=0, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot create it"):
+        run_sam(images, tmp_path / "file" / "o", points="1,1", model="tiny",
+                random_weights=True, progress=False)
     assert main(["run", "sam", "--images", str(tmp_path / "nothing"), "--points", "1,1",
                  "--out", str(tmp_path / "o"), *TINY]) == 1
     assert "no such directory or file" in capsys.readouterr().err

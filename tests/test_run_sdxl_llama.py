@@ -7,7 +7,7 @@ import torch
 from fastpipes.cli.main import main
 
 
-def test_sdxl_images_settings_and_a_bad_prompt(tmp_path, capsys):
+def test_sdxl_images_settings_and_a_bad_prompt(tmp_path, capsys, monkeypatch):
     pytest.importorskip("diffusers")
     Image = pytest.importorskip("PIL.Image")
     prompts = tmp_path / "prompts.txt"
@@ -30,6 +30,12 @@ def test_sdxl_images_settings_and_a_bad_prompt(tmp_path, capsys):
     # the same prompts again: nothing to generate (no model is even built), the bad line
     # is retried and still fails
     first = (out / "images/00000.png").read_bytes()
+    import fastpipes.run.jobs
+
+    def no_model(*a, **k):
+        raise AssertionError("a rerun with nothing to generate built the pipeline")
+
+    monkeypatch.setattr(fastpipes.run.jobs, "Worker", no_model)
     assert main(args) == 1
     assert "0 done, 2 skipped (already done), 1 failed" in capsys.readouterr().out
     assert (out / "images/00000.png").read_bytes() == first

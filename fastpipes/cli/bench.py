@@ -56,7 +56,8 @@ def _int_at_least(low: int):
     return parse
 
 
-def _key_value(text: str) -> str:
+def key_value(text: str) -> str:
+    """argparse type of --set / --option: KEY=VALUE with a non-empty key."""
     if "=" not in text or not text.split("=", 1)[0].strip():
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     return text
@@ -77,10 +78,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", dest="run_all",
                    help="with no --recipes: also run recipes whose hardware requirements this "
                         "machine misses (marked in the table)")
-    p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    dest="overrides", help="override applied to every recipe, e.g. "
                                           "compile.mode=max-autotune (repeatable)")
-    p.add_argument("--option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="any family workload option (WorkloadSpec.options), repeatable")
     p.add_argument("--batch-size", type=_int_at_least(1), default=1)
     p.add_argument("--seed", type=int, default=0)

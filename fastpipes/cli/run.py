@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from fastpipes.cli.bench import key_value
 from fastpipes.errors import InputError
 from fastpipes.run import AmgConfig, run_llama, run_sam, run_sdxl
 from fastpipes.run.sam import parse_boxes, parse_points
@@ -36,12 +37,6 @@ def _arg(parse):
     return convert
 
 
-def _key_value(text: str) -> str:
-    if "=" not in text or not text.split("=", 1)[0].strip():
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return text
-
-
 def _common(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory; rerunning with the same DIR resumes")
@@ -49,7 +44,7 @@ def _common(p: argparse.ArgumentParser, model_help: str) -> None:
                    help="a built-in recipe name, a YAML path, none (FP32 eager), or auto "
                         "(default: measure the candidates on this machine and keep the fastest "
                         "faithful one)")
-    p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    dest="overrides", help="recipe override, e.g. compile.enabled=false "
                                           "(repeatable)")
     p.add_argument("--model", help=model_help)

@@ -28,7 +28,7 @@ class Item:
     """One input of a job. `payload` is JSON-able (it travels to Ray actors)."""
 
     key: str  # stable and file-name safe: names the outputs and the resume record
-    payload: dict
+    payload: dict  # with "error": an input known to be bad (recorded as failed, never run)
     fingerprint: str = ""  # hash of payload + the job's output-relevant settings
 
 

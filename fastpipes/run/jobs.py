@@ -91,14 +91,20 @@ def run_job(job: Job, engine: str = "local", actors: int = 1, cpus_per_actor: fl
         raise InputError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     if actors < 1:
         raise InputError(f"actors must be >= 1, got {actors}")
+    if cpus_per_actor is not None and not cpus_per_actor > 0:
+        raise InputError(f"cpus_per_actor must be > 0 (or None: split this machine's CPUs), "
+                         f"got {cpus_per_actor}")
     job.check()
     job_recipe(job)  # a bad recipe fails here, before any input is listed or model built
     items = job.items()
-    assert len({i.key for i in items}) == len(items), "item keys must be unique"
+    if len({i.key for i in items}) != len(items):  # a bug in a job's items(), not bad input
+        raise RuntimeError(f"{job.family} job: two inputs got the same output key")
     out = OutDir(job.out)
     pending = [i for i in items if out.done_fingerprint(i.key) != i.fingerprint]
+    known_bad = [i for i in pending if i.payload.get("error")]
+    pending = [i for i in pending if not i.payload.get("error")]
     summary = RunSummary(job.family, str(out.root), engine, len(items),
-                         skipped=len(items) - len(pending))
+                         skipped=len(items) - len(pending) - len(known_bad))
     t0 = time.perf_counter()
     ready: list[float] = []  # perf_counter when each worker / actor was ready
 
@@ -112,7 +118,7 @@ def run_job(job: Job, engine: str = "local", actors: int = 1, cpus_per_actor: fl
         late = time.time() - start["ready_at"] if "ready_at" in start else 0.0
         ready.append(time.perf_counter() - max(0.0, late))
 
-    with JobProgress(len(pending), job.family, enabled=progress) as bar:
+    with JobProgress(len(pending) + len(known_bad), job.family, enabled=progress) as bar:
         def take(result: ItemResult) -> None:
             if result.ok:
                 out.commit(result.key, result.fingerprint, result.files, result.record)
@@ -124,6 +130,10 @@ def run_job(job: Job, engine: str = "local", actors: int = 1, cpus_per_actor: fl
                          f"{result.error['message']}")
             bar.update(result.ok)
 
+        for item in known_bad:  # a bad line or a missing prompt: recorded, no model needed
+            take(ItemResult(item.key, item.fingerprint, False, error={
+                "type": "InputError", "message": item.payload["error"],
+                "input": item.payload.get("name", item.key)}))
         try:
             if pending and engine == "local":
                 worker = Worker(job, say=bar.note)

@@ -114,8 +114,6 @@ class LlamaJob(Job):
 
     def process(self, pipe: LlamaPipe, item: Item) -> tuple[dict[str, bytes], dict]:
         p = item.payload
-        if p.get("error"):
-            raise InputError(p["error"])
         n = p["max_new_tokens"]
         if not isinstance(n, int) or n < 1:
             raise InputError(f"max_new_tokens must be a whole number >= 1, got {n!r}")

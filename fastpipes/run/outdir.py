@@ -69,8 +69,12 @@ class OutDir:
             raise InputError(f"--out {self.root} exists and is not a directory")
         self.done_dir = self.root / STATE / "done"
         self.failed_dir = self.root / STATE / "failed"
-        self.done_dir.mkdir(parents=True, exist_ok=True)
-        self.failed_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.done_dir.mkdir(parents=True, exist_ok=True)
+            self.failed_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--out {self.root}: cannot create it: {e.strerror or e}; "
+                             "give a directory you can write") from None
 
     def path(self, rel: str) -> Path:
         p = (self.root / rel).resolve()

@@ -12,7 +12,7 @@ and all its prompts are decoded from that embedding. Outputs under ``--out``::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
@@ -171,7 +171,7 @@ class SamJob(Job):
                 prompts = table.get(name, table.get(Path(name).name, table.get("*")))
                 payload["prompts"] = prompts
                 if prompts is None:
-                    payload["prompt_error"] = f"no prompts for {name!r} in {self.prompt_file} " \
+                    payload["error"] = f"no prompts for {name!r} in {self.prompt_file} " \
                                               "(keys are image names as listed, or '*')"
             items.append(self.make_item(key, payload))
         return items
@@ -191,15 +191,13 @@ class SamJob(Job):
 
     def process(self, pipe: Any, item: Item) -> tuple[dict[str, bytes], dict]:
         p = item.payload
-        if p.get("prompt_error"):
-            raise InputError(p["prompt_error"])
         image = load_image(p["path"])
         h, w = image.shape[:2]
         files: dict[str, bytes] = {}
         masks = []
         if self.everything:
             for j, found in enumerate(generate_masks(pipe, image, self.amg)):
-                mask = decode_rle(found["segmentation"])
+                mask = decode_rle(found["segmentation"]) if self.png else None
                 masks.append({"file": self._png(files, item.key, str(j), mask),
                               "score": found["predicted_iou"], **found})
         else:
@@ -227,7 +225,7 @@ class SamJob(Job):
                         "candidate": c, "score": float(scores[c]), **entry})
         return out
 
-    def _png(self, files: dict, key: str, name: str, mask: np.ndarray) -> str | None:
+    def _png(self, files: dict, key: str, name: str, mask: np.ndarray | None) -> str | None:
         if not self.png:
             return None
         rel = f"masks/{key}/{name}.png"
@@ -277,13 +275,15 @@ def run_sam(images: str | Path, out: str | Path, *, points: str | Sequence | Non
     ...                       checkpoint="sam_vit_b_01ec64.pth", recipe="sam_bf16")  # doctest: +SKIP
     >>> s.done, s.failed, s.items_per_s                                              # doctest: +SKIP
     """
-    if isinstance(points, str):
-        points = parse_points(points)
-    if isinstance(boxes, str):
-        boxes = parse_boxes(boxes)
-    pts = tuple((float(p[0]), float(p[1]), int(p[2]) if len(p) > 2 else 1) for p in points or ())
-    bxs = tuple(tuple(float(v) for v in b) for b in boxes or ())
+    def as_text(rows: Any) -> str:  # tuples from Python go through the CLI's checks too
+        return rows if isinstance(rows, str) else ";".join(",".join(map(str, r)) for r in rows)
+
+    pts = parse_points(as_text(points)) if points else ()
+    bxs = parse_boxes(as_text(boxes)) if boxes else ()
     if isinstance(amg, dict):
+        allowed = [f.name for f in fields(AmgConfig)]
+        if unknown := sorted(set(amg) - set(allowed)):
+            raise InputError(f"amg: unknown settings {unknown}; allowed: {', '.join(allowed)}")
         amg = AmgConfig(**amg)
     job = SamJob(out=str(out), images=str(images), points=pts, boxes=bxs,
                  prompt_file=str(prompts) if prompts else None, everything=everything,

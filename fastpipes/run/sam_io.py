@@ -12,6 +12,7 @@ import glob
 import io
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,17 @@ def image_keys(names: list[str]) -> list[str]:
         return re.sub(r"[^A-Za-z0-9._-]", "_", text.replace("/", "__")).lstrip(".") or "_"
 
     stems = [clean(str(Path(n).with_suffix(""))) for n in names]
-    keys = [s if stems.count(s) == 1 else clean(n.replace(".", "_")) for s, n in zip(stems, names)]
+    n_stem = Counter(stems)
+    keys = [s if n_stem[s] == 1 else clean(n.replace(".", "_")) for s, n in zip(stems, names)]
+    n_key, taken = Counter(keys), set(keys)
     seen: dict[str, int] = {}
     for i, k in enumerate(keys):  # still equal (e.g. 'a b.png' vs 'a_b.png'): number them
-        if keys.count(k) > 1:
+        if n_key[k] > 1:
+            while f"{k}-{seen.get(k, 0) + 1}" in taken:  # never onto another file's key
+                seen[k] = seen.get(k, 0) + 1
             seen[k] = seen.get(k, 0) + 1
             keys[i] = f"{k}-{seen[k]}"
+            taken.add(keys[i])
     return keys
 
 

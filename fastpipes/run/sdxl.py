@@ -77,8 +77,6 @@ class SdxlJob(Job):
 
     def process(self, pipe: Any, item: Item) -> tuple[dict[str, bytes], dict]:
         p = item.payload
-        if p.get("error"):
-            raise InputError(p["error"])
         _check_settings(p["steps"], p["guidance"], p["width"], p["height"])
         image = self._generate(pipe, p["prompt"], p)
         buf = io.BytesIO()

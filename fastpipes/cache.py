@@ -203,8 +203,6 @@ def drop_bad_entry(error: BaseException, root: Path) -> Path | None:
     AssertionError reaches the caller as BackendCompilerFailed on every run until the entry
     is removed. The entry is the directory of that frame's ``key`` (``cls`` knows where).
     """
-    if not str(root):
-        return None
     root = root.resolve()
     for frame in _frames(error):
         if frame.f_code.co_name != "find_guarded_entry":

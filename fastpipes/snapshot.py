@@ -83,6 +83,8 @@ class Snapshot:
         if entry is None or isinstance(entry[1], _Spilled):
             return 0
         data = entry[1]
+        if data.device.type != "cpu":  # device memory is not what low_memory saves
+            return 0
         if self._spill_dir is None:
             self._spill_dir = Path(tempfile.mkdtemp(prefix="fastpipes-undo-"))  # 0700
             weakref.finalize(self, shutil.rmtree, str(self._spill_dir), True)

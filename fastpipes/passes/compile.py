@@ -99,8 +99,11 @@ class CompileConfig(Section):
         one only at the first compile, and passes some (e.g. ``freezing: maybe``) through."""
         if not self.options:
             return []
-        from torch._inductor import config  # lazily: importing Inductor takes seconds
-
+        try:  # lazily: importing Inductor takes seconds
+            from torch._inductor import config
+        except OSError as e:  # it sets up its cache directory on import
+            return [("options", f"cannot check Inductor options: importing Inductor failed: "
+                                f"{e}", "fix TORCHINDUCTOR_CACHE_DIR or FASTPIPES_CACHE_DIR")]
         known = config.get_config_copy()
         out = []
         for key, value in self.options.items():

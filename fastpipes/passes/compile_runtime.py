@@ -122,7 +122,10 @@ class CompileCache:
     def drop_bad_entry(self, error: BaseException) -> Path | None:
         """Remove the Inductor cache entry that made this compile fail (None: `error` is
         not such a failure), and the bundle, whose loading would put it back."""
-        entry = drop_bad_entry(error, Path(os.environ.get(INDUCTOR_ENV) or ""))
+        root = os.environ.get(INDUCTOR_ENV)
+        if not root:  # no Inductor directory of ours in use: nothing of ours to drop
+            return None
+        entry = drop_bad_entry(error, Path(root))
         if entry is not None and self.bundle is not None:
             self.bundle.unlink(missing_ok=True)
         return entry

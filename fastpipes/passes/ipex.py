@@ -99,9 +99,19 @@ def apply(ctx: PassContext, cfg: IpexConfig) -> None:
             # config (not loaded with from_pretrained) do not have
             config.architectures = [type(module).__name__]
             ctx.change(name, f"config.architectures = {config.architectures}")
-        optimized = _optimize(ipex, module, cfg)
+            added_architectures = config
+        else:
+            added_architectures = None
+        try:
+            optimized = _optimize(ipex, module, cfg)
+        except BaseException:
+            if added_architectures is not None:  # configs are not in every snapshot
+                added_architectures.architectures = None
+            raise
         how = "ipex.llm.optimize" if cfg.llm else "ipex.optimize"
         if cfg.llm and not _llm_converted(optimized):
+            if added_architectures is not None:
+                added_architectures.architectures = None
             raise FastpipesError(
                 f"ipex pass: ipex.llm.optimize left {name!r} ({type(module).__name__}) "
                 "unconverted; it converts only the decoder architectures it lists (e.g. "

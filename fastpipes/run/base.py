@@ -96,7 +96,12 @@ class Job:
         they come: a recipe is an implementation choice, and resuming with another one is
         allowed)."""
         skip = {"out", "recipe", "overrides", "device", *self.input_fields}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        ident = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        for k in ("model", "checkpoint"):  # '~/m' and '/home/u/m' are the same model
+            v = ident.get(k)
+            if isinstance(v, str) and (v.startswith(("~", ".", "/")) or Path(v).exists()):
+                ident[k] = str(Path(v).expanduser().resolve())
+        return ident
 
     def fingerprint(self, payload: dict) -> str:
         blob = json.dumps({"job": self.identity(), "item": payload}, sort_keys=True, default=str)

@@ -118,11 +118,11 @@ class LlamaJob(Job):
         if not isinstance(n, int) or n < 1:
             raise InputError(f"max_new_tokens must be a whole number >= 1, got {n!r}")
         n_prompt, new, secs = self._generate(pipe, p["prompt"], int(p["seed"]), n)
-        eos = pipe.tokenizer.eos_token_id
+        eos = _ids(pipe.tokenizer.eos_token_id) | _ids(pipe.model.generation_config.eos_token_id)
         record = {"line": p["line"], "prompt": p["prompt"],
                   "completion": pipe.tokenizer.decode(new, skip_special_tokens=True),
                   "prompt_tokens": n_prompt, "new_tokens": len(new),
-                  "finish": "eos" if new and new[-1] == eos else "length",
+                  "finish": "eos" if new and new[-1] in eos else "length",
                   "seconds": secs, "tokens_per_s": len(new) / secs if secs > 0 else None,
                   "decoding": "sample" if self.sample else "greedy"}
         if self.sample:
@@ -140,7 +140,10 @@ class LlamaJob(Job):
         if self.sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p)
         pad = pipe.tokenizer.pad_token_id
-        pad = pad if pad is not None else model.generation_config.eos_token_id
+        if pad is None:  # Llama 3 has none; its generation config lists several eos ids
+            pad = model.generation_config.pad_token_id
+        if pad is None:
+            pad = min(_ids(model.generation_config.eos_token_id), default=None)
         # sampling draws from torch's global generator: seed it, then put it back
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -152,6 +155,13 @@ class LlamaJob(Job):
 
     def finalize(self, out: OutDir, records: Iterator[dict]) -> None:
         atomic_write_lines(out.root / self.result_file, (json.dumps(r) for r in records))
+
+
+def _ids(value: int | list[int] | None) -> set[int]:
+    """A token id setting (one id, a list of them, or None) as a set."""
+    if value is None:
+        return set()
+    return {int(v) for v in value} if isinstance(value, (list, tuple)) else {int(value)}
 
 
 def run_llama(prompts: str | Path, out: str | Path, *, model: str | None = None,

@@ -46,7 +46,7 @@ class SamWorkload(Workload):
 
     def build(self) -> nn.Module:
         return build_sam(self.model_name, self.spec.options.get("checkpoint"),
-                         seed=self.spec.seed).to(self.spec.device)
+                         seed=self.spec.seed, device=self.spec.device)
 
     def _images_uint8(self, size: int) -> list[np.ndarray]:
         path = self.spec.options.get("image")

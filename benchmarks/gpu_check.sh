@@ -50,6 +50,7 @@ OUT=${OUT:-/tmp/gpu_check_out}
 W=${GPU_CHECK_WORK:-/tmp/gpu_check_work}
 rm -rf "$W" && mkdir -p "$OUT" "$W/logs"
 BUDGET=${GPU_CHECK_BUDGET:-$([ $DRY = 1 ] && echo 0 || echo 450)}
+S=${GPU_CHECK_CAP_SCALE:-$([ $DRY = 1 ] && echo 5 || echo 1)}  # caps x S (a loaded CPU compiles slowly)
 START=$(date +%s)
 exec > >(tee -a "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1 COLUMNS=160 FASTPIPES_CACHE_DIR=${FASTPIPES_CACHE_DIR:-$W/cache}
@@ -100,7 +101,7 @@ collect() {  # rebuild the returned files from the work folder (after every step
 }
 
 step() {  # step NAME CAP_SECONDS COMMAND...: run under timeout, within the budget
-  local name=$1 cap=$2; shift 2
+  local name=$1 cap=$(($2 * S)); shift 2
   wanted "$name" || return 0
   local now left
   now=$(date +%s)
@@ -114,7 +115,8 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run under timeout, within the budg
   fi
   echo "=== $name (cap ${cap}s, at $((now - START))s): $*"
   local t0=$(date +%s)
-  timeout --kill-after=10 "$cap" bash -c "$*" > "$W/logs/$name.log" 2>&1
+  # SIGTERM at the cap: a bench then stops its worker and still writes the rows it measured
+  timeout --kill-after=15 "$cap" bash -c "$*" > "$W/logs/$name.log" 2>&1
   local rc=$?
   tail -n 25 "$W/logs/$name.log"
   echo -e "$name\t$rc\t$(( $(date +%s) - t0 ))\t$*" >> "$OUT/steps.tsv"
@@ -126,12 +128,12 @@ step info 60 "{ nvidia-smi || echo 'no nvidia-smi'; $FP info; $PY -c 'import tor
 step ceilings 90 "$PY benchmarks/gpu_probe.py ceilings $PROBE --out $W/probe_ceilings.json"
 step tests 150 "$PY -m pytest -q -x -m cuda -p no:cacheprovider tests/test_cuda_recipes.py tests/test_device_build.py"
 step sdpa 60 "$PY benchmarks/gpu_probe.py sdpa $PROBE --out $W/probe_sdpa.json"
-step sam_h16 200 "$FP bench sam $SAM_H --batch-size 16 --recipes sam_cuda_bf16 --option e2e=0 $B --max-time 180 --json $W/sam_vit_h_b16.json --markdown $W/sam_vit_h_b16.md"
-step sdxl 240 "$FP bench sdxl $SDXL --option steps=2 --recipes sdxl_cuda_bf16 $B --max-time 220 --json $W/sdxl_1024.json --markdown $W/sdxl_1024.md"
-step llama1b 240 "$FP bench llama $L1B --recipes llama_cuda_bf16,llama_cuda_woq_int8,llama_cuda_woq_int4 --option new_tokens=64 $B --max-time 120 --json $W/llama_1b.json --markdown $W/llama_1b.md"
-step llama7b 200 "$FP bench llama $L7B --option dtype=bfloat16 --no-baseline --recipes llama_cuda_bf16,llama_cuda_woq_int4,llama_cuda_woq_int8 --option new_tokens=64 $B --max-time 100 --json $W/llama_7b.json --markdown $W/llama_7b.md"
+step sam_h16 200 "$FP bench sam $SAM_H --batch-size 16 --recipes sam_cuda_bf16 --option e2e=0 $B --max-time $((180 * S)) --json $W/sam_vit_h_b16.json --markdown $W/sam_vit_h_b16.md"
+step sdxl 240 "$FP bench sdxl $SDXL --option steps=2 --recipes sdxl_cuda_bf16 $B --max-time $((220 * S)) --json $W/sdxl_1024.json --markdown $W/sdxl_1024.md"
+step llama1b 240 "$FP bench llama $L1B --recipes llama_cuda_bf16,llama_cuda_woq_int8,llama_cuda_woq_int4 --option new_tokens=64 $B --max-time $((120 * S)) --json $W/llama_1b.json --markdown $W/llama_1b.md"
+step llama7b 200 "$FP bench llama $L7B --option dtype=bfloat16 --no-baseline --recipes llama_cuda_bf16,llama_cuda_woq_int4,llama_cuda_woq_int8 --option new_tokens=64 $B --max-time $((100 * S)) --json $W/llama_7b.json --markdown $W/llama_7b.md"
 step woq 90 "$PY benchmarks/gpu_probe.py woq $PROBE --out $W/probe_woq.json"
-step sam_b 150 "$FP bench sam $SAM_B --batch-size 1 --recipes sam_cuda_bf16 $B --no-limits --max-time 70 --json $W/sam_vit_b_b1.json --markdown $W/sam_vit_b_b1.md && $FP bench sam $SAM_B --batch-size 16 --recipes sam_cuda_bf16 --option e2e=0 $B --no-limits --max-time 70 --json $W/sam_vit_b_b16.json --markdown $W/sam_vit_b_b16.md"
+step sam_b 150 "$FP bench sam $SAM_B --batch-size 1 --recipes sam_cuda_bf16 $B --no-limits --max-time $((70 * S)) --json $W/sam_vit_b_b1.json --markdown $W/sam_vit_b_b1.md && $FP bench sam $SAM_B --batch-size 16 --recipes sam_cuda_bf16 --option e2e=0 $B --no-limits --max-time $((70 * S)) --json $W/sam_vit_b_b16.json --markdown $W/sam_vit_b_b16.md"
 step click 60 "$PY benchmarks/gpu_probe.py click $PROBE --out $W/probe_click.json"
 collect
 echo "=== done in $(( $(date +%s) - START ))s; results in $OUT:"; ls -la "$OUT"

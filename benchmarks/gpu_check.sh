@@ -3,7 +3,7 @@
 #
 # Run from the repository root on the GPU machine, with the carried wheels in .whl/ (below).
 # Every step runs under its own `timeout`, goes on when one fails, and is skipped once the
-# whole budget (GPU_CHECK_BUDGET seconds, default 450) would be overrun. Steps in order of
+# whole budget (GPU_CHECK_BUDGET seconds, default 420) would be overrun. Steps in order of
 # value; ONLY=step,step runs a subset (a rerun), SKIP=step,step leaves some out.
 #
 # Results ($OUT, default /tmp/gpu_check_out; rewritten after every step, so a run killed at
@@ -49,7 +49,7 @@ ROOT=$(pwd)
 OUT=${OUT:-/tmp/gpu_check_out}
 W=${GPU_CHECK_WORK:-/tmp/gpu_check_work}
 rm -rf "$W" && mkdir -p "$OUT" "$W/logs"
-BUDGET=${GPU_CHECK_BUDGET:-$([ $DRY = 1 ] && echo 0 || echo 450)}
+BUDGET=${GPU_CHECK_BUDGET:-$([ $DRY = 1 ] && echo 0 || echo 420)}
 S=${GPU_CHECK_CAP_SCALE:-$([ $DRY = 1 ] && echo 5 || echo 1)}  # caps x S (a loaded CPU compiles slowly)
 START=$(date +%s)
 exec > >(tee -a "$OUT/log.txt") 2>&1

@@ -165,3 +165,21 @@ def test_tiny_llama_cuda_recipes_apply_and_generate():
         ids = torch.tensor([[5, 6, 7, 8]], device="cuda")
         out = model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
         assert out.shape == (1, 8), name
+
+
+def test_gpu_scripts_parse_and_refuse_without_cuda(tmp_path):
+    """benchmarks/gpu_check.sh is valid bash; gpu_probe.py refuses (exit 2) where there is no
+    GPU unless --dry-run (the dry run itself is the script's job: it takes minutes)."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert subprocess.run(["bash", "-n", str(root / "benchmarks" / "gpu_check.sh")]).returncode == 0
+    spec = importlib.util.spec_from_file_location("gpu_probe", root / "benchmarks" / "gpu_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    if not torch.cuda.is_available():
+        assert probe.main(["ceilings", "--out", str(tmp_path / "c.json")]) == 2
+    assert probe.main(["ceilings", "--dry-run", "--out", str(tmp_path / "d.json")]) == 0
+    assert (tmp_path / "d.json").read_text().startswith("{")

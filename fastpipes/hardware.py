@@ -273,12 +273,29 @@ def ipex_unavailable() -> str:
     return "" if ok else f"{incompatible}: {error}{advice}"
 
 
+def wrong_device(requires, device: str = "cpu", info: MachineInfo | None = None) -> str:
+    """Why a recipe with `requires` cannot run on a pipeline on `device` ('' when it can).
+
+    A device requirement is never a 'runs slowly' note: a CUDA recipe's kernels (CUDA int4,
+    CUDA graphs) do not exist on a CPU, so it is refused, saying what to use instead.
+    """
+    dev = getattr(requires.device, "value", requires.device)
+    if dev == "any" or device.split(":")[0] == dev:
+        return ""
+    if dev == "cuda":
+        where = ("this machine has no CUDA device" if info is not None and not info.cuda_devices
+                 else f"the pipeline is on {device!r}")
+        return (f"the recipe needs a CUDA device ({where}); build or move the pipeline with "
+                "--device cuda / pipe.to('cuda') on a machine with a GPU, or use a CPU recipe "
+                "(fastpipes recipes list)")
+    return f"the recipe is for device {dev!r}, the pipeline is on {device!r}"
+
+
 def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list[str]:
     """Human sentences for each `requires` entry this machine misses (empty when all met)."""
     out = []
-    dev = getattr(requires.device, "value", requires.device)
-    if dev != "any" and not device.startswith(dev):
-        out.append(f"the recipe is for device {dev!r}, the pipeline is on {device!r}")
+    if why := wrong_device(requires, device, info):
+        out.append(why)
     if requires.native_bf16 and not info.native("bf16", device):
         out.append(info.low_precision_note("bf16"))
     if requires.native_fp16 and not info.native("fp16", device):

@@ -56,3 +56,13 @@ def read_only():
     yield make
     for step in reversed(undo):
         step()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a CUDA device: skipped, with the reason, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marker cuda)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -63,7 +63,7 @@ def test_unmet_requirements_explain_the_effect():
     unmet = unmet_requirements(Requires(native_bf16=True), fake)
     assert len(unmet) == 1 and "100x or more slower" in unmet[0]
     assert unmet_requirements(Requires(), fake) == []
-    assert "device 'cuda'" in unmet_requirements(Requires(device="cuda"), fake, "cpu")[0]
+    assert "needs a CUDA device" in unmet_requirements(Requires(device="cuda"), fake, "cpu")[0]
 
 
 def test_check_device_explains_what_is_unusable(monkeypatch):

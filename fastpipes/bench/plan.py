@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping
 
 from fastpipes.bench.result import BASELINE
 from fastpipes.errors import FastpipesError
-from fastpipes.hardware import detect, unmet_requirements
+from fastpipes.hardware import detect, unmet_requirements, wrong_device
 from fastpipes.recipe.load import available, load_recipe
 from fastpipes.recipe.schema import Family
 
@@ -55,7 +55,10 @@ def _plan_one(spec: Any, family: str, overrides: list[str], info: Any, device: s
     note = "; ".join(unmet)
     planned = Planned(rec.name, recipe=rec.raw, source=rec.source, hardware_note=note,
                       precision_class=rec.precision_class.value)
-    if unmet and not named:
+    if why := wrong_device(rec.requires, device, info):  # never runs, named or not
+        planned.run = False
+        planned.reason = f"not run: {why}"
+    elif unmet and not named:
         planned.run = False
         planned.reason = f"not run: {note} (name it in --recipes or pass --all to run it)"
     return planned

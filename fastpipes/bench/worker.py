@@ -74,10 +74,24 @@ def check_portable(obj: Any, where: str = "output") -> None:
                     "loaded with weights_only=True by each recipe process)")
 
 
+def on_cpu(obj: Any) -> Any:
+    """`obj` with every tensor in it moved to the CPU (views of a CUDA run are saved,
+    loaded and compared there, whatever device each configuration ran on)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    return obj
+
+
 def _view(workload: Any, pipe: Any, inputs: Any, output: Any, reference: Any = None) -> Any:
     value = workload.view(pipe, inputs, output, reference)
     check_portable(value)
-    return value
+    return on_cpu(value)
 
 
 def _save_reference(workload: Any, pipe: Any, inputs: Any, output: Any, path: str) -> None:

@@ -39,7 +39,7 @@ def run_list(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements
+    from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements, wrong_device
     from fastpipes.recipe import available, load_recipe
 
     info = detect()
@@ -55,8 +55,11 @@ def run_list(args) -> int:
             continue
         if args.family and r.family.value != args.family:
             continue
-        unmet = unmet_requirements(r.requires, info)
+        device = "cuda" if info.cuda_devices else "cpu"
+        unmet = unmet_requirements(r.requires, info, device)
         fit = "[green]ok[/]" if not unmet else "[yellow]runs slowly here[/]"
+        if wrong_device(r.requires, device, info):
+            fit = "[red]needs CUDA (none here)[/]" if device == "cpu" else "[red]other device[/]"
         if r.requires.ipex and ipex_unavailable():
             fit, no_ipex = "[red]unavailable: needs IPEX[/]", ipex_unavailable()
         first = r.description.split(". ")[0].splitlines()[0] if r.description else ""

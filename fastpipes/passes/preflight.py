@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastpipes.errors import ConflictError, HardwareError, PreflightError, Problem
-from fastpipes.hardware import unmet_requirements
+from fastpipes.hardware import unmet_requirements, wrong_device
 from fastpipes.passes.order import conflicts, ordered
 from fastpipes.recipe.schema import Family, PrecisionClass, Recipe
 
@@ -126,8 +126,9 @@ def check(recipe: Recipe, adapter: "Adapter", hardware: "MachineInfo",
         if section.enabled:
             found.other += _components(target, name, section)
             found.other += section.preflight(target) if hasattr(section, "preflight") else []
-    for unmet in unmet_requirements(recipe.requires, hardware, str(adapter.device())):
-        if strict:
+    device = str(adapter.device())
+    for unmet in unmet_requirements(recipe.requires, hardware, device):
+        if strict or unmet == wrong_device(recipe.requires, device, hardware):
             found.hardware.append(target.problem("requires", f"this machine lacks it: {unmet}"))
         else:
             found.warnings.append(f"requires: {unmet}")

@@ -40,6 +40,7 @@ from fastpipes.errors import InputError
 from fastpipes.kernels.woq import (INT4_GROUP_SIZES, Int4WeightOnlyLinear, Int8DynamicLinear,
                                    Int8WeightOnlyLinear, aligned)
 from fastpipes.passes.base import PassContext, SkipPass, register_pass
+from fastpipes.passes.quantize_cuda import apply_cuda
 from fastpipes.recipe.schema import PrecisionClass, Section
 
 
@@ -349,8 +350,11 @@ def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
     done, any_skipped = 0, False
     for comp, model in ctx.components("quantize", cfg.components).items():
         dev = next(iter(model.parameters()), torch.empty(0)).device
+        if dev.type == "cuda":  # CUDA kernels of their own (kernels/woq_cuda.py)
+            done += apply_cuda(ctx, cfg, comp, model, select_linears(model, cfg), str(dev))
+            continue
         if dev.type != "cpu":
-            raise SkipPass(f"the WOQ kernels used here are CPU kernels; {comp} is on {dev}")
+            raise SkipPass(f"the WOQ kernels used here are CPU and CUDA kernels; {comp} is on {dev}")
         targeted = select_linears(model, cfg)
         skipped = kernel_skips(targeted, dtype)
         linears = {n: m for n, m in targeted.items() if n not in skipped}

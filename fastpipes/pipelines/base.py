@@ -223,3 +223,12 @@ def find_adapter(obj: Any) -> Adapter:
         f"fastpipes does not know how to accelerate a {type(obj).__module__}."
         f"{type(obj).__qualname__}. Supported: {supported}"
     )
+
+
+def seeded_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator seeded with `seed` that can fill tensors on `device` (random weights are
+    drawn where they live: a CUDA tensor needs a CUDA generator; meta tensors take any)."""
+    dev = torch.device(device)
+    if dev.type in ("cpu", "meta"):
+        return torch.Generator().manual_seed(seed)
+    return torch.Generator(device=dev).manual_seed(seed)

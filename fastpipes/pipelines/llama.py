@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
-from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, Fidelity, judge, register_adapter
+from fastpipes.pipelines.base import (Adapter, AttentionSite, Bar, Fidelity, judge, register_adapter,
+                                      seeded_generator)
 from fastpipes.pipelines.hf_dir import load_causal_lm, transformers_version
 from fastpipes.pipelines.llama_reference import (REFERENCE_MODELS, perplexity, reference_dir,
                                                  top1_agreement)
@@ -71,8 +72,9 @@ def llama_config(name: str):
 
 @torch.no_grad()
 def _seeded_init(model: nn.Module, seed: int, std: float = 0.02) -> None:
-    # weights ~ N(0, std), norms = 1: fast, deterministic, and at the real shapes
-    g = torch.Generator().manual_seed(seed)
+    # weights ~ N(0, std), norms = 1: fast, deterministic, and at the real shapes; drawn
+    # where the weights live (a CUDA model needs a CUDA generator)
+    g = seeded_generator(seed, next(model.parameters()).device)
     for name, p in model.named_parameters():  # tied weights are visited once
         if p.dim() == 1:
             p.fill_(1.0)
@@ -81,7 +83,7 @@ def _seeded_init(model: nn.Module, seed: int, std: float = 0.02) -> None:
 
 
 def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
-                dtype: torch.dtype = torch.float32):
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """A LlamaForCausalLM in eval mode: a named shape with seeded random weights, a
     reference model trained here (``trained-tiny``: built on first use, see
     llama_reference.py), or a local Hugging Face directory (config.json + safetensors;
@@ -89,7 +91,8 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
 
     Random models are built on the meta device, cast to `dtype` there and initialised in
     place, so the 1B shape builds in seconds without a second copy of the weights, and a
-    BF16 build of the 7B shape (13.5 GB) never holds its 27 GB FP32 form.
+    BF16 build of the 7B shape (13.5 GB) never holds its 27 GB FP32 form. With `device`
+    (e.g. ``cuda``) the tensors are made and initialised there, never on the CPU.
     """
     from transformers import LlamaForCausalLM
 
@@ -97,16 +100,17 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
         name_or_path = reference_dir(str(name_or_path))
     path = Path(str(name_or_path))
     if (path.exists() or "/" in str(name_or_path)) and str(name_or_path) not in LLAMA_SHAPES:
-        return load_causal_lm(path, dtype).eval()
+        return load_causal_lm(path, dtype).to(device).eval()
     config = llama_config(str(name_or_path))
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     model.to(dtype)  # on meta: allocates nothing
-    model.to_empty(device="cpu")  # gives each module its own tensors: tie them again
+    model.to_empty(device=device)  # gives each module its own tensors: tie them again
     model.tie_weights()
     _seeded_init(model, seed)
     # buffers made on meta hold garbage after to_empty: rebuild the rotary tables
-    model.model.rotary_emb = type(model.model.rotary_emb)(config)
+    with torch.device(device):
+        model.model.rotary_emb = type(model.model.rotary_emb)(config)
     model.generation_config.pad_token_id = config.eos_token_id
     return model.eval()
 
@@ -154,7 +158,8 @@ LLAMA_BARS = {
 @torch.no_grad()
 def teacher_forced_logits(model: nn.Module, sequences: torch.Tensor) -> torch.Tensor:
     """logits [B, S, V] of `model` reading `sequences` in one forward (no cache)."""
-    return model(sequences, use_cache=False).logits.float()
+    device = next(model.parameters()).device  # the reference's sequences may be on the CPU
+    return model(sequences.to(device), use_cache=False).logits.float()
 
 
 def compare_logits(ref: torch.Tensor, out: torch.Tensor, prompt_len: int) -> dict[str, float]:

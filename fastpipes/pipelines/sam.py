@@ -117,7 +117,7 @@ def _randomize(sam: nn.Module, seed: int) -> None:
 
 
 def build_sam(model: str = "vit_b", checkpoint: str | Path | None = None, seed: int = 0,
-              map_location: str = "cpu") -> nn.Module:
+              map_location: str = "cpu", device: str | torch.device = "cpu") -> nn.Module:
     """A segment-anything ``Sam`` in FP32 eval mode: random seeded weights, or a checkpoint.
 
     `model` is vit_b, vit_l, vit_h or tiny. A checkpoint is read with
@@ -131,7 +131,18 @@ def build_sam(model: str = "vit_b", checkpoint: str | Path | None = None, seed: 
     m = sam_modeling()
     torch.manual_seed(seed)  # upstream layers draw from the global generator
     emb = cfg.image_size // cfg.patch_size
-    sam = m.Sam(
+    with torch.device(device):  # parameters are made and initialised where they will run
+        sam = _make_sam(m, cfg, emb)
+    sam.to(device)  # upstream's pixel_mean/std use torch.Tensor(list), which ignores the context
+    if checkpoint is not None:
+        load_sam_checkpoint(sam, model, checkpoint, map_location)
+    else:
+        _randomize(sam, seed)
+    return sam.eval()
+
+
+def _make_sam(m: Any, cfg: "SamShape", emb: int) -> nn.Module:
+    return m.Sam(
         image_encoder=m.ImageEncoderViT(
             depth=cfg.depth, embed_dim=cfg.embed_dim, img_size=cfg.image_size, mlp_ratio=4,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=cfg.num_heads,
@@ -151,11 +162,6 @@ def build_sam(model: str = "vit_b", checkpoint: str | Path | None = None, seed: 
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
-    if checkpoint is not None:
-        load_sam_checkpoint(sam, model, checkpoint, map_location)
-    else:
-        _randomize(sam, seed)
-    return sam.eval()
 
 
 EXPECTED = ("a segment-anything state dict: a .pth from its releases (sam_vit_b_01ec64.pth, ...) "

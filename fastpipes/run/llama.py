@@ -95,11 +95,11 @@ class LlamaJob(Job):
         from fastpipes.pipelines.llama import build_llama, load_tokenizer
 
         if self.random_weights:
-            model = build_llama(self.model, seed=self.seed)
+            model = build_llama(self.model, seed=self.seed, device=self.device)
             tok = ByteTokenizer(model.config.bos_token_id, model.config.eos_token_id)
         else:
             path = Path(self.model).expanduser()
-            model = build_llama(str(path))
+            model = build_llama(str(path), device=self.device)
             tok = load_tokenizer(path)
             if tok is None:
                 raise InputError(f"{path} has no tokenizer (tokenizer.json or "

@@ -180,7 +180,7 @@ class SamJob(Job):
         from fastpipes.pipelines.sam import build_sam
         from fastpipes.pipelines.sam_predictor import SamPredictor
 
-        sam = build_sam(self.model, self.checkpoint, seed=self.seed).to(self.device)
+        sam = build_sam(self.model, self.checkpoint, seed=self.seed, device=self.device)
         return SamPredictor(sam)
 
     def warm_up(self, pipe: Any) -> None:

@@ -62,9 +62,9 @@ class SdxlJob(Job):
         from fastpipes.pipelines.sdxl import build_sdxl
 
         if self.random_weights:
-            pipe = build_sdxl(self.model, seed=self.seed)
+            pipe = build_sdxl(self.model, seed=self.seed, device=self.device)
         else:
-            pipe = build_sdxl(model=str(Path(self.model).expanduser()))
+            pipe = build_sdxl(model=str(Path(self.model).expanduser()), device=self.device)
         pipe.set_progress_bar_config(disable=True)  # the job shows its own progress
         return pipe.to(self.device)
 

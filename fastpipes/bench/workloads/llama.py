@@ -108,7 +108,7 @@ class LlamaWorkload(Workload):
     def build(self) -> Any:
         return build_llama(str(self._dir()) if self.trained_here else self.model_name,
                            seed=self.spec.seed,
-                           dtype=getattr(torch, self.build_dtype))
+                           dtype=getattr(torch, self.build_dtype), device=self.spec.device)
 
     def inputs(self, pipe: Any) -> dict[str, Any]:
         inputs = LlamaAdapter(pipe).example_inputs(self.prompt_len, self.new_tokens,
@@ -116,6 +116,7 @@ class LlamaWorkload(Workload):
         if self.trained_here:  # real text as the prompt: the tail of the held-out split
             text = self._heldout()[-self.prompt_len * self.spec.batch_size:]
             inputs["input_ids"] = text.view(self.spec.batch_size, self.prompt_len).clone()
+        inputs["input_ids"] = inputs["input_ids"].to(self.spec.device)
         return inputs
 
     def run(self, pipe: Any, inputs: dict[str, Any]) -> LlamaOutput:

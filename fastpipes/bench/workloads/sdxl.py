@@ -4,6 +4,7 @@ compares the end-to-end image."""
 from __future__ import annotations
 
 import time
+from dataclasses import fields, replace
 from typing import Any
 
 import torch
@@ -48,10 +49,15 @@ class SdxlWorkload(Workload):
                 f"latents {self.resolution // 8}x{self.resolution // 8}; end-to-end {self.steps} steps")
 
     def build(self) -> Any:
-        return build_sdxl(self.spec.size, self.spec.model, seed=self.spec.seed)
+        return build_sdxl(self.spec.size, self.spec.model, seed=self.spec.seed,
+                          device=self.spec.device)
 
     def inputs(self, pipe: Any) -> UnetInputs:
-        return unet_inputs(pipe, self.resolution, self.spec.batch_size, self.spec.seed)
+        made = unet_inputs(pipe, self.resolution, self.spec.batch_size, self.spec.seed)
+        # drawn on the CPU (the same values on every device), then moved where the UNet runs
+        return replace(made, **{f.name: getattr(made, f.name).to(self.spec.device)
+                                for f in fields(made)
+                                if isinstance(getattr(made, f.name), torch.Tensor)})
 
     def run(self, pipe: Any, inputs: UnetInputs) -> torch.Tensor:
         return unet_step(pipe, inputs)

@@ -40,7 +40,8 @@ def heldout_batches(tokens: torch.Tensor, seq_len: int = 256, n: int | None = No
 @torch.no_grad()
 def teacher_forced(model: nn.Module, batches: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """logits [n, S, V] (float32) of `model` reading batches [n, S], `chunk` rows at a time."""
-    out = [model(input_ids=batches[i: i + chunk], use_cache=False).logits.float()
+    device = next(model.parameters()).device
+    out = [model(input_ids=batches[i: i + chunk].to(device), use_cache=False).logits.float()
            for i in range(0, batches.shape[0], chunk)]
     return torch.cat(out)
 

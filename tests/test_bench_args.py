@@ -29,6 +29,8 @@ def run_cli(argv, monkeypatch, capsys) -> tuple[int, str]:
     (["--json", ""], "--json '': an empty path; give a file name, or leave out --json"),
     (["--markdown", " "], "--markdown ' ': an empty path"),
     (["--plot", ""], "--plot '': an empty path"),
+    (["--set", "compile=3", "--set", "compile.mode=default"],  # with the default recipe set too
+     "--set: <overrides>: compile.mode: 'compile.mode=default' sets a key inside what was set"),
 ])
 def test_an_empty_value_is_refused_not_taken_for_the_default(argv, message, monkeypatch,
                                                              capsys):

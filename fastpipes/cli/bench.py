@@ -180,7 +180,10 @@ def run(args: argparse.Namespace) -> int:
     outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
     # an empty value must not quietly mean "the default"; every output path is tried
     # before hours of measurements, not after
-    problems = _empty_arguments(args) + check_outputs(outputs)
+    from fastpipes.recipe.load import parse_overrides
+
+    problems = _empty_arguments(args) + check_outputs(outputs) + [
+        f"--set: {p}" for p in parse_overrides(args.overrides)[1]]  # e.g. two of one key
     if problems:
         for p in problems:
             print(f"fastpipes bench: {p}", file=sys.stderr)

@@ -170,3 +170,10 @@ def test_nothing_of_a_file_that_did_not_parse_as_a_recipe_is_quoted(tmp_path, te
     msg, problems = problems_of(str(path))
     assert SECRET not in msg and "hunter2" not in msg, msg
     assert all(p.file == str(path) for p in problems)
+
+
+def test_an_alias_name_with_a_quote_is_not_quoted_either(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(f"a: *it's-{SECRET}\n")
+    msg, _ = problems_of(str(path))
+    assert SECRET not in msg and "malformed YAML" in msg

@@ -71,8 +71,8 @@ def _scrubbed(problem: str) -> str:
     """A YAML parser message with what it quotes from the file left out (the file may not be
     a recipe at all, e.g. /etc/shadow): only one-character tokens and ``<stream end>``-style
     names stay, since they say what to fix without showing anything of the file."""
-    return re.sub(r"'([^']*)'", lambda m: m.group(0) if len(m.group(1)) <= 2 or re.fullmatch(
-        r"<[a-z ]+>", m.group(1)) else "(text from the file)", problem)
+    return re.sub(r"""(['"])(.*?)\1""", lambda m: m.group(0) if len(m.group(2)) <= 2 or
+                  re.fullmatch(r"<[a-z ]+>", m.group(2)) else "(text from the file)", problem)
 
 
 def safe_load(text: str, where: str) -> Any:

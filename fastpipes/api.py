@@ -6,6 +6,7 @@ from typing import Any, Iterable, Mapping
 
 from fastpipes.apply import apply_recipe
 from fastpipes.auto import accelerate_auto
+from fastpipes.errors import ArgumentTypeError
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import Recipe
 from fastpipes.report import Report
@@ -37,6 +38,9 @@ def accelerate(
     >>> report.applied
     ['memory_format']
     """
+    if not isinstance(strict, bool):  # "no" is truthy: never guess what a string means
+        raise ArgumentTypeError(f"accelerate(strict=...) must be True or False, got "
+                                f"{strict!r} ({type(strict).__name__})")
     if isinstance(recipe, str) and recipe == "auto":
         return accelerate_auto(pipe, overrides, strict, example_inputs)
     rec = load_recipe(recipe, overrides)  # validated before the model is touched

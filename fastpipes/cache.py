@@ -9,7 +9,9 @@ Location: ``$FASTPIPES_CACHE_DIR``, else ``~/.cache/fastpipes``. Inside it:
                  one per compiled component, hot-loaded before its first call.
 
 Everything here can be deleted at any time (``fastpipes cache clear``): the next start is
-then a cold one, nothing else changes.
+then a cold one, nothing else changes. A directory fastpipes makes here holds :data:`MARKER`;
+``cache clear`` removes only what fastpipes made (fastpipes.cache_clear), since
+``FASTPIPES_CACHE_DIR`` may name a directory that holds the user's own files too.
 
 What the caches trust: ``inductor/`` and ``artifacts/`` hold pickles, and loading a pickle
 runs code. So the cache directory and its parts are created mode 0700 and are used only
@@ -36,6 +38,9 @@ from typing import Iterator
 from fastpipes.errors import CacheError
 
 CACHE_ENV = "FASTPIPES_CACHE_DIR"
+MARKER = ".fastpipes-cache"  # in each cache directory fastpipes made (see private_dir)
+MARKER_TEXT = ("fastpipes made this directory; `fastpipes cache clear` may remove it and "
+               "what is in it\n")
 INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
 PARTS = {
     "auto": "recipe='auto' decisions",
@@ -82,6 +87,7 @@ def private_dir(path: Path) -> Path:
     directory, yours, not writable by group or others (:func:`untrusted`), and writable by
     you (a file is created and removed to be sure: permissions alone miss read-only mounts).
     """
+    made = [p for p in (path.parent, path) if not p.exists() and not p.is_symlink()]
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
@@ -101,7 +107,21 @@ def private_dir(path: Path) -> Path:
         os.unlink(probe)
     except OSError as e:
         raise CacheError(f"cache directory {path} is not writable: {e.strerror or e}") from None
+    for d in made:
+        _mark_if_cache(d)
     return path
+
+
+def _mark_if_cache(directory: Path) -> None:
+    """Leave :data:`MARKER` in `directory`, just created by fastpipes, if it is the cache
+    root or one of its parts: what ``cache clear`` may remove whole (fastpipes.cache_clear)."""
+    root = os.path.abspath(cache_dir())
+    here = os.path.abspath(directory)
+    if here == root or (os.path.dirname(here) == root and directory.name in PARTS):
+        try:
+            (directory / MARKER).write_text(MARKER_TEXT)
+        except OSError:
+            pass  # then clear treats it as an older fastpipes' directory, entry by entry
 
 
 def trusted_file(path: Path) -> Path:
@@ -239,37 +259,7 @@ def usage() -> dict[str, dict]:
     out = {}
     for part, what in PARTS.items():
         path = part_dir(part)
-        files = [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+        files = [p for p in path.rglob("*") if p.is_file() and p.name != MARKER] if path.exists() else []
         out[part] = {"path": str(path), "what": what, "files": len(files),
                      "bytes": sum(p.stat().st_size for p in files)}
     return out
-
-
-def clear(parts: list[str] | None = None) -> list[Path]:
-    """Delete the named parts (all when None); returns the paths removed.
-
-    A part that is a symbolic link is unlinked, never followed: what it points to is not
-    the cache's to delete. Every part is tried; then CacheError names each one that could
-    not be removed (and says what was).
-    """
-    removed, failed = [], []
-    for part in parts or list(PARTS):
-        path = part_dir(part)
-        try:
-            if path.is_symlink() or path.is_file():
-                path.unlink()
-            elif path.exists():
-                shutil.rmtree(path)
-            else:
-                continue
-        except OSError as e:
-            where = f" ({e.filename})" if e.filename not in (None, str(path)) else ""
-            failed.append(f"{path}: {e.strerror or e}{where}")
-            continue
-        removed.append(path)
-    if failed:
-        done = f"; removed: {', '.join(map(str, removed))}" if removed else ""
-        raise CacheError("could not remove " + "; ".join(failed) + done
-                         + ". Check the permissions of the cache directory "
-                         f"{cache_dir()} (or delete it by hand)")
-    return removed

@@ -57,6 +57,11 @@ class UnknownNameError(FastpipesError, KeyError):
         return str(self.args[0])
 
 
+class ArgumentTypeError(FastpipesError, TypeError):
+    """A public fastpipes function got an argument of the wrong type (e.g. strict="no"):
+    the message names the argument, what it got and what is allowed."""
+
+
 class UnsupportedPipelineError(FastpipesError, TypeError):
     """accelerate() got an object no adapter understands."""
 

@@ -1,4 +1,5 @@
-"""What a cached result depends on: the machine, and the model's structure.
+"""What a cached result depends on: the machine, and the model's structure; and the hash
+that tells whether a cached file's data is still what was written.
 
 Both the compile-artifact cache (passes/compile.py) and recipe="auto"'s decision cache
 (auto.py) key their entries on these, so a different CPU, torch or model never reuses
@@ -9,7 +10,8 @@ another's artifacts or decisions.
 """
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -44,3 +46,30 @@ def shapes(obj: Any) -> Any:
     if hasattr(obj, "shape"):  # numpy arrays (SAM images)
         return [list(obj.shape), str(getattr(obj, "dtype", ""))]
     return repr(obj) if isinstance(obj, (int, float, str, bool, type(None))) else type(obj).__name__
+
+
+def content_hash(names: Iterable[str], get: Callable[[str], torch.Tensor]) -> str:
+    """sha256 of (name, dtype, shape, bytes) of each tensor `get(name)`, in name order, one
+    tensor in memory at a time: a cache file's header says what it holds, this checks that
+    its data is still what was written (a flipped byte on disk).
+
+    >>> t = {"w": torch.ones(2, dtype=torch.int8)}
+    >>> content_hash(t, t.get) == content_hash(["w"], lambda n: torch.ones(2, dtype=torch.int8))
+    True
+    """
+    h = hashlib.sha256()
+    for name in sorted(names):
+        t = get(name).detach().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def content_problem(names: Iterable[str], get: Callable[[str], torch.Tensor],
+                    recorded: str | None) -> str | None:
+    """Why tensors `get(name)` do not hash to `recorded` (:func:`content_hash`), or None."""
+    if not recorded:
+        return "has no content hash (an older fastpipes wrote it), so damage cannot be told"
+    if content_hash(names, get) != recorded:
+        return "has tensor data that does not match the content hash in its header (damaged)"
+    return None

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fastpipes.cache
+import fastpipes.cache_clear
 from fastpipes.cache import inductor_location
 from fastpipes.cache import INDUCTOR_ENV
 from fastpipes.passes.compile_runtime import CompileCache, inductor_cache_dir
@@ -59,7 +60,7 @@ def test_second_process_hits_the_cache_and_bundle_survives_a_lost_inductor_dir(t
     assert info["fxgraph_cache_hit"] >= 1 and "fxgraph_cache_miss" not in info
     assert warm["err"] < 1e-5
 
-    fastpipes.cache.clear(["inductor"])  # only the portable bundle is left
+    fastpipes.cache_clear.clear(["inductor"])  # only the portable bundle is left
     bundle_only = _start(tmp_path)
     info = bundle_only["extra"]["compile_cache"]["model"]
     assert info["bundle_loaded"] and info["fxgraph_cache_hit"] >= 1
@@ -130,10 +131,8 @@ def test_cache_cli_reports_and_clears(tmp_path, monkeypatch, capsys):
     from fastpipes.cli.main import main
 
     monkeypatch.setenv("FASTPIPES_CACHE_DIR", str(tmp_path))
-    (tmp_path / "auto").mkdir()
-    (tmp_path / "auto" / "k.json").write_text("{}")
-    (tmp_path / "inductor").mkdir()
-    (tmp_path / "inductor" / "x").write_bytes(b"12345")
+    (fastpipes.cache.open_part("auto") / "k.json").write_text("{}")
+    (fastpipes.cache.open_part("inductor") / "x").write_bytes(b"12345")
     assert main(["cache", "info", "--json"]) == 0
     usage = json.loads(capsys.readouterr().out)
     assert usage["auto"]["files"] == 1 and usage["inductor"]["bytes"] == 5
@@ -279,7 +278,7 @@ def test_a_wrong_object_pickle_in_the_fxgraph_cache_is_dropped_and_compiled_agai
         assert entries
         for entry in entries:
             entry.write_bytes(pickle.dumps({"not": "a compiled graph"}))
-        fastpipes.cache.clear(["artifacts"])  # the bundle would put a good entry back
+        fastpipes.cache_clear.clear(["artifacts"])  # the bundle would put a good entry back
         torch._dynamo.reset()
         model = _mlp()
         ref = model(x)
@@ -316,7 +315,7 @@ def test_a_crafted_pickle_in_a_cache_others_can_write_never_runs(tmp_path, monke
         first(x)
         for entry in _fxgraph_entries(cache):
             entry.write_bytes(pickle.dumps(_Exploit(marker)))
-        fastpipes.cache.clear(["artifacts"])
+        fastpipes.cache_clear.clear(["artifacts"])
         cache.chmod(0o777)
         torch._dynamo.reset()
         model = _mlp()

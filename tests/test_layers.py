@@ -14,7 +14,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "fastpipes"
 LAYERS = [
     ["fastpipes._version", "fastpipes.errors", "fastpipes.registry", "fastpipes.hardware",
-     "fastpipes.cache", "fastpipes.fingerprint", "fastpipes.report", "fastpipes.snapshot"],
+     "fastpipes.cache", "fastpipes.cache_clear", "fastpipes.fingerprint", "fastpipes.report",
+     "fastpipes.snapshot"],
     ["fastpipes.recipe"],
     ["fastpipes.kernels"],
     ["fastpipes.passes"],

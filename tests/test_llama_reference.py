@@ -183,3 +183,18 @@ def test_the_llama_benchmark_judges_a_trained_model_on_its_held_out_text(micro):
     assert fid["metrics"]["heldout_positions"] == 2 * 256
     assert fid["metrics"]["fp32_perplexity"] > 1 and "perplexity_change_pct" in fid["metrics"]
     assert "(int8 bars)" in fid["thresholds"]
+
+
+def test_a_damaged_stored_model_is_rebuilt_not_used(micro, capsys):
+    """Bytes flipped in the stored weights (reference.json intact): issue 22's silent
+    corruption, caught by the file hashes reference.json records."""
+    path = ref.reference_dir(micro, progress=False)
+    weights = path / "model.safetensors"
+    good = weights.read_bytes()
+    raw = bytearray(good)
+    raw[-64:] = bytes(b ^ 0xFF for b in raw[-64:])  # tensor data, not the header
+    weights.write_bytes(bytes(raw))
+    assert ref.reference_dir(micro, progress=False) == path
+    assert "is damaged" in capsys.readouterr().err
+    assert weights.read_bytes() == good  # trained again: training is deterministic
+    assert ref_models.is_current(path, ref_models.spec_of(micro))

@@ -6,8 +6,9 @@ import torch.nn as nn
 import fastpipes
 from fastpipes.errors import InputError, PassError, RecipeError
 from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8DynamicLinear, Int8WeightOnlyLinear
-from fastpipes.passes.quantize import (QuantizeConfig, fingerprint, load_quantized,
-                                      save_quantized, select_linears)
+from fastpipes.fingerprint import content_hash
+from fastpipes.passes.quantize import (QuantizeConfig, fingerprint,
+                                      load_quantized, save_quantized, select_linears)
 
 
 class Net(nn.Module):
@@ -276,7 +277,9 @@ def test_load_quantized_checks_every_tensor_before_replacing_anything(tmp_path):
         meta = f.metadata()
     tensors = load_file(str(path))
     tensors["lm_head.weight"] = tensors["lm_head.weight"][:100].clone()  # fewer rows
-    save_file(tensors, str(path), metadata=meta)
+    # hashed anew: a file whose data is intact but wrong for the model (a writer's bug)
+    save_file(tensors, str(path),
+              metadata={**meta, "content_sha256": content_hash(tensors, tensors.get)})
     b = Net()
     with pytest.raises(InputError, match=r"lm_head.weight.*needs torch.int8 \(512, 128\)"):
         load_quantized(b, path)

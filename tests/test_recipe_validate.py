@@ -48,7 +48,7 @@ def test_malformed_yaml_reports_line(tmp_path):
 
 def test_top_level_must_be_a_mapping(tmp_path):
     msg, _, _ = bad(tmp_path, "- attention\n- compile\n")
-    assert "must be a mapping" in msg
+    assert "not a recipe: the file holds a list, not a mapping of keys" in msg
 
 
 def test_section_must_be_a_mapping_and_lists_are_checked(tmp_path):

@@ -20,25 +20,48 @@ PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 KINDS = {"json": ".json", "markdown": ".md", "plot": ".png"}  # kind -> fallback suffix
 
 
-def _writable_dir(directory: Path) -> str:
-    """Why files cannot be created in `directory` (made if missing), or ''."""
+def _writable_dir(directory: Path, made: list[Path]) -> str:
+    """Why files cannot be created in `directory`, or ''. Checked by doing it: the missing
+    directories are created (appended to `made`) and a file is created and removed there,
+    since permission bits say nothing for root, /proc, or a read-only mount."""
+    missing = []
     existing = directory
-    while not existing.exists():  # the nearest ancestor that exists must be writable
+    while not existing.exists() and not existing.is_symlink():
+        missing.append(existing)
         existing = existing.parent
     if not existing.is_dir():
         return f"{existing} is not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"directory {existing} is not writable"
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except OSError as e:
+            return f"directory {d} cannot be created: {e.strerror or e}"
+        made.append(d)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fastpipes-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"directory {directory} is not writable: {e.strerror or e}"
     return ""
 
 
 def check_outputs(paths: dict[str, str | None]) -> list[str]:
-    """Every problem with the output paths (kind -> path or None), before anything runs."""
-    problems, seen = [], {}
+    """Every problem with the output paths (kind -> path or None), before anything runs.
+
+    A path given must name a file that can be written: not empty, not a directory, in a
+    directory that can be created and written (tried here; directories made for a path
+    that is refused are removed again, so a refused command leaves nothing behind)."""
+    problems, seen, made = [], {}, []
     for kind, raw in paths.items():
-        if not raw:
+        if raw is None:
             continue
-        path, flag = Path(raw).expanduser(), f"--{kind}"
+        flag = f"--{kind}"
+        if not raw.strip():
+            problems.append(f"{flag} {raw!r}: an empty path; give a file name, or leave out "
+                            f"{flag} to write no {kind} file")
+            continue
+        path = Path(raw).expanduser()
         if path.is_dir():
             problems.append(f"{flag} {raw}: is an existing directory; give a file name")
             continue
@@ -47,13 +70,19 @@ def check_outputs(paths: dict[str, str | None]) -> list[str]:
                             f"allowed: {', '.join(PLOT_SUFFIXES)}")
         if path.exists() and not os.access(path, os.W_OK):
             problems.append(f"{flag} {raw}: the file exists and is not writable")
-        why = _writable_dir(path.parent)
+        why = _writable_dir(path.parent, made)
         if why:
             problems.append(f"{flag} {raw}: cannot create it: {why}")
         key = str(path.resolve())
         if key in seen:
             problems.append(f"{flag} {raw}: the same file as --{seen[key]}")
         seen[key] = kind
+    if problems:
+        for d in reversed(made):  # only what this check created, and only while empty
+            try:
+                d.rmdir()
+            except OSError:
+                pass
     return problems
 
 

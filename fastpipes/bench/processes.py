@@ -1,8 +1,10 @@
 """Worker processes and their work directory: one fresh process per configuration.
 
 A worker runs in its own session (so killing it kills the Inductor compile workers it
-started) and exits when its parent is gone. The work directory of a benchmark records its
-owner's pid; a directory whose owner died (SIGKILL) is swept by the next benchmark.
+started) and dies with its parent, however the parent ends (SIGKILL included): see
+bench/lifeline.py. A temporary work directory records its owner's pid and has a janitor, a
+tiny process that removes it when its owner is gone (it waits for EOF on a pipe only the
+owner holds); a directory whose janitor was killed too is swept by the next benchmark.
 """
 from __future__ import annotations
 
@@ -55,8 +57,17 @@ def sweep_stale_workdirs(root: str | None = None) -> list[Path]:
     return removed
 
 
+# waits for EOF on stdin (its owner's end of the pipe), then removes the directory
+_JANITOR = ("import os, shutil, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "while os.read(0, 1024):\n    pass\n"
+            "shutil.rmtree(sys.argv[1], ignore_errors=True)\n")
+_janitors: dict[Path, subprocess.Popen] = {}
+
+
 def make_workdir(workdir: str | Path | None) -> tuple[Path, bool]:
-    """(directory, owned: remove it at the end). A temporary one records its owner's pid."""
+    """(directory, owned: remove it at the end with :func:`remove_workdir`). A temporary one
+    records its owner's pid and gets a janitor that removes it if this process dies first."""
     if workdir is not None:
         wd = Path(workdir)
         wd.mkdir(parents=True, exist_ok=True)
@@ -64,7 +75,25 @@ def make_workdir(workdir: str | Path | None) -> tuple[Path, bool]:
     sweep_stale_workdirs()
     wd = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
     (wd / OWNER_FILE).write_text(str(os.getpid()))
+    try:
+        _janitors[wd] = subprocess.Popen([sys.executable, "-I", "-c", _JANITOR, str(wd)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        pass  # no janitor: a killed benchmark's directory waits for the next one's sweep
     return wd, True
+
+
+def remove_workdir(wd: Path) -> None:
+    """Remove an owned work directory and let its janitor go."""
+    shutil.rmtree(wd, ignore_errors=True)
+    janitor = _janitors.pop(wd, None)
+    if janitor is not None:
+        janitor.stdin.close()  # EOF: it finds nothing left to remove and exits
+        try:
+            janitor.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            janitor.kill()
 
 
 # ---- one worker process --------------------------------------------------------------------
@@ -90,6 +119,25 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _start_worker(job_path: Path, log, cache: str | None) -> tuple[subprocess.Popen, int]:
+    """The worker process, tied to this one (bench/lifeline.py), and the write end of its
+    lifeline pipe: closing it, or this process dying, ends the worker."""
+    from fastpipes.bench import lifeline
+
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, lifeline.__file__, str(os.getpid()), str(read_end), str(job_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=_worker_env(cache),
+            start_new_session=True, pass_fds=(read_end,))
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)  # the worker's alone: EOF reaches it when write_end closes
+    return proc, write_end
+
+
 def _read_events(path: Path, offset: int) -> tuple[list[dict], int]:
     if not path.exists():
         return [], offset
@@ -113,9 +161,7 @@ def run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> di
     log_path = workdir / f"{tag}.log"
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "fastpipes.bench.worker", str(job_path)],
-                                stdout=log, stderr=subprocess.STDOUT,
-                                env=_worker_env(job.get("cache")), start_new_session=True)
+        proc, lifeline = _start_worker(job_path, log, job.get("cache"))
         offset, cut, phase = 0, False, "start-up"
 
         def drain() -> str:
@@ -136,6 +182,7 @@ def run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> di
         finally:  # Ctrl-C, SIGTERM or an error here: never leave a worker running
             if proc.poll() is None:
                 _kill(proc)
+            os.close(lifeline)
         phase = drain()
     wall = time.monotonic() - t0
     result_path = Path(job["result"])

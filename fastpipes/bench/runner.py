@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import shlex
-import shutil
 import signal
 import sys
 import threading
@@ -25,7 +24,8 @@ import torch
 from fastpipes._version import __version__
 from fastpipes.bench.limits import share_of
 from fastpipes.bench.plan import AUTO, Planned, compiles, plan
-from fastpipes.bench.processes import Interrupted, make_workdir, run_worker, steps
+from fastpipes.bench.processes import (Interrupted, make_workdir, remove_workdir,
+                                       run_worker, steps)
 from fastpipes.bench.progress import make_progress
 from fastpipes.bench.result import CUT, FAILED, NOT_RUN, BenchResult, ConfigResult, RunStatus
 from fastpipes.bench.workloads import WORKLOADS, WorkloadSpec, get_workload
@@ -195,7 +195,7 @@ def run_benchmark(
         if on_main:
             signal.signal(signal.SIGTERM, previous)
         if owned:
-            shutil.rmtree(wd, ignore_errors=True)
+            remove_workdir(wd)
     workload_info = workload_info or _describe(spec)
     result = BenchResult(
         workload=dict(workload_info, flops=flops, spec=asdict(spec)),

@@ -1,4 +1,5 @@
-"""One benchmark configuration in a fresh process: ``python -m fastpipes.bench.worker JOB.json``.
+"""One benchmark configuration in a fresh process: ``python -m fastpipes.bench.worker JOB.json``
+(started through bench/lifeline.py, which ties its life to the benchmark's).
 
 A fresh interpreter per configuration means torch.compile caches, Inductor flags, patched
 modules and allocator state of one recipe cannot leak into the next. The parent reads
@@ -234,29 +235,9 @@ def run_config(job: dict, events: Events) -> dict:
     return out
 
 
-def _exit_with_parent(workdir: str | None) -> None:
-    """The worker runs in its own session; if the parent dies (killed), do not run on alone,
-    and remove the parent's temporary work directory, which nobody else will."""
-    import shutil
-    import threading
-
-    parent = os.getppid()
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                if workdir:
-                    shutil.rmtree(workdir, ignore_errors=True)
-                os._exit(3)
-
-    threading.Thread(target=watch, daemon=True, name="fastpipes-parent-watch").start()
-
-
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         job = json.load(f)
-    _exit_with_parent(job.get("workdir"))
     events = Events(job["events"], job.get("steps", 1))
     try:
         result = run_limits(job, events) if job["kind"] == "limits" else run_config(job, events)

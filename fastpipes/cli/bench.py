@@ -147,6 +147,25 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def _empty_arguments(args: argparse.Namespace) -> list[str]:
+    """A problem for each option given an empty value (``--recipes ''``, ``--recipes ,,,``,
+    ``--model ''``): leaving the option out picks the default; an empty value is a mistake
+    (an unset shell variable), and running the default set instead would hide it. Output
+    paths are checked with the others (bench/outputs.py)."""
+    out = []
+    for flag, value, allowed in (
+            ("--recipes", args.recipes, "comma-separated recipe names, YAML paths or 'auto' "
+                                        "(see: fastpipes recipes list); leave it out for this "
+                                        "family's built-in recipes"),
+            ("--ablate", args.ablate, "a recipe name or YAML path"),
+            ("--model", args.model, "a model name or a local path; leave it out for the "
+                                    "family's default"),
+            ("--device", args.device, "cpu, cuda, cuda:1 ...")):
+        if value is not None and not value.replace(",", "").strip():
+            out.append(f"{flag} {value!r}: names nothing; allowed: {allowed}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write the files asked for. Exit 1 if any failed."""
     from rich.console import Console
@@ -158,6 +177,18 @@ def run(args: argparse.Namespace) -> int:
     from fastpipes.errors import FastpipesError
     from fastpipes.hardware import check_device
 
+    outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
+    # an empty value must not quietly mean "the default"; every output path is tried
+    # before hours of measurements, not after
+    from fastpipes.recipe.load import parse_overrides
+
+    problems = _empty_arguments(args) + check_outputs(outputs) + [
+        f"--set: {p}" for p in parse_overrides(args.overrides)[1]]  # e.g. two of one key
+    if problems:
+        for p in problems:
+            print(f"fastpipes bench: {p}", file=sys.stderr)
+        print("fastpipes bench: nothing was run", file=sys.stderr)
+        return 2
     problem = check_device(args.device)
     if problem:  # every worker would fail the same way: say it once, before anything runs
         print(f"fastpipes bench: --device {args.device}: {problem}", file=sys.stderr)
@@ -173,13 +204,6 @@ def run(args: argparse.Namespace) -> int:
     spec = WorkloadSpec(family=args.family, size=args.size, model=args.model,
                         device=args.device, batch_size=args.batch_size, seed=args.seed,
                         options=options)
-    outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
-    problems = check_outputs(outputs)  # before hours of measurements, not after
-    if problems:
-        for p in problems:
-            print(f"fastpipes bench: {p}", file=sys.stderr)
-        print("fastpipes bench: nothing was run", file=sys.stderr)
-        return 2
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
     if args.ablate:
         from fastpipes.recipe.ablate import ablations

@@ -4,7 +4,9 @@
     fastpipes cache clear             # everything: the next start compiles and searches anew
     fastpipes cache clear inductor    # only compiled artifacts
 
-A part that is a symbolic link is removed as a link; what it points to is left alone.
+Only what fastpipes created is removed: FASTPIPES_CACHE_DIR may name a directory that holds
+your own files too (a models/ or auto/ of yours is kept). Whatever is kept is named, with
+why, and the command then exits 1. See docs/caches.md.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ def _size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastpipes.cache import PARTS, cache_dir, clear, usage
+    from fastpipes.cache import PARTS, cache_dir, usage
+    from fastpipes.cache_clear import clear
     from fastpipes.errors import CacheError
 
     if args.action == "info":

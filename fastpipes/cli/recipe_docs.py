@@ -15,7 +15,8 @@ import typing
 from fastpipes.passes.base import PASSES
 from fastpipes.passes.order import PASS_ORDER
 from fastpipes.pipelines.base import ADAPTERS
-from fastpipes.recipe.schema import SECTIONS, PrecisionClass, RecipeHeader, Requires
+from fastpipes.recipe.schema import (FAMILY_COMPONENTS, SECTIONS, PrecisionClass, RecipeHeader,
+                                     Requires)
 from fastpipes.recipe.validate import type_name
 
 
@@ -50,6 +51,14 @@ def generate() -> str:
         "A recipe is a YAML mapping: the header keys below plus one section per pass. "
         "A section present in the recipe (or inherited from `base`) runs; `enabled: false` "
         "keeps it but skips it (the report says so); `null` removes an inherited section.",
+        "",
+        "Validation refuses, naming the file, key and line or override: a key given twice in "
+        "one mapping (YAML would keep only the last copy); two `--set` overrides of the same "
+        "key, or of a key and a section around it (`compile=3` with `compile.mode=default`); "
+        "and, in a recipe that names its `family`, a `components` entry that family does not "
+        "have (" + "; ".join(f"{f.value}: {', '.join(c)}" for f, c in FAMILY_COMPONENTS.items())
+        + "). A file that is not a recipe at all (not a mapping, or none of its keys a recipe "
+        "key) is named as such; nothing of its content is shown.",
         "",
         "## Header", "", *_table(RecipeHeader), "",
         "### `requires`", "", *_table(Requires), "",

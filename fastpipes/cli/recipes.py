@@ -12,10 +12,14 @@ from fastpipes.errors import FastpipesError, RecipeError
 
 
 def add_parser(sub) -> None:
+    from fastpipes.recipe.schema import Family
+
     p = sub.add_parser("recipes", help="list, show, validate or start recipes")
     rs = p.add_subparsers(dest="recipes_command", metavar="ACTION", required=True)
     ls = rs.add_parser("list", help="built-in and FASTPIPES_RECIPE_PATH recipes")
-    ls.add_argument("--family", help="only this family (sam, sdxl, llama, any)")
+    families = [f.value for f in Family]  # an unknown family is an error, not an empty table
+    ls.add_argument("--family", choices=families, metavar="FAMILY",
+                    help=f"only this family: {', '.join(families)}")
     ls.set_defaults(func=run_list)
     show = rs.add_parser("show", help="the fully resolved recipe (after inheritance and overrides)")
     show.add_argument("name", help="recipe name or YAML path")

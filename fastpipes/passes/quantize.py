@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
+from fastpipes.fingerprint import content_hash, content_problem
 from fastpipes.kernels.woq import (INT4_GROUP_SIZES, Int4WeightOnlyLinear, Int8DynamicLinear,
                                    Int8WeightOnlyLinear, aligned)
 from fastpipes.passes.base import PassContext, SkipPass, register_pass
@@ -209,7 +210,8 @@ def save_quantized(model: nn.Module, path: str | Path, fingerprint_key: str = ""
     try:
         save_file(tensors, str(tmp), metadata={"fastpipes_woq": json.dumps(meta),
                                                 "format": FILE_FORMAT,
-                                                "fingerprint": fingerprint_key})
+                                                "fingerprint": fingerprint_key,
+                                                "content_sha256": content_hash(tensors, tensors.get)})
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -280,6 +282,9 @@ def load_quantized(model: nn.Module, path: str | Path,
             if fingerprint_key is not None and meta.get("fingerprint") != fingerprint_key:
                 raise InputError(f"{path} was written for other weights or settings (fingerprint "
                                  f"{meta.get('fingerprint')!r}, this model {fingerprint_key!r})")
+            why = content_problem(f.keys(), f.get_tensor, meta.get("content_sha256"))
+            if why:  # bytes damaged on disk with the header intact, or no hash to tell
+                raise InputError(f"{path} {why}: quantize again")
             keys = set(f.keys())
             for name, info in json.loads(meta["fastpipes_woq"]).items():
                 try:

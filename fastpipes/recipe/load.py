@@ -23,14 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fastpipes.errors import Problem, RecipeError, RecipeNotFoundError
+from fastpipes.recipe.read import read_yaml, safe_load
 from fastpipes.recipe.schema import HEADER_KEYS, RecipeHeader, Recipe
-from fastpipes.recipe.validate import (INTERPOLATION, MAX_DEPTH, build, build_section,
-                                       check_interpolation, check_recipe_mapping, check_size)
+from fastpipes.recipe.validate import (INTERPOLATION, build, build_section,
+                                       check_components, check_interpolation,
+                                       check_recipe_mapping, check_size, not_a_recipe)
 from fastpipes.registry import did_you_mean
 
 ENV_PATH = "FASTPIPES_RECIPE_PATH"
 OVERRIDES = "<overrides>"
-MAX_BYTES = 256 * 1024  # a recipe file is a few hundred bytes
 
 
 def builtin_dir() -> Path:
@@ -101,45 +102,6 @@ def resolve(spec: str, relative_to: Path | None = None) -> Path:
     )
 
 
-def read_yaml(path: Path) -> Any:
-    """Safe-load one YAML recipe file; every way it can be unreadable is a RecipeError
-    naming the file (and the line and column of a syntax error).
-
-    A recipe is a few hundred bytes of UTF-8: larger files, other encodings and nesting too
-    deep to parse are refused before anything else looks at them.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        raise RecipeError(f"cannot read recipe file {path}: {e.strerror}") from None
-    if len(data) > MAX_BYTES:
-        raise RecipeError([Problem(str(path), "", f"file is larger than {MAX_BYTES // 1024} "
-                                                  "KiB", "a recipe of at most that size")])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RecipeError([Problem(str(path), "", f"not UTF-8 text (byte {data[e.start]:#04x} "
-                                                  f"at offset {e.start})",
-                                   "UTF-8 text; save the file as UTF-8")]) from None
-    return _safe_load(text, str(path))
-
-
-def _safe_load(text: str, where: str) -> Any:
-    try:
-        data = yaml.safe_load(text)  # safe: no tags, no object construction
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError([Problem(where, "", f"malformed YAML{at}: {e.problem}")]) from None
-    except yaml.YAMLError as e:
-        raise RecipeError([Problem(where, "", f"malformed YAML: {e}")]) from None
-    except RecursionError:
-        raise RecipeError([Problem(where, "", "nested too deeply to parse",
-                                   f"at most {MAX_DEPTH} levels")]) from None
-    return {} if data is None else data
-
-
 def _parse_override(item: str) -> tuple[dict, list[Problem]]:
     """One ``key.path=value`` -> (nested dict, problems). The value is YAML (typed like
     the files) and is bounded like a file before OmegaConf builds anything from it."""
@@ -149,7 +111,7 @@ def _parse_override(item: str) -> tuple[dict, list[Problem]]:
         return {}, [Problem(OVERRIDES, key, f"interpolation is not allowed: {item!r}",
                             "plain values; nothing in a recipe is resolved")]
     try:
-        problems = check_size(_safe_load(value, OVERRIDES), OVERRIDES)
+        problems = check_size(safe_load(value, OVERRIDES), OVERRIDES)
     except RecipeError as e:
         problems = [Problem(OVERRIDES, key, f"cannot parse value {value!r}: "
                                             f"{e.problems[0].message}")]
@@ -160,6 +122,26 @@ def _parse_override(item: str) -> tuple[dict, list[Problem]]:
     except (OmegaConfBaseException, yaml.YAMLError, ValueError, RecursionError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return {}, [Problem(OVERRIDES, key, f"cannot parse override {item!r}: {reason}")]
+
+
+def _clash(item: str, earlier: dict[tuple[str, ...], str]) -> Problem | None:
+    """A Problem if override `item` sets a key an earlier one set, or a key inside or
+    around one (``compile=3`` then ``compile.mode=default``): merged, one would silently
+    drop the other. Records `item`'s key in `earlier` otherwise."""
+    key = item.split("=", 1)[0].strip()
+    path = tuple(part.strip() for part in key.split("."))
+    for other, before in earlier.items():
+        n = min(len(path), len(other))
+        if path[:n] == other[:n]:
+            how = ("sets the same key as" if path == other else
+                   "sets a key inside what was set by" if len(path) > len(other) else
+                   "replaces what holds the key set by")
+            return Problem(OVERRIDES, key, f"{item!r} {how} the earlier override {before!r}; "
+                                           "one of them would be silently dropped",
+                           "each key set once (give one override per key, or one for the "
+                           "whole section)")
+    earlier[path] = item
+    return None
 
 
 def parse_overrides(
@@ -184,6 +166,7 @@ def parse_overrides(
         overrides = [overrides]  # one override, not a list of one-character ones
     problems: list[Problem] = []
     merged = OmegaConf.create({})
+    earlier: dict[tuple[str, ...], str] = {}  # key path -> the override that set it
     for item in overrides:
         if not isinstance(item, str):
             problems.append(Problem(OVERRIDES, "", f"an override must be a string, got "
@@ -191,6 +174,10 @@ def parse_overrides(
         elif "=" not in item or not item.split("=", 1)[0].strip():
             problems.append(Problem(OVERRIDES, item, "an override must look like key.path=value"))
         else:
+            clash = _clash(item, earlier)
+            if clash:
+                problems.append(clash)
+                continue
             over, bad = _parse_override(item)
             problems += bad
             try:
@@ -279,7 +266,8 @@ def load_recipe(
 
     problems: list[Problem] = []
     for layer in layers:
-        size = check_size(layer.raw, layer.file)
+        alien = not_a_recipe(layer.raw, layer.file) if layer.is_file else []
+        size = alien or check_size(layer.raw, layer.file)
         problems += size or check_recipe_mapping(layer.raw, layer.file)
         if not size and layer.is_file and _is_empty(layer.raw):
             problems.append(Problem(layer.file, "", "empty recipe: it sets no pass section "
@@ -317,6 +305,9 @@ def load_recipe(
         for key, message, allowed in sec.check():
             problems.append(Problem(_set_by(f"{k}.{key}", sources, leaf), f"{k}.{key}",
                                     message, allowed))
+    for key, message, allowed in check_components(header.family, sections):
+        problems.append(Problem(_set_by(key.split("[")[0], sources, leaf), key, message,
+                                allowed))
     if problems:
         raise RecipeError(problems, recipe=name)
     return Recipe(

@@ -31,6 +31,18 @@ class Family(str, Enum):
     generic = "generic"
 
 
+# The component names a family's pipelines can have (what its adapter in fastpipes.pipelines
+# offers; tests/test_recipe_validate.py checks the adapters against this). A recipe that names
+# its family is checked against it when it loads, so `components: [nope]` fails `recipes
+# validate`, not accelerate(). generic recipes fit any model and are checked at accelerate().
+FAMILY_COMPONENTS: dict[Family, tuple[str, ...]] = {
+    Family.sam: ("image_encoder", "prompt_encoder", "mask_decoder"),
+    Family.sdxl: ("unet", "transformer", "vae", "vae_decoder", "text_encoder", "text_encoder_2",
+                  "text_encoder_3"),
+    Family.llama: ("model",),
+}
+
+
 class PrecisionClass(str, Enum):
     """The numerics a recipe computes in, derived from its passes (never hand-labelled);
     each family states its fidelity bars per class. Listed from strictest to loosest.

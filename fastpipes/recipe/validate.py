@@ -19,7 +19,8 @@ from enum import Enum
 from typing import Any, Union
 
 from fastpipes.errors import Problem
-from fastpipes.recipe.schema import HEADER_KEYS, SECTIONS, RecipeHeader, Section
+from fastpipes.recipe.schema import (FAMILY_COMPONENTS, HEADER_KEYS, SECTIONS, Family,
+                                     RecipeHeader, Section)
 from fastpipes.registry import did_you_mean
 
 
@@ -197,7 +198,7 @@ def check_recipe_mapping(raw: Any, file: str) -> list[Problem]:
     """Every problem of one recipe file's (or override set's) raw mapping, which
     :func:`check_size` passed."""
     if not isinstance(raw, dict):
-        return [Problem(file, "", f"a recipe must be a mapping of keys, got {_show(raw)}")]
+        return not_a_recipe(raw, file)
     out = check_interpolation(raw, file)
     header = {k: v for k, v in raw.items() if k in HEADER_KEYS}
     check_mapping(RecipeHeader, header, "", file, out)
@@ -211,6 +212,40 @@ def check_recipe_mapping(raw: Any, file: str) -> list[Problem]:
         elif v is not None:  # null removes a section inherited from a base
             _check(SECTIONS.get(k), v, str(k), file, out)
     return out
+
+
+def check_components(family: Family, sections: dict[str, Section]
+                     ) -> list[tuple[str, str, str]]:
+    """(key, message, allowed) for each component a section names that pipelines of
+    `family` do not have (nothing for generic recipes, which fit any model)."""
+    known = FAMILY_COMPONENTS.get(family)
+    out = []
+    for name, sec in sections.items() if known else ():
+        for i, comp in enumerate(getattr(sec, "components", None) or []):
+            if comp not in known:
+                out.append((f"{name}.components[{i}]", f"unknown {family.value} component "
+                            f"{_show(comp)}{did_you_mean(comp, known)}", ", ".join(known)))
+    return out
+
+
+def what_a_recipe_is() -> str:
+    return (f"a YAML mapping whose keys are recipe keys: {', '.join(HEADER_KEYS)} and pass "
+            f"sections ({', '.join(SECTIONS.names())})")
+
+
+def not_a_recipe(raw: Any, file: str) -> list[Problem]:
+    """One Problem when what a file holds is not a recipe at all: not a mapping, or a
+    mapping none of whose keys a recipe has. Nothing of the content is quoted: the file may
+    be anything a path can name (``base: ../../etc/shadow``), and an error is printed."""
+    if not isinstance(raw, dict):
+        kind = {str: "text", list: "a list", int: "a number", float: "a number",
+                bool: "a boolean"}.get(type(raw), "a single value")
+        return [Problem(file, "", f"not a recipe: the file holds {kind}, not a mapping of "
+                                  "keys (its content is not shown)", what_a_recipe_is())]
+    if raw and not any(isinstance(k, str) and (k in HEADER_KEYS or k in SECTIONS) for k in raw):
+        return [Problem(file, "", f"not a recipe: none of its {len(raw)} top-level keys is a "
+                                  "recipe key (its content is not shown)", what_a_recipe_is())]
+    return []
 
 
 def build(cls: type, raw: dict) -> Any:

@@ -99,10 +99,34 @@ def _identity(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k != "steps"}
 
 
+HASHED = ("model.safetensors", "heldout.bin")  # their sha256 is recorded in reference.json
+
+
+def _file_hashes(path: Path) -> dict[str, str]:
+    import hashlib
+
+    out = {}
+    for name in HASHED:
+        with open(path / name, "rb") as f:
+            out[name] = hashlib.file_digest(f, "sha256").hexdigest()
+    return out
+
+
 def is_current(path: str | Path, spec: ReferenceSpec) -> bool:
-    """Whether `path` holds a complete model of `spec` (trained for any number of steps)."""
+    """Whether `path` holds a complete model of `spec` (trained for any number of steps)
+    whose files still hash as recorded: a damaged one is rebuilt, with a warning, never
+    used silently (a directory from before the hashes has none to check)."""
     meta = read_metadata(path)
-    return meta is not None and _identity(meta.get("spec", {})) == _identity(asdict(spec))
+    if meta is None or _identity(meta.get("spec", {})) != _identity(asdict(spec)):
+        return False
+    try:
+        damaged = "sha256" in meta and _file_hashes(Path(path)) != meta["sha256"]
+    except OSError:
+        damaged = True
+    if damaged:
+        print(f"fastpipes: the stored reference model {path} is damaged (its files do not "
+              "match the hashes in reference.json); building it again", file=sys.stderr)
+    return not damaged
 
 
 def reference_dir(name: str = "trained-tiny", force: bool = False,
@@ -184,7 +208,7 @@ def build_reference(spec: ReferenceSpec, dest: str | Path, max_minutes: float | 
             "heldout_loss": heldout_loss, "heldout_positions": int(tokens[:, 1:].numel()),
             "loss_unit": "nats per byte", "threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "sha256": _file_hashes(dest)}
     (dest / METADATA).write_text(json.dumps(meta, indent=1) + "\n")
     if progress:
         print(f"done in {stats['seconds']:.0f} s: train loss {stats['train_loss']:.3f}, "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastpipes"
 LAYERS = [
-    ["fastpipes._version", "fastpipes.errors", "fastpipes.registry", "fastpipes.hardware",
+    ["fastpipes._version", "fastpipes.errors", "fastpipes.bounds", "fastpipes.registry", "fastpipes.hardware",
      "fastpipes.cache", "fastpipes.fingerprint", "fastpipes.report", "fastpipes.snapshot"],
     ["fastpipes.recipe"],
     ["fastpipes.kernels"],

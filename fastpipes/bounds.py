@@ -167,7 +167,7 @@ def first_nonfinite(named: Iterable[tuple[str, Any]]) -> str | None:
             continue
         if t.is_meta:
             continue
-        if not torch.isfinite(t.sum(dtype=torch.float64)):
+        if not torch.isfinite(t.sum()):  # same dtype: a widening cast is 10x slower
             if not bool(torch.isfinite(t).all()):
                 return name
     return None

@@ -334,3 +334,22 @@ def test_accelerate_refuses_bad_argument_types_and_leaves_the_model(monkeypatch)
                                                        r"NoneType, not a torch.nn.Module"):
         fastpipes.accelerate(sam, "sam_fp32_fast", overrides=["compile.enabled=false"])
     assert sam.image_encoder is None
+
+
+def test_weights_from_a_model_dir_are_checked_too(tmp_path):
+    """The same check for --model DIR (Llama here; SDXL names its components), not only
+    for SAM checkpoints; random weights are not checked (they are made finite)."""
+    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.run.llama import LlamaJob, LlamaPipe
+
+    model = build_llama("tiny", seed=0)
+    pipe = LlamaPipe(model, tokenizer=None)
+    job = LlamaJob(out=str(tmp_path), prompts="p", model=str(tmp_path))
+    job.check_weights(pipe)  # finite: nothing to say
+    key = next(k for k in model.state_dict() if k.endswith("layers.1.mlp.up_proj.weight"))
+    with torch.no_grad():
+        model.get_parameter(key)[3, 4] = float("-inf")
+    with pytest.raises(InputError, match=rf"--model {tmp_path}: weight '{re.escape(key)}' "
+                                         "holds NaN or infinite values"):
+        job.check_weights(pipe)
+    replace(job, random_weights=True, model="tiny").check_weights(pipe)

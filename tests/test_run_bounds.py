@@ -182,6 +182,7 @@ def test_a_too_long_line_and_bad_per_line_settings_fail_only_their_line(tmp_path
     ("llama", ["--max-new-tokens", "1000000000"],
      r"--max-new-tokens must be a whole number from 1 to 131,071 .*context of 131,072"),
     ("llama", ["--sample", "--temperature", "nan"], r"--temperature is nan"),
+    ("llama", ["--top-p", "1.5"], r"--top-p must be a finite number above 0 and at most 1"),
     ("llama", ["--seed", str(2**70)], r"--seed must be a whole number from 0 to"),
 ])
 def test_sdxl_llama_settings_are_bounded(tmp_path, capsys, no_build, family, flags, message):

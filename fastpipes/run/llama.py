@@ -78,9 +78,8 @@ class LlamaJob(Job):
         context = self.context()
         check_int("max_new_tokens", self.max_new_tokens, "--max-new-tokens", hi=context - 1,
                   extra=_context_note(context))
-        if self.sample:
-            check_float("temperature", self.temperature, "--temperature")
-            check_float("top_p", self.top_p, "--top-p")
+        check_float("temperature", self.temperature, "--temperature")  # also when greedy:
+        check_float("top_p", self.top_p, "--top-p")  # a NaN given is a mistake either way
 
     def context(self) -> int:
         """The model's max_position_embeddings (from its shape or config.json), read

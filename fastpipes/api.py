@@ -4,9 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import torch
+
 from fastpipes.apply import apply_recipe
 from fastpipes.auto import accelerate_auto
-from fastpipes.errors import ArgumentTypeError
+from fastpipes.errors import ArgumentTypeError, InputError
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import Recipe
 from fastpipes.report import Report
@@ -41,9 +43,43 @@ def accelerate(
     if not isinstance(strict, bool):  # "no" is truthy: never guess what a string means
         raise ArgumentTypeError(f"accelerate(strict=...) must be True or False, got "
                                 f"{strict!r} ({type(strict).__name__})")
+    _check_arguments(overrides, example_inputs)
     if isinstance(recipe, str) and recipe == "auto":
         return accelerate_auto(pipe, overrides, strict, example_inputs)
     rec = load_recipe(recipe, overrides)  # validated before the model is touched
     report, snapshot = apply_recipe(pipe, rec, strict)
     snapshot.discard()  # applied for good: nothing to undo any more
     return report
+
+
+def _check_arguments(overrides: Any, example_inputs: Any) -> None:
+    """InputError for an argument of a type accelerate() cannot use, before anything is
+    touched (the pipeline stays as it was)."""
+    if overrides is not None and not isinstance(overrides, (str, Mapping)):
+        items = list(overrides) if isinstance(overrides, (list, tuple)) else None
+        if items is None or not all(isinstance(o, str) for o in items):
+            raise InputError(
+                f"overrides must be None, a 'key=value' string, a list or tuple of them "
+                f"(e.g. ['compile.mode=default']) or a mapping {{'compile.mode': 'default'}}; "
+                f"got {type(overrides).__name__} {overrides!r:.80}")
+    if _no_tensor(example_inputs):
+        raise InputError(
+            "example_inputs must be what the pipeline is called with, holding at least one "
+            "torch.Tensor: a tensor (called as pipe(x)), a tuple or list (pipe(*args)), a "
+            f"dict (pipe(**kwargs)) or the adapter's own inputs; got "
+            f"{type(example_inputs).__name__} {example_inputs!r:.80}")
+
+
+def _no_tensor(obj: Any, depth: int = 0) -> bool:
+    """True for inputs that cannot be a pipeline's call: text, numbers, and containers with
+    no tensor anywhere. Other objects (an adapter's input dataclass) are the adapter's to
+    judge. None: no inputs given."""
+    if obj is None or isinstance(obj, torch.Tensor) or depth > 4:
+        return False
+    if isinstance(obj, (str, bytes, int, float, complex)):
+        return True
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        return not obj or all(_no_tensor(v, depth + 1) or v is None for v in obj)
+    return False

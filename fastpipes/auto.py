@@ -31,7 +31,7 @@ import torch
 from fastpipes._version import __version__
 from fastpipes.apply import apply_recipe
 from fastpipes.cache import cache_dir, private_dir, untrusted
-from fastpipes.errors import CacheError
+from fastpipes.errors import CacheError, InputError
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect, unmet_requirements
 from fastpipes.pipelines.base import Fidelity, find_adapter
@@ -360,7 +360,17 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
         def ablated(winner: str) -> list[str]:  # the winner with each pass dropped
             return [v["name"] for v in ablations(_load(winner), with_alone=False)]
 
-        decision = search(candidates, timed, trial, cfg.budget_s, key,
+        def baseline() -> tuple[float, Any]:  # FP32 on the inputs: a bad input fails here
+            try:
+                return timed()
+            except (TypeError, ValueError, RuntimeError, IndexError, KeyError,
+                    AttributeError) as e:
+                raise InputError(f"the pipeline fails on its example inputs "
+                                 f"({target.inputs or type(inputs).__name__}) before any "
+                                 f"recipe is tried: {type(e).__name__}: {e}; give "
+                                 "example_inputs it can be called with") from e
+
+        decision = search(candidates, baseline, trial, cfg.budget_s, key,
                           ablated if cfg.ablate else None)
         if cfg.cache:
             try:

@@ -169,7 +169,7 @@ def test_bad_arguments_are_reported_before_anything_is_built(tmp_path, capsys):
     with pytest.raises(InputError, match=r"amg: unknown settings \['bad'\]; allowed: .*points_per_side"):
         run_sam(images, tmp_path / "o", everything=True, amg={"bad": 1}, model="tiny",
                 random_weights=True, progress=False)
-    with pytest.raises(InputError, match="cpus_per_actor must be > 0"):
+    with pytest.raises(InputError, match="cpus_per_actor must be a finite number above 0"):
         run_sam(images, tmp_path / "o", points="1,1", model="tiny", random_weights=True,
                 engine="ray", cpus_per_actor=0, progress=False)
     (tmp_path / "file").write_text("x")

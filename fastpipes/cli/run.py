@@ -7,7 +7,8 @@
     fastpipes run sam ... --engine ray --actors 2          # the same job on Ray Data
 
 Rerun the same command to resume: finished inputs are skipped. Exit status: 0 all done,
-1 some inputs failed (see OUT/errors.jsonl), 130 interrupted.
+1 some inputs failed (see OUT/errors.jsonl), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM); both write the summary. Every size and number is checked first (docs/run.md).
 """
 from __future__ import annotations
 

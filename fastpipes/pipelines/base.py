@@ -213,11 +213,28 @@ def register_adapter(cls: type[Adapter]) -> type[Adapter]:
     return cls
 
 
+def _complete(adapter: Adapter) -> Adapter:
+    """`adapter` if every component it names is a torch module; else UnsupportedPipelineError
+    naming the missing one (e.g. a SAM whose image_encoder was set to None)."""
+    try:
+        parts = adapter.components()
+    except AttributeError as e:
+        raise UnsupportedPipelineError(
+            f"this {adapter.name} pipeline lacks a component fastpipes needs: {e}") from None
+    for name, module in parts.items():
+        if not isinstance(module, nn.Module):
+            raise UnsupportedPipelineError(
+                f"this {adapter.name} pipeline's component {name!r} is "
+                f"{type(module).__name__}, not a torch.nn.Module; a {adapter.name} pipeline "
+                f"needs all of: {', '.join(parts)}")
+    return adapter
+
+
 def find_adapter(obj: Any) -> Adapter:
     """The adapter for `obj`, or UnsupportedPipelineError listing what is supported."""
     for _, cls in sorted(ADAPTERS.items(), key=lambda kv: -kv[1].priority):
         if cls.matches(obj):
-            return cls(obj)
+            return _complete(cls(obj))
     supported = "; ".join(f"{n} ({c.description})" for n, c in ADAPTERS.items())
     raise UnsupportedPipelineError(
         f"fastpipes does not know how to accelerate a {type(obj).__module__}."

@@ -14,6 +14,7 @@ accelerated ``Sam`` is used as it is.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastpipes.bounds import check_int
 from fastpipes.errors import InputError
 from fastpipes.pipelines.sam import sam_submodule
 from fastpipes.pipelines.sam_predictor import SamPredictor
@@ -46,15 +48,21 @@ class AmgConfig:
 
     def __post_init__(self):
         bad = []
-        for name in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor"):
-            if getattr(self, name) < 1:
-                bad.append(f"{name}={getattr(self, name)} (must be >= 1)")
-        if self.crop_n_layers < 0:
-            bad.append(f"crop_n_layers={self.crop_n_layers} (must be >= 0)")
+        for name in ("points_per_side", "points_per_batch", "crop_n_layers",
+                     "crop_n_points_downscale_factor"):
+            try:
+                check_int(name, getattr(self, name))
+            except InputError as e:
+                bad.append(str(e))
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
                      "crop_nms_thresh", "crop_overlap_ratio"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                bad.append(f"{name}={getattr(self, name)} (must be in [0, 1])")
+            value = getattr(self, name)  # NaN fails the comparison too
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0.0 <= value <= 1.0:
+                bad.append(f"{name}={value!r} (must be a number in [0, 1])")
+        if not isinstance(self.stability_score_offset, (int, float)) or \
+                not math.isfinite(self.stability_score_offset):
+            bad.append(f"stability_score_offset={self.stability_score_offset!r} (must be finite)")
         if bad:
             raise InputError("automatic mask generation settings: " + "; ".join(bad))
 

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, ContextManager
 
+import torch
+
 from fastpipes.api import accelerate
+from fastpipes.bounds import first_nonfinite
 from fastpipes.errors import FastpipesError, InputError
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import Family
@@ -79,6 +82,28 @@ class Job:
     def target(self, pipe: Any) -> Any:
         """What accelerate() is given (default: the pipeline itself)."""
         return pipe
+
+    def modules(self, pipe: Any) -> dict[str, Any]:
+        """The pipeline's torch modules by name, whose weights are checked finite after
+        loading (default: what accelerate() is given, when that is a module)."""
+        target = self.target(pipe)
+        return {"": target} if isinstance(target, torch.nn.Module) else {}
+
+    def check_weights(self, pipe: Any) -> None:
+        """InputError naming the first weight with a NaN or an infinity: a corrupt
+        checkpoint is refused before it makes noise (random weights are not checked)."""
+        if self.random_weights:
+            return
+        for prefix, module in self.modules(pipe).items():
+            named = ((f"{prefix}.{k}" if prefix else k, t)
+                     for k, t in module.state_dict(keep_vars=True).items())
+            bad = first_nonfinite(named)
+            if bad:
+                source = f"--checkpoint {self.checkpoint}" if self.checkpoint else \
+                    f"--model {self.model}"
+                raise InputError(f"{source}: weight {bad!r} holds NaN or infinite values; "
+                                 "the checkpoint is corrupt (or was saved from a diverged "
+                                 "model). Nothing was run")
 
     def warm_up(self, pipe: Any) -> None:
         """One call on made-up input, so compilation happens before the first real item."""
@@ -161,6 +186,7 @@ class Worker:
         t0 = time.perf_counter()
         say(f"building the {job.family} pipeline ({job.model})")
         self.pipe = job.build()
+        job.check_weights(self.pipe)
         t1 = time.perf_counter()
         with (gate or nullcontext)():
             t2 = time.perf_counter()

@@ -8,7 +8,10 @@ same way for the local engine and for Ray (:mod:`fastpipes.run.ray_engine`):
 
 - inputs whose ``done`` record is there with the same fingerprint are skipped (resume);
 - an input that raises is recorded in ``errors.jsonl`` and the job goes on;
-- Ctrl-C stops after the current item: what is finished stays finished;
+- Ctrl-C (SIGINT) and SIGTERM abandon the current item: what is finished stays finished,
+  the summary is written, and the exit status says which signal (130, 143);
+- one run at a time per output directory (a lock in ``--out``, see
+  :meth:`~fastpipes.run.outdir.OutDir.lock`);
 - every file is written atomically (:mod:`fastpipes.run.outdir`);
 - a summary (done / skipped / failed, throughput, recipe, start times) ends the run.
 """
@@ -16,13 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 
+from fastpipes.bounds import check_float, check_int
 from fastpipes.errors import InputError
+from fastpipes.hardware import check_device
 from fastpipes.run.base import Item, ItemResult, Job, Worker, job_recipe, measured_speedup
 from fastpipes.run.outdir import OutDir, atomic_write_lines
 from fastpipes.run.progress import JobProgress
+from fastpipes.run.signals import Interrupts
 from fastpipes.run.ray_engine import run_on_ray
 
 ENGINES = ("local", "ray")
@@ -40,6 +47,7 @@ class RunSummary:
     skipped: int = 0  # finished by an earlier run (same fingerprint)
     failed: int = 0
     interrupted: bool = False
+    signal: str = ""  # what interrupted it: SIGINT (Ctrl-C) or SIGTERM
     recipe: str = ""  # what was applied, e.g. "auto -> sam_bf16"
     speedup: float | None = None  # that recipe over FP32 eager, measured on this machine
     speedup_source: str = ""
@@ -51,13 +59,16 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else (1 if self.failed else 0)
+        if self.interrupted:  # the shell's 128 + signal number
+            return 128 + (signal.SIGTERM if self.signal == "SIGTERM" else signal.SIGINT)
+        return 1 if self.failed else 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
-        state = "interrupted (rerun the same command to resume)" if self.interrupted else "finished"
+        state = f"interrupted by {self.signal or 'SIGINT'} (rerun the same command to resume)" \
+            if self.interrupted else "finished"
         rate = f"{self.items_per_s:.3g} items/s" if self.items_per_s else "n/a"
         lines = [f"fastpipes run {self.family}: {state}",
                  f"  inputs   {self.total}: {self.done} done, {self.skipped} skipped "
@@ -89,22 +100,41 @@ def run_job(job: Job, engine: str = "local", actors: int = 1, cpus_per_actor: fl
     """
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
-    if actors < 1:
-        raise InputError(f"actors must be >= 1, got {actors}")
-    if cpus_per_actor is not None and not cpus_per_actor > 0:
-        raise InputError(f"cpus_per_actor must be > 0 (or None: split this machine's CPUs), "
-                         f"got {cpus_per_actor}")
+    check_int("actors", actors)
+    if cpus_per_actor is not None:  # None: split this machine's CPUs
+        check_float("cpus_per_actor", cpus_per_actor)
+    check_int("seed", job.seed, "--seed")
+    why = check_device(job.device)  # the one check `fastpipes bench` makes too
+    if why:
+        raise InputError(f"--device {job.device}: {why}")
     job.check()
     job_recipe(job)  # a bad recipe fails here, before any input is listed or model built
     items = job.items()
     if len({i.key for i in items}) != len(items):  # a bug in a job's items(), not bad input
         raise RuntimeError(f"{job.family} job: two inputs got the same output key")
     out = OutDir(job.out)
+    with out.lock(), Interrupts() as signals:
+        summary = RunSummary(job.family, str(out.root), engine, len(items))
+        try:
+            _run(job, out, items, summary, actors, cpus_per_actor, address, progress)
+        except KeyboardInterrupt:  # one that came outside the item loop
+            summary.interrupted = True
+        signals.hold()  # a second signal must not cut the summary short
+        if summary.interrupted:
+            summary.signal = signals.caught or "SIGINT"
+        _finish(job, out, items, summary)
+    return summary
+
+
+def _run(job: Job, out: OutDir, items: list[Item], summary: RunSummary, actors: int,
+         cpus_per_actor: float | None, address: str | None, progress: bool) -> None:
+    """The items not done yet, locally or on Ray, until the end or an interrupt; counts
+    and times go into `summary`."""
+    engine = summary.engine
     pending = [i for i in items if out.done_fingerprint(i.key) != i.fingerprint]
     known_bad = [i for i in pending if i.payload.get("error")]
     pending = [i for i in pending if not i.payload.get("error")]
-    summary = RunSummary(job.family, str(out.root), engine, len(items),
-                         skipped=len(items) - len(pending) - len(known_bad))
+    summary.skipped = len(items) - len(pending) - len(known_bad)
     t0 = time.perf_counter()
     ready: list[float] = []  # perf_counter when each worker / actor was ready
 
@@ -152,8 +182,6 @@ def run_job(job: Job, engine: str = "local", actors: int = 1, cpus_per_actor: fl
         summary.items_per_s = summary.done / (end - min(ready))
     if not pending:
         summary.speedup_source = "nothing to run: every input was already done"
-    _finish(job, out, items, summary)
-    return summary
 
 
 def _finish(job: Job, out: OutDir, items: list[Item], summary: RunSummary) -> None:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 
+from fastpipes.bounds import BOUNDS, check_float, check_int, read_capped
 from fastpipes.errors import InputError
 from fastpipes.run.base import Item, Job
 from fastpipes.run.jobs import RunSummary, run_job
@@ -74,20 +75,44 @@ class LlamaJob(Job):
 
         self.check_model(tuple(LLAMA_SHAPES), "a local Hugging Face model directory with "
                                               "config.json, weights and a tokenizer")
-        if self.max_new_tokens < 1:
-            raise InputError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
-        if self.sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
-            raise InputError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got "
-                             f"temperature={self.temperature}, top_p={self.top_p}")
+        context = self.context()
+        check_int("max_new_tokens", self.max_new_tokens, "--max-new-tokens", hi=context - 1,
+                  extra=_context_note(context))
+        check_float("temperature", self.temperature, "--temperature")  # also when greedy:
+        check_float("top_p", self.top_p, "--top-p")  # a NaN given is a mistake either way
+
+    def context(self) -> int:
+        """The model's max_position_embeddings (from its shape or config.json), read
+        without building it; the bound's own maximum when the config does not say."""
+        from fastpipes.pipelines.llama import LLAMA_SHAPES
+
+        default = int(BOUNDS["prompt_tokens"].hi) + 1
+        if self.random_weights:
+            return int(LLAMA_SHAPES[self.model].get("max_position_embeddings", default))
+        try:
+            config = json.loads(read_capped(Path(self.model).expanduser() / "config.json",
+                                            "config.json"))
+            value = config.get("max_position_embeddings") or \
+                (config.get("text_config") or {}).get("max_position_embeddings")
+        except (InputError, ValueError, AttributeError):
+            return default  # building the model says what is wrong with its config
+        return int(value) if isinstance(value, int) and value > 1 else default
 
     def items(self) -> list[Item]:
-        items = []
+        items, context = [], self.context()
         for n, entry in enumerate(read_prompts(self.prompts, PER_PROMPT)):
             payload = {"prompt": entry["prompt"], "line": n + 1, "name": f"line {n + 1}",
                        "seed": entry.get("seed", self.seed + n),
                        "max_new_tokens": entry.get("max_new_tokens", self.max_new_tokens)}
             if entry.get("error"):
                 payload["error"] = entry["error"]
+            else:  # a bad setting fails its line before any work
+                try:
+                    check_int("seed", payload["seed"])
+                    check_int("max_new_tokens", payload["max_new_tokens"], hi=context - 1,
+                              extra=_context_note(context))
+                except InputError as e:
+                    payload["error"] = f"line {n + 1}: {e}"
             items.append(self.make_item(f"{n:05d}", payload))
         return items
 
@@ -115,8 +140,9 @@ class LlamaJob(Job):
     def process(self, pipe: LlamaPipe, item: Item) -> tuple[dict[str, bytes], dict]:
         p = item.payload
         n = p["max_new_tokens"]
-        if not isinstance(n, int) or n < 1:
-            raise InputError(f"max_new_tokens must be a whole number >= 1, got {n!r}")
+        context = int(getattr(pipe.model.config, "max_position_embeddings", 0) or
+                      BOUNDS["prompt_tokens"].hi + 1)
+        check_int("max_new_tokens", n, hi=context - 1, extra=_context_note(context))
         n_prompt, new, secs = self._generate(pipe, p["prompt"], int(p["seed"]), n)
         eos = _ids(pipe.tokenizer.eos_token_id) | _ids(pipe.model.generation_config.eos_token_id)
         record = {"line": p["line"], "prompt": p["prompt"],
@@ -133,6 +159,13 @@ class LlamaJob(Job):
     def _generate(self, pipe: LlamaPipe, prompt: str, seed: int,
                   max_new_tokens: int) -> tuple[int, list[int], float]:
         enc = pipe.tokenizer(prompt, return_tensors="pt")
+        context = int(getattr(pipe.model.config, "max_position_embeddings", 0) or
+                      BOUNDS["prompt_tokens"].hi + 1)
+        n_prompt = enc["input_ids"].shape[1]
+        check_int("prompt_tokens", n_prompt, "the prompt's tokens",
+                  hi=context - max_new_tokens,
+                  extra=f" (the model's context is {context:,} tokens, {max_new_tokens:,} of "
+                        "them kept for max_new_tokens)")
         ids = enc["input_ids"].to(self.device)  # [1, P]
         mask = enc["attention_mask"].to(self.device)
         model = pipe.model
@@ -155,6 +188,10 @@ class LlamaJob(Job):
 
     def finalize(self, out: OutDir, records: Iterator[dict]) -> None:
         atomic_write_lines(out.root / self.result_file, (json.dumps(r) for r in records))
+
+
+def _context_note(context: int) -> str:
+    return f" (below the model's context of {context:,} tokens: max_position_embeddings)"
 
 
 def _ids(value: int | list[int] | None) -> set[int]:

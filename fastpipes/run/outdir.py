@@ -5,6 +5,7 @@ Layout under ``--out``::
     <the family's outputs>          masks/..., images/..., masks.json, completions.jsonl ...
     errors.jsonl                    one line per input that failed (rewritten every run)
     summary.json                    the last run's counts, throughput, recipe, start times
+    .fastpipes/lock                 held (flock) by the run using the directory; has its pid
     .fastpipes/done/<key>.json      one per finished item: its record and fingerprint
     .fastpipes/failed/<key>.json    one per failed item: the error (retried on the next run)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -75,6 +77,34 @@ class OutDir:
         except OSError as e:
             raise InputError(f"--out {self.root}: cannot create it: {e.strerror or e}; "
                              "give a directory you can write") from None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``.fastpipes/lock`` (``fcntl.flock``) for the run: a second run on the same
+        directory fails at once, naming the process that holds it. The kernel drops the
+        lock when its holder dies however it dies, so a lock left by a killed run never
+        blocks; the file itself stays (removing it would race with the next run)."""
+        path = self.root / STATE / "lock"
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            yield
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by a live process
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+                raise InputError(
+                    f"--out {self.root} is in use by another fastpipes run (pid {holder}; "
+                    f"lock file {path}). Wait for it to finish (or stop it), or give "
+                    "another --out; rerunning afterwards resumes where it stopped") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     def path(self, rel: str) -> Path:
         p = (self.root / rel).resolve()

@@ -10,18 +10,23 @@ that the job records and goes past, not a reason to stop before starting.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from fastpipes.bounds import BOUNDS, check_int, read_capped
 from fastpipes.errors import InputError
 
 
 def read_prompts(path: str, allowed: set[str]) -> list[dict]:
     """The prompts of `path` (see the module docstring); `allowed` are the per-prompt keys
-    besides "prompt". A line that is not usable carries an "error" for the job to record."""
+    besides "prompt". A line that is not usable carries an "error" for the job to record.
+    The file must be a regular file within the bounds of :mod:`fastpipes.bounds`
+    (prompt_file_bytes, prompt_lines); a longer line than prompt_chars is a bad input."""
     try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"--prompts {path}: cannot read it: {e}") from None
+        text = read_capped(path, "--prompts").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"--prompts {path}: not UTF-8 text: {e}") from None
+    lines = text.splitlines()
+    check_int("prompt_lines", len(lines) or 1, f"--prompts {path}: the number of lines",
+              extra="; split it into several jobs")
     prompts = read_prompts_text(text, allowed)
     if not prompts:
         raise InputError(f"--prompts {path}: the file has no lines (one prompt per line, "
@@ -31,9 +36,13 @@ def read_prompts(path: str, allowed: set[str]) -> list[dict]:
 
 def read_prompts_text(text: str, allowed: set[str]) -> list[dict]:
     out = []
+    limit = int(BOUNDS["prompt_chars"].hi)
     for n, line in enumerate(text.splitlines(), start=1):
         entry: dict = {"prompt": line}
-        if line.lstrip().startswith("{"):
+        if len(line) > limit:
+            entry = {"prompt": "", "error": f"line {n}: {len(line):,} characters; a line may "
+                     f"have at most {limit:,} ({BOUNDS['prompt_chars'].why})"}
+        elif line.lstrip().startswith("{"):
             try:
                 entry = json.loads(line)
                 bad = set(entry) - allowed - {"prompt"}

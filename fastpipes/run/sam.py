@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
+from fastpipes.bounds import check_float, check_int, read_capped
 from fastpipes.errors import InputError
 from fastpipes.run.amg import AmgConfig, generate_masks
 from fastpipes.run.base import Item, Job
@@ -42,13 +43,16 @@ def parse_points(text: str) -> tuple[tuple[float, float, int], ...]:
             label = int(vals[2]) if len(vals) == 3 else 1
             if label not in (0, 1):
                 raise ValueError
-            out.append((float(vals[0]), float(vals[1]), label))
+            x, y = float(vals[0]), float(vals[1])
         except ValueError:
             raise InputError(f"--points: bad point {part!r}; expected x,y or x,y,label with "
                              "label 1 (foreground) or 0 (background), points separated by ';'"
                              ) from None
+        out.append((_coord(x, f"--points: point {part!r}: x"),
+                    _coord(y, f"--points: point {part!r}: y"), label))
     if not out:
         raise InputError("--points: no points given (expected e.g. 320,240 or 10,20;30,40,0)")
+    check_int("points_per_prompt", len(out), "--points: the number of points")
     return tuple(out)
 
 
@@ -63,10 +67,24 @@ def parse_boxes(text: str) -> tuple[tuple[float, float, float, float], ...]:
         if len(vals) != 4:
             raise InputError(f"--boxes: bad box {part!r}; expected x0,y0,x1,y1 (pixels, XYXY), "
                              "boxes separated by ';'")
-        out.append(vals)
+        out.append(tuple(_coord(v, f"--boxes: box {part!r}: {n}")
+                         for v, n in zip(vals, ("x0", "y0", "x1", "y1"))))
     if not out:
         raise InputError("--boxes: no boxes given (expected e.g. 10,20,200,180)")
+    check_int("prompts_per_image", len(out), "--boxes: the number of boxes")
     return tuple(out)
+
+
+def _coord(value: float, label: str) -> float:
+    return check_float("point_coordinate", value, label)
+
+
+def check_image_shape(h: int, w: int) -> None:
+    """InputError for an image SAM cannot be given: a side out of bounds, or so long and
+    thin that resizing its long side to the encoder's would leave no short side."""
+    check_int("image_side", h, f"image height (the image is {w}x{h})")
+    check_int("image_side", w, f"image width (the image is {w}x{h})")
+    check_float("image_aspect", max(h, w) / min(h, w), f"image aspect ratio ({w}x{h})")
 
 
 def _prompt_arrays(prompt: Any) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -87,6 +105,14 @@ def _prompt_arrays(prompt: Any) -> tuple[np.ndarray | None, np.ndarray | None, n
     except (ValueError, TypeError) as e:
         raise InputError(f"bad prompt {prompt!r}: points must be [[x, y], ...], labels "
                          f"[1 or 0, ...], box [x0, y0, x1, y1] ({e})") from None
+    if coords is not None:
+        check_int("points_per_prompt", len(coords), "the number of points in a prompt")
+        if len(labels) != len(coords) or not np.isin(labels, (0, 1)).all():
+            raise InputError(f"bad prompt {prompt!r}: labels must be one 1 (foreground) or "
+                             "0 (background) per point")
+    for name, arr in (("points", coords), ("box", box)):
+        for v in (arr.ravel() if arr is not None else ()):
+            _coord(float(v), f"prompt {name}")
     return coords, labels, box
 
 
@@ -100,9 +126,7 @@ def _prompts_from_flags(points: Sequence, boxes: Sequence) -> list[dict]:
 
 def _read_prompt_file(path: str) -> dict:
     try:
-        data = json.loads(Path(path).expanduser().read_text())
-    except OSError as e:
-        raise InputError(f"--prompts {path}: cannot read it: {e}") from None
+        data = json.loads(read_capped(path, "--prompts"))
     except ValueError as e:
         raise InputError(f"--prompts {path}: not valid JSON: {e}") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
@@ -158,6 +182,8 @@ class SamJob(Job):
 
     def items(self) -> list[Item]:
         found = list_images(self.images, exclude=Path(self.out).expanduser())
+        check_int("images", len(found), f"--images {self.images}: the number of images",
+                  extra="; split them into several jobs")
         names = [n for _, n in found]
         table = _read_prompt_file(self.prompt_file) if self.prompt_file else None
         fixed = None if self.everything or table is not None else \
@@ -183,6 +209,9 @@ class SamJob(Job):
         sam = build_sam(self.model, self.checkpoint, seed=self.seed, device=self.device)
         return SamPredictor(sam)
 
+    def modules(self, pipe: Any) -> dict[str, Any]:
+        return {"": pipe.model}
+
     def warm_up(self, pipe: Any) -> None:
         size = pipe.model.image_encoder.img_size  # every image is padded to this square
         pipe.set_image(np.zeros((size, size, 3), np.uint8))
@@ -193,6 +222,7 @@ class SamJob(Job):
         p = item.payload
         image = load_image(p["path"])
         h, w = image.shape[:2]
+        check_image_shape(h, w)
         files: dict[str, bytes] = {}
         masks = []
         if self.everything:
@@ -201,6 +231,7 @@ class SamJob(Job):
                 masks.append({"file": self._png(files, item.key, str(j), mask),
                               "score": found["predicted_iou"], **found})
         else:
+            check_int("prompts_per_image", len(p["prompts"]), "the number of prompts")
             pipe.set_image(image)  # one embedding for all of this image's prompts
             try:
                 for j, prompt in enumerate(p["prompts"]):

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 
+from fastpipes.bounds import BOUNDS, check_float, check_int
 from fastpipes.errors import InputError
 from fastpipes.run.base import Item, Job
 from fastpipes.run.jobs import RunSummary, run_job
@@ -45,7 +46,8 @@ class SdxlJob(Job):
         from fastpipes.pipelines.sdxl_build import SIZES
 
         self.check_model(SIZES, "a local diffusers SDXL directory with model_index.json")
-        _check_settings(self.steps, self.guidance, self.width, self.height)
+        _check_settings(self.steps, self.guidance, self.width, self.height,
+                        self.negative_prompt, self.seed)
 
     def items(self) -> list[Item]:
         items = []
@@ -54,6 +56,13 @@ class SdxlJob(Job):
                         "width": self.width, "height": self.height,
                         "negative_prompt": self.negative_prompt}
             settings.update({k: v for k, v in entry.items() if k != "prompt"})
+            if not settings.get("error"):  # a bad setting fails its line before any work
+                try:
+                    _check_settings(*(settings[k] for k in ("steps", "guidance", "width",
+                                                            "height", "negative_prompt",
+                                                            "seed")))
+                except InputError as e:
+                    settings["error"] = f"line {n + 1}: {e}"
             items.append(self.make_item(f"{n:05d}", {"prompt": entry["prompt"], "line": n + 1,
                                                      "name": f"line {n + 1}", **settings}))
         return items
@@ -68,6 +77,9 @@ class SdxlJob(Job):
         pipe.set_progress_bar_config(disable=True)  # the job shows its own progress
         return pipe.to(self.device)
 
+    def modules(self, pipe: Any) -> dict[str, Any]:
+        return {k: m for k, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+
     def warm_up(self, pipe: Any) -> None:
         # same size and guidance (CFG doubles the UNet batch) as the real calls: the
         # compiled graphs of the first item are then already built
@@ -77,7 +89,8 @@ class SdxlJob(Job):
 
     def process(self, pipe: Any, item: Item) -> tuple[dict[str, bytes], dict]:
         p = item.payload
-        _check_settings(p["steps"], p["guidance"], p["width"], p["height"])
+        _check_settings(p["steps"], p["guidance"], p["width"], p["height"],
+                        p["negative_prompt"], p["seed"])
         image = self._generate(pipe, p["prompt"], p)
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -102,15 +115,19 @@ class SdxlJob(Job):
             "images": list(records)})
 
 
-def _check_settings(steps: Any, guidance: Any, width: Any, height: Any) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be a whole number >= 1, got {steps!r}")
-    if not isinstance(guidance, (int, float)) or guidance < 0:
-        raise InputError(f"guidance must be a number >= 0, got {guidance!r}")
+def _check_settings(steps: Any, guidance: Any, width: Any, height: Any,
+                    negative_prompt: Any = "", seed: Any = 0) -> None:
+    """InputError for a setting out of :data:`fastpipes.bounds.BOUNDS` (NaN included)."""
+    check_int("steps", steps)
+    check_float("guidance", guidance)
     for name, v in (("width", width), ("height", height)):
-        if v is not None and (not isinstance(v, int) or v < 8 or v % 8):
-            raise InputError(f"{name} must be a multiple of 8 (the VAE downsamples by 8), "
-                             f"got {v!r}")
+        if v is not None:  # None: the model's own size
+            check_int(name, v)
+    check_int("seed", seed)
+    if not isinstance(negative_prompt, str) or \
+            len(negative_prompt) > BOUNDS["prompt_chars"].hi:
+        raise InputError(f"negative_prompt must be text of at most "
+                         f"{int(BOUNDS['prompt_chars'].hi):,} characters")
 
 
 def run_sdxl(prompts: str | Path, out: str | Path, *, model: str | None = None,

@@ -53,9 +53,10 @@ class SdxlJob(Job):
             settings = {"seed": self.seed + n, "steps": self.steps, "guidance": self.guidance,
                         "width": self.width, "height": self.height,
                         "negative_prompt": self.negative_prompt}
-            settings.update({k: v for k, v in entry.items() if k != "prompt"})
-            items.append(self.make_item(f"{n:05d}", {"prompt": entry["prompt"], "line": n + 1,
-                                                     "name": f"line {n + 1}", **settings}))
+            settings.update({k: v for k, v in entry.items() if k not in ("prompt", "line")})
+            items.append(self.make_item(f"{n:05d}", {"prompt": entry["prompt"],
+                                                     "line": entry["line"],
+                                                     "name": f"line {entry['line']}", **settings}))
         return items
 
     def build(self) -> Any:

@@ -115,3 +115,16 @@ def test_blank_lines_of_a_prompts_file_are_skipped_and_lines_keep_their_numbers(
     path.write_text("\n \n")
     with pytest.raises(InputError, match="no prompts, only blank lines"):
         read_prompts(str(path), set())
+
+
+def test_sdxl_small_is_small_by_default_and_run_options_say_their_defaults(capsys):
+    """Issue #27: --random-weights small rendered 1024x1024; --steps had no help."""
+    from fastpipes.pipelines.sdxl_build import SdxlShape
+
+    assert SdxlShape.from_name("small").sample_size * 8 == 256
+    assert SdxlShape.from_name("full").sample_size * 8 == 1024
+    with pytest.raises(SystemExit):
+        main(["run", "sdxl", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "denoising steps per image (default 30" in text
+    assert "256 for small" in text

@@ -223,3 +223,11 @@ def test_bench_llama_trains_with_train_steps(micro, monkeypatch):
     assert spec.model == "/x" and seen["steps"] == 7 and "--train-steps N" in seen["shorten"]
     with pytest.raises(Exception, match="train_steps must be >= 1"):
         get_workload(WorkloadSpec("llama", model=micro, options={"train_steps": 0}))
+
+
+def test_the_models_cache_is_created_private(micro, tmp_path):
+    """Issue #27: ~/.cache/fastpipes/models was created 0755 (docs/caches.md says 0700)."""
+    path = ref.reference_dir(micro, progress=False)
+    for d in (tmp_path / "cache", tmp_path / "cache" / "models"):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+    assert path.parent == tmp_path / "cache" / "models"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from fastpipes.cache import part_dir
+from fastpipes.cache import part_dir, private_dir
 from fastpipes.errors import InputError
 from fastpipes.pipelines.llama_reference.corpus import encode, stdlib_corpus
 from fastpipes.pipelines.llama_reference.fidelity import (heldout_batches, perplexity,
@@ -142,7 +142,7 @@ def reference_dir(name: str = "trained-tiny", force: bool = False,
         return final
     from filelock import FileLock, Timeout  # third-party (a dependency of transformers)
 
-    final.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(final.parent)  # 0700, as every cache part (docs/caches.md)
     lock = FileLock(str(final.parent / f".llama-{name}.lock"))
     try:
         lock.acquire(timeout=0)

@@ -59,8 +59,9 @@ def _common(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--actors", type=int, default=1, help="Ray actors (default 1)")
     p.add_argument("--cpus-per-actor", type=float,
                    help="CPUs per Ray actor (default: the cluster's CPUs shared out)")
-    p.add_argument("--address", help="join a Ray cluster: ray://HOST:10001 or auto "
-                                     "(default: start a local Ray)")
+    p.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT (e.g. HEAD_IP:6379) "
+                                     "or ray://HOST:10001 (default: start a local Ray; see "
+                                     "docs/ray.md for token setup)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 

@@ -130,13 +130,36 @@ def _cpus(actors: int, cpus_per_actor: float | None) -> float:
     return max(1, min(int(total // actors), int(biggest)))
 
 
+ADDRESS_FORMS = "auto, HOST:PORT (the head's GCS port, e.g. 10.0.0.1:6379) or ray://HOST:PORT"
+
+
+def check_address(address: str) -> str:
+    """`address` if it is a form Ray can join, else InputError naming the forms:
+    ``auto`` (the cluster this machine belongs to), ``HOST:PORT`` (what ``ray start
+    --head`` prints), or a Ray Client URL ``ray://HOST:PORT``.
+
+    >>> check_address("10.0.0.1:6379")
+    '10.0.0.1:6379'
+    """
+    if address == "auto":
+        return address
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = rest.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536 and "/" not in host):
+        raise InputError(f"--address {address!r} is not a Ray address; allowed: {ADDRESS_FORMS}")
+    return address
+
+
 def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None],
                started: Callable[[dict, dict], None], actors: int = 1,
                cpus_per_actor: float | None = None, address: str | None = None,
                say: Callable[[str], None] = print) -> None:
     """Process `pending` on `actors` RunActor actors; `take` each result as it arrives,
     `started(report, start)` once per actor. Starts a local Ray unless `address` (a
-    ``ray://host:port`` URL or ``auto``) names a cluster; leaves Ray as it found it."""
+    ``ray://host:port`` URL, ``host:port`` or ``auto``) names a cluster to join; leaves Ray
+    as it found it."""
+    if address is not None:
+        check_address(address)
     try:
         import ray
         import ray.data
@@ -144,7 +167,8 @@ def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None]
         raise InputError("--engine ray needs Ray Data: pip install 'fastpipes[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        say(f"starting Ray ({address or 'local'})")
+        say(f"joining the Ray cluster at {address}" if address else
+            "starting a local Ray (shut down after the job)")
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  **({} if address else {"num_cpus": os.cpu_count()}))
     logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -51,6 +51,11 @@ def test_ray_engine_matches_the_local_engine(tmp_path, capsys):
     for start in summary["start"]:  # each actor's own start, apart from its lock wait
         assert {"actor", "threads", "build_s", "accelerate_s", "warm_up_s", "wait_s"} <= set(start)
         assert start["threads"] == 1
+    # issue #27: items per actor and per node (every input, the broken one too, went to one)
+    assert sum(start["items"] for start in summary["start"]) == 5
+    assert all(start["node"] for start in summary["start"])
+    assert any(line.startswith("  node     ") and ": 5 item(s) by " in line
+               for line in text.splitlines())
 
 
 @pytest.mark.parametrize("address", ["auto", "10.0.0.1:6379", "head.local:6379",

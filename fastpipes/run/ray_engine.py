@@ -65,8 +65,9 @@ class RunActor:
     job's ``process`` reads, e.g. ``{"path": ..., "name": ...}`` for SAM, ``{"prompt":
     ...}`` for SDXL / Llama) and optionally ``fingerprint``. Output rows: ``key``,
     ``fingerprint``, ``ok``, ``record`` and ``error`` (JSON str), ``file_names`` (JSON list)
-    with ``file_data`` (their bytes, same order), ``seconds``, and ``actor`` (JSON: this
-    actor's start times and accelerate() report; only in its first row, else "").
+    with ``file_data`` (their bytes, same order), ``seconds``, ``by`` (the actor that made
+    it: ``host:pid``), and ``actor`` (JSON: this actor's start times, node and accelerate()
+    report; only in its first row, else "").
 
     `threads` sets torch's intra-op threads (default: Ray's ``num_cpus`` for the actor).
     `start_log` (an actor handle with ``add.remote(str)``) also gets the start record, so
@@ -81,7 +82,7 @@ class RunActor:
             torch.set_num_threads(int(threads))
         gate = (lambda: start_lock(cache_dir() / LOCK_NAME)) if lock else None
         self.worker = Worker(job, gate=gate)
-        self.info = {"actor": f"{socket.gethostname()}:{os.getpid()}",
+        self.info = {"actor": f"{socket.gethostname()}:{os.getpid()}", "node": _node(),
                      "threads": torch.get_num_threads(), "ready_at": time.time(),
                      **self.worker.start, "report": self.worker.report.to_dict()}
         if start_log is not None:
@@ -91,7 +92,7 @@ class RunActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out: dict[str, list] = {k: [] for k in ("key", "fingerprint", "ok", "record", "error",
                                                 "file_names", "file_data", "seconds",
-                                                "actor")}
+                                                "by", "actor")}
         fingerprints = batch.get("fingerprint")
         for i, key in enumerate(batch["key"]):
             fp = str(fingerprints[i]) if fingerprints is not None else ""
@@ -104,9 +105,21 @@ class RunActor:
             out["file_names"].append(json.dumps(list(result.files)))
             out["file_data"].append(list(result.files.values()))
             out["seconds"].append(result.seconds)
+            out["by"].append(self.info["actor"])
             out["actor"].append("" if self._announced else json.dumps(self.info, default=str))
             self._announced = True
         return out
+
+
+def _node() -> str:
+    """This process's Ray node: its host name and the start of its node id (two nodes may
+    share a host)."""
+    try:
+        import ray
+
+        return f"{socket.gethostname()} (node {ray.get_runtime_context().get_node_id()[:8]})"
+    except Exception:  # noqa: BLE001  (outside a Ray worker: the host is all we know)
+        return socket.gethostname()
 
 
 def result_of(row: dict) -> ItemResult:
@@ -184,11 +197,14 @@ def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None]
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
                             batch_size=1,
                             runtime_env={"env_vars": {CACHE_ENV: str(cache_dir())}})
+        made: dict[str, int] = {}  # actor -> items it processed
         try:
             for row in ds.iter_rows():
+                made[str(row.get("by", ""))] = made.get(str(row.get("by", "")), 0) + 1
                 take(result_of(row))
         finally:  # also after Ctrl-C: the starts seen so far
             for info in _starts(ray, log):
+                info["items"] = made.get(info.get("actor", ""), 0)
                 started(info.pop("report"), info)
     except ray.exceptions.RayError as e:  # e.g. an actor that could not build the pipeline
         raise FastpipesError(f"the Ray job failed: {e}") from e

@@ -208,6 +208,36 @@ class AutoTarget:
                    compare=adapter.compare, inputs=adapter.describe_inputs(inputs))
 
 
+def _measure_candidates(pipe: Any, adapter: Any, target: AutoTarget, cfg: AutoConfig,
+                        timer: Callable, candidates: list[str], key: str,
+                        say: Callable[[str], None]) -> Decision:
+    """The search on `pipe`: each candidate applied, timed, judged and undone."""
+    def timed(reference: Any = None) -> tuple[float, Any]:
+        with torch.no_grad():
+            secs, out = timer(target.call)
+            return secs, target.view(out, reference)
+
+    def trial(name: str, reference: Any) -> tuple[float, Fidelity]:
+        rec = _load(name)
+        if rec.precision_class.rank > cfg.max_class.rank:
+            raise Excluded(f"precision class {rec.precision_class.value} is looser than "
+                           f"auto.max_class={cfg.max_class.value}")
+        report, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
+        try:
+            secs, view = timed(reference)
+            fid = target.compare(reference, view, PrecisionClass(report.precision_class))
+        finally:
+            snap.restore()
+            torch._dynamo.reset()  # drop compiled code of the undone candidate
+        return secs, fid
+
+    def ablated(winner: str) -> list[str]:  # the winner with each pass dropped
+        return [v["name"] for v in ablations(_load(winner), with_alone=False)]
+
+    return search(candidates, timed, trial, cfg.budget_s, key,
+                  ablated if cfg.ablate else None, say)
+
+
 def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
                     example_inputs: Any = None, measure: Callable | None = None,
                     target: AutoTarget | None = None,
@@ -246,33 +276,10 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     else:
         say(f"{len(candidates)} candidate(s) for this {adapter.family.value} pipeline on this "
             f"{hw.tier} CPU, likeliest first: {', '.join(candidates) or 'none'}")
-        def timed(reference: Any = None) -> tuple[float, Any]:
-            with torch.no_grad():
-                secs, out = timer(target.call)
-                return secs, target.view(out, reference)
-
-        def trial(name: str, reference: Any) -> tuple[float, Fidelity]:
-            rec = _load(name)
-            if rec.precision_class.rank > cfg.max_class.rank:
-                raise Excluded(f"precision class {rec.precision_class.value} is looser than "
-                               f"auto.max_class={cfg.max_class.value}")
-            report, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
-            try:
-                secs, view = timed(reference)
-                fid = target.compare(reference, view, PrecisionClass(report.precision_class))
-            finally:
-                snap.restore()
-                torch._dynamo.reset()  # drop compiled code of the undone candidate
-            return secs, fid
-
-        def ablated(winner: str) -> list[str]:  # the winner with each pass dropped
-            return [v["name"] for v in ablations(_load(winner), with_alone=False)]
-
-        decision = search(candidates, timed, trial, cfg.budget_s, key,
-                          ablated if cfg.ablate else None, say)
+        decision = _measure_candidates(pipe, adapter, target, cfg, timer, candidates, key, say)
         if cfg.cache and not decision.storable:
-            notes.append("auto: this decision is not stored: candidates were left untried, so "
-                     "the next call searches again")
+            notes.append("auto: this decision is not stored: candidates were left untried, "
+                         "so the next call searches again")
         elif cfg.cache:
             try:
                 save_decision(decision, cache_dir())

@@ -210,6 +210,19 @@ def table(r: BenchResult):
     return t
 
 
+def _title(ax, r: BenchResult, noise: dict) -> None:
+    """Workload and machine; on a noisy run, in red, the verdict and its evidence."""
+    import textwrap
+
+    m = r.machine
+    lines = [r.workload.get("description", ""), f"{m.get('cpu_model', '')}, "
+             f"{r.settings['threads']} threads, torch {r.torch_version}"]
+    if noise["noisy"]:
+        lines += textwrap.wrap("NOISY machine, speedups unreliable: "
+                               + "; ".join(noise["evidence"]), 120)
+    ax.set_title("\n".join(lines), fontsize=9, color="#d62728" if noise["noisy"] else "black")
+
+
 def plot(r: BenchResult, path: str | Path) -> Path:
     """PNG bar chart of speedup over FP32; fidelity failures hatched red, failures labelled."""
     import matplotlib
@@ -272,16 +285,7 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     ax.set_ylim(-0.6, len(configs) - 0.4)
     ax.set_xlabel("speedup over FP32 eager (median latency; whiskers: the runs' range, "
                   "baseline min/max over this row's max/min; higher is better)")
-    m = r.machine
-    title = ax.set_title(f"{r.workload.get('description', '')}\n{m.get('cpu_model', '')}, "
-                         f"{r.settings['threads']} threads, torch {r.torch_version}",
-                         fontsize=9)
-    if noise["noisy"]:
-        import textwrap
-
-        words = "NOISY machine, speedups unreliable: " + "; ".join(noise["evidence"])
-        title.set_text(title.get_text() + "\n" + "\n".join(textwrap.wrap(words, 120)))
-        title.set_color("#d62728")
+    _title(ax, r, noise)
     fig.legend(handles=[Patch(color="#7f7f7f", label="FP32 eager baseline"),
                        Patch(color="#2ca02c", label="within its precision class's bars"),
                        Patch(facecolor="#d62728", hatch="//", edgecolor="black",

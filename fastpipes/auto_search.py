@@ -125,8 +125,8 @@ class _Round:
             elapsed = time.perf_counter() - self.start
             if elapsed > self.budget_s and any(t.tried for t in self.trials):
                 self.trials.append(Trial(name, TrialStatus.over_budget,
-                                         reason=f"not tried: auto.budget_s={self.budget_s:g}"
-                                                " s was spent"))
+                                         reason=f"auto.budget_s={self.budget_s:g} s was spent "
+                                                "before its turn"))
                 continue
             self.say(trying(name, n, len(names), elapsed, self.budget_s, what))
             t = self._one(name)
@@ -139,7 +139,7 @@ class _Round:
         try:
             secs, fid = self.trial(name, self.reference)
         except Excluded as e:
-            return Trial(name, TrialStatus.excluded, reason=f"not tried: {e}")
+            return Trial(name, TrialStatus.excluded, reason=str(e))
         except Exception as e:  # a candidate that cannot run here is just not chosen
             first = (str(e).splitlines() or [""])[0]
             return Trial(name, TrialStatus.failed, reason=f"{type(e).__name__}: {first}")

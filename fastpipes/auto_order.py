@@ -85,6 +85,11 @@ def trying(name: str, n: int, total: int, elapsed: float, budget_s: float,
 
 
 def untried_summary(trials: list[Any]) -> str:
-    """'a (over-budget: ...), b (excluded: ...)' for the trials that were not tried."""
-    return ", ".join(f"{t.recipe} ({t.status.value}: {t.reason})" for t in trials
-                     if not t.tried)
+    """'a, b (over-budget: ...); c (excluded: ...)' for the trials that were not tried,
+    grouped by why."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for t in trials:
+        if not t.tried:
+            groups.setdefault((t.status.value, t.reason), []).append(t.recipe)
+    return "; ".join(f"{', '.join(names)} ({status}: {reason})"
+                     for (status, reason), names in groups.items())

@@ -1,14 +1,17 @@
 """recipe="auto": measure the candidate recipes on the user's own pipeline, keep the fastest
 faithful one, and remember the decision on disk.
 
-Candidates are the built-in recipes of the pipeline's family (and generic ones) whose
+Candidates are the built-in recipes of the pipeline's family (then generic ones) whose
 ``requires`` this machine meets and whose precision class is within ``auto.max_class``,
-plus user recipes named in ``auto.candidates``. Each is applied, timed on the inputs (the
+likeliest winner on this CPU tier first (fastpipes.auto_order), plus user recipes named in
+``auto.candidates``. Each is applied, timed on the inputs (the
 user's ``example_inputs``, or inputs the adapter makes from the model's shapes), compared
 with the untouched FP32 output against the family's bars *for its own precision class*,
 and undone (accelerate()'s snapshot makes that exact); the winner is then applied for
 real. The decision is cached under the fastpipes cache directory, keyed by model
-structure, input shapes, hardware and torch version, so the next call skips the search.
+structure, input shapes, hardware and torch version, so the next call skips the search;
+a decision without a winner is cached only if every candidate was tried. Each step is
+said through `say` (default: a line on stderr).
 
 >>> report = fastpipes.accelerate(model, "auto", example_inputs=(x,))   # doctest: +SKIP
 >>> report.extra["auto"]["winner"]                                      # doctest: +SKIP
@@ -21,8 +24,7 @@ import json
 import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,58 +32,23 @@ import torch
 
 from fastpipes._version import __version__
 from fastpipes.apply import apply_recipe
+from fastpipes.auto_order import candidate_recipes  # noqa: F401  (its home before)
+from fastpipes.auto_search import (Decision, Excluded, Trial, TrialStatus, _stderr, search,
+                                   summary)
 from fastpipes.cache import cache_dir, private_dir, untrusted
 from fastpipes.errors import CacheError, InputError
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
-from fastpipes.hardware import detect, unmet_requirements
+from fastpipes.hardware import detect
 from fastpipes.pipelines.base import Fidelity, find_adapter
 from fastpipes.recipe.ablate import ablations, parse, rebuild
-from fastpipes.recipe.load import available, builtin_dir, load_recipe
+from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import AutoConfig, PrecisionClass
 from fastpipes.report import Report
 
 # 2: candidates keyed by their resolved content, not their names; 3: trials carry their
-# precision class and the bars they were held to
-DECISION_VERSION = 3
-
-
-class TrialStatus(str, Enum):
-    ok = "ok"  # faithful by its class's bars
-    unfaithful = "unfaithful"  # misses its class's bars
-    failed = "failed"  # could not be applied or run here
-    over_budget = "over-budget"  # not tried: auto.budget_s was spent
-    excluded = "excluded"  # not tried: its precision class is looser than auto.max_class
-
-
-class Excluded(Exception):
-    """A candidate that is not tried (the reason is the message)."""
-
-
-@dataclass
-class Trial:
-    recipe: str
-    status: TrialStatus
-    precision_class: str = PrecisionClass.exact.value
-    latency_s: float | None = None
-    speedup: float | None = None
-    fidelity: dict[str, float] = field(default_factory=dict)  # the family's metrics
-    bars: str = ""  # the bars it was held to
-    reason: str = ""
-
-
-@dataclass
-class Decision:
-    key: str
-    winner: str | None
-    baseline_s: float | None
-    trials: list[Trial]
-    cached: bool = False
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for t in d["trials"]:
-            t["status"] = TrialStatus(t["status"]).value
-        return d
+# precision class and the bars they were held to; 4: likeliest first, untried trials carry
+# no precision class, and a "no winner" decision with untried candidates is never stored
+DECISION_VERSION = 4
 
 
 # -- the cache key --------------------------------------------------------------------
@@ -132,7 +99,8 @@ def _invalid(data: Any, key: str, candidates: list[str]) -> str:
             return f"trial {t!r} is malformed or not of a candidate"
     winner = data.get("winner")
     if winner is None:
-        return ""
+        untried = [t["recipe"] for t in data["trials"] if t["status"] == "over-budget"]
+        return (f"it has no winner and did not try {', '.join(untried)}" if untried else "")
     if not _of_candidates(str(winner), candidates):
         return (f"its winner {winner!r} is not one of the candidates "
                 f"({', '.join(candidates) or 'none'})")
@@ -203,24 +171,6 @@ def _of_candidates(name: str, candidates: list[str]) -> bool:
     return name in candidates or (found is not None and found[1] in candidates)
 
 
-def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
-                      device: str = "cpu") -> list[str]:
-    """Built-in recipes of `family` (or generic) whose requires are met and whose precision
-    class is within ``cfg.max_class``, then ``cfg.candidates``."""
-    names = []
-    if cfg.builtin:
-        builtin = builtin_dir().resolve()
-        for name, path in sorted(available().items()):
-            if path.parent.resolve() != builtin:
-                continue
-            rec = load_recipe(path)
-            if (rec.family.value in (family, "generic")
-                    and rec.precision_class.rank <= cfg.max_class.rank
-                    and not unmet_requirements(rec.requires, hardware, device)):
-                names.append(name)
-    return names + [c for c in cfg.candidates if c not in names]
-
-
 def time_call(fn: Callable[[], Any], iters: int) -> tuple[float, Any]:
     """(median seconds over `iters` calls after one warm-up call, last output)."""
     out = fn()  # warm-up: compiles, fills caches
@@ -230,56 +180,6 @@ def time_call(fn: Callable[[], Any], iters: int) -> tuple[float, Any]:
         out = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
-
-
-def _winner(trials: list[Trial]) -> str | None:
-    faithful = [t for t in trials if t.status is TrialStatus.ok and t.speedup and t.speedup > 1.0]
-    return min(faithful, key=lambda t: t.latency_s).recipe if faithful else None
-
-
-def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
-           trial: Callable[[str, Any], tuple[float, Fidelity]], budget_s: float,
-           key: str, then: Callable[[str], list[str]] | None = None) -> Decision:
-    """Measure each candidate; the fastest faithful one that beats FP32 wins.
-
-    `baseline()` -> (seconds, reference view); `trial(name, reference)` -> (seconds,
-    Fidelity by the candidate's class) and must leave the pipeline as it found it.
-    `then(winner)` names more candidates to try once the first round has a winner (the
-    winner's ablations), within the same budget.
-    """
-    start = time.perf_counter()
-    base_s, reference = baseline()
-    trials: list[Trial] = []
-    _measure(candidates, trials, trial, reference, base_s, start, budget_s)
-    winner = _winner(trials)
-    if winner and then:
-        _measure(then(winner), trials, trial, reference, base_s, start, budget_s)
-        winner = _winner(trials)
-    return Decision(key=key, winner=winner, baseline_s=base_s, trials=trials)
-
-
-def _measure(names: list[str], trials: list[Trial], trial, reference: Any, base_s: float,
-             start: float, budget_s: float) -> None:
-    """Try each of `names`, appending its Trial."""
-    for name in names:
-        if time.perf_counter() - start > budget_s:
-            trials.append(Trial(name, TrialStatus.over_budget,
-                                reason=f"auto.budget_s={budget_s:g} s spent"))
-            continue
-        try:
-            secs, fid = trial(name, reference)
-        except Excluded as e:
-            trials.append(Trial(name, TrialStatus.excluded, reason=str(e)))
-            continue
-        except Exception as e:  # a candidate that cannot run here is just not chosen
-            first = (str(e).splitlines() or [""])[0]
-            trials.append(Trial(name, TrialStatus.failed, reason=f"{type(e).__name__}: {first}"))
-            continue
-        ok = fid.ok is not False  # an output that cannot be judged is not held against it
-        trials.append(Trial(name, TrialStatus.ok if ok else TrialStatus.unfaithful,
-                            fid.precision_class, secs, base_s / secs, dict(fid.metrics),
-                            fid.thresholds, fid.note if ok else
-                            f"misses its {fid.precision_class} bars: {fid.thresholds}"))
 
 
 # -- accelerate(pipe, "auto") ----------------------------------------------------------
@@ -308,15 +208,58 @@ class AutoTarget:
                    compare=adapter.compare, inputs=adapter.describe_inputs(inputs))
 
 
+def _measure_candidates(pipe: Any, adapter: Any, target: AutoTarget, cfg: AutoConfig,
+                        timer: Callable, candidates: list[str], key: str,
+                        say: Callable[[str], None]) -> Decision:
+    """The search on `pipe`: each candidate applied, timed, judged and undone."""
+    def timed(reference: Any = None) -> tuple[float, Any]:
+        with torch.no_grad():
+            secs, out = timer(target.call)
+            return secs, target.view(out, reference)
+
+    def trial(name: str, reference: Any) -> tuple[float, Fidelity]:
+        rec = _load(name)
+        if rec.precision_class.rank > cfg.max_class.rank:
+            raise Excluded(f"precision class {rec.precision_class.value} is looser than "
+                           f"auto.max_class={cfg.max_class.value}")
+        report, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
+        try:
+            secs, view = timed(reference)
+            fid = target.compare(reference, view, PrecisionClass(report.precision_class))
+        finally:
+            snap.restore()
+            torch._dynamo.reset()  # drop compiled code of the undone candidate
+        return secs, fid
+
+    def ablated(winner: str) -> list[str]:  # the winner with each pass dropped
+        return [v["name"] for v in ablations(_load(winner), with_alone=False)]
+
+    def baseline() -> tuple[float, Any]:  # FP32 on the inputs: a bad input fails here
+        try:
+            return timed()
+        except (TypeError, ValueError, RuntimeError, IndexError, KeyError,
+                AttributeError) as e:
+            raise InputError(f"the pipeline fails on its example inputs "
+                             f"({target.inputs or 'made by the adapter'}) before any "
+                             f"recipe is tried: {type(e).__name__}: {e}; give "
+                             "example_inputs it can be called with") from e
+
+    return search(candidates, baseline, trial, cfg.budget_s, key,
+                  ablated if cfg.ablate else None, say)
+
+
 def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
                     example_inputs: Any = None, measure: Callable | None = None,
-                    target: AutoTarget | None = None) -> Report:
+                    target: AutoTarget | None = None,
+                    say: Callable[[str], None] | None = None) -> Report:
     """The body of ``accelerate(pipe, "auto")``; `measure` may replace timing in tests.
 
     `measure(call) -> (seconds, output)` times a zero-argument call of the pipeline.
     `target` replaces what is timed and compared (default: the adapter on `example_inputs`,
-    or on inputs the adapter makes when there are none).
+    or on inputs the adapter makes when there are none). `say` gets the progress lines
+    (default: stderr, prefixed ``fastpipes: auto:``).
     """
+    say = say or _stderr
     settings = load_recipe({"name": "auto", "auto": {}}, overrides)
     cfg: AutoConfig = settings.sections["auto"]
     adapter = find_adapter(pipe)
@@ -337,42 +280,17 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
         warnings.warn(f"fastpipes: auto: {message}", stacklevel=3)
 
     decision = load_decision(key, cache_dir(), candidates, note) if cfg.cache else None
-    if decision is None:
-        def timed(reference: Any = None) -> tuple[float, Any]:
-            with torch.no_grad():
-                secs, out = timer(target.call)
-                return secs, target.view(out, reference)
-
-        def trial(name: str, reference: Any) -> tuple[float, Fidelity]:
-            rec = _load(name)
-            if rec.precision_class.rank > cfg.max_class.rank:
-                raise Excluded(f"precision class {rec.precision_class.value} is looser than "
-                               f"auto.max_class={cfg.max_class.value}")
-            report, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
-            try:
-                secs, view = timed(reference)
-                fid = target.compare(reference, view, PrecisionClass(report.precision_class))
-            finally:
-                snap.restore()
-                torch._dynamo.reset()  # drop compiled code of the undone candidate
-            return secs, fid
-
-        def ablated(winner: str) -> list[str]:  # the winner with each pass dropped
-            return [v["name"] for v in ablations(_load(winner), with_alone=False)]
-
-        def baseline() -> tuple[float, Any]:  # FP32 on the inputs: a bad input fails here
-            try:
-                return timed()
-            except (TypeError, ValueError, RuntimeError, IndexError, KeyError,
-                    AttributeError) as e:
-                raise InputError(f"the pipeline fails on its example inputs "
-                                 f"({target.inputs or type(inputs).__name__}) before any "
-                                 f"recipe is tried: {type(e).__name__}: {e}; give "
-                                 "example_inputs it can be called with") from e
-
-        decision = search(candidates, baseline, trial, cfg.budget_s, key,
-                          ablated if cfg.ablate else None)
-        if cfg.cache:
+    if decision is not None:
+        say(f"using the cached decision {key} ({decision.winner or 'none: FP32 kept'}); "
+            "`fastpipes cache clear auto` measures again")
+    else:
+        say(f"{len(candidates)} candidate(s) for this {adapter.family.value} pipeline on this "
+            f"{hw.tier} CPU, likeliest first: {', '.join(candidates) or 'none'}")
+        decision = _measure_candidates(pipe, adapter, target, cfg, timer, candidates, key, say)
+        if cfg.cache and not decision.storable:
+            notes.append("auto: this decision is not stored: candidates were left untried, "
+                         "so the next call searches again")
+        elif cfg.cache:
             try:
                 save_decision(decision, cache_dir())
             except CacheError as e:  # the search's result is still good: apply it
@@ -381,13 +299,11 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     if decision.winner is None:
         report = Report(recipe="auto (none: FP32 kept)", family=adapter.family.value,
                         adapter=adapter.name, components=list(adapter.components()))
-        report.warnings.append("auto: no candidate was both faithful (by its precision class's "
-                               "bars) and faster than FP32; the pipeline is unchanged")
     else:
         report, snapshot = apply_recipe(pipe, _load(decision.winner), strict, adapter)
         snapshot.discard()
         report.recipe = f"auto -> {decision.winner}"
-    report.warnings += notes
+    report.warnings += summary(decision) + notes
     report.extra["auto"] = {**decision.to_dict(), "inputs": target.inputs,
                             "max_class": cfg.max_class.value}
     return report

@@ -83,13 +83,21 @@ def untrusted(path: Path) -> str | None:
 def private_dir(path: Path) -> Path:
     """`path` as a directory fit to hold a cache, else CacheError saying why.
 
-    Created mode 0700 when missing (parents as ``mkdir -p``); an existing one must be a
+    Created mode 0700 when missing, and so is each missing parent (``mkdir -p`` would
+    make those 0755, e.g. ~/.cache/fastpipes above models/); an existing one must be a
     directory, yours, not writable by group or others (:func:`untrusted`), and writable by
     you (a file is created and removed to be sure: permissions alone miss read-only mounts).
     """
     made = [p for p in (path.parent, path) if not p.exists() and not p.is_symlink()]
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        missing = []
+        for p in (path, *path.parents):
+            if p.exists() or p.is_symlink():
+                break
+            missing.append(p)
+        for p in reversed(missing):
+            p.mkdir(mode=0o700, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)  # raises FileExistsError for a file
     except FileExistsError:
         raise CacheError(f"cache directory {path} cannot be used: it is a file, not a "
                          "directory") from None

@@ -56,6 +56,23 @@ TIERS = (
 )
 
 
+# What each tier's GEMMs reach on a quiet 2-core machine (GFLOP/s; int8: GOP/s of
+# torch._int_mm), as measured (docs/passes/precision.md): the prior auto orders its
+# candidates by, and what a benchmark's measured ceilings are held against to tell a loaded
+# machine. A class absent here is not native on that tier (or not measured).
+TIER_CEILINGS_2T = {
+    "amx": {"exact": 260.0, "bf16": 1300.0, "int8": 2000.0, "fp16": 230.0},
+    "avx512-bf16": {"exact": 180.0, "bf16": 415.0, "int8": 570.0},
+    "avx2": {"exact": 140.0, "bf16": 0.5},
+}
+
+
+def expected_ceilings(tier: str, threads: int = 2) -> dict[str, float]:
+    """The tier's typical GEMM ceilings for `threads` threads (scaled from 2: a rough guide,
+    not a promise), or {} for a tier without measurements."""
+    return {k: v * threads / 2 for k, v in TIER_CEILINGS_2T.get(tier, {}).items()}
+
+
 def tier_from_flags(flags: set[str]) -> str:
     """The machine's CPU tier: amx, avx512-bf16, avx512, avx2, or 'other'."""
     for name, needs, _ in TIERS:

@@ -115,11 +115,122 @@ def test_no_faithful_winner_leaves_model_unchanged(setup):
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
-def test_budget_stops_trying(setup):
+def test_budget_stops_trying_after_the_likeliest_and_never_counts_the_rest(setup):
+    """Issue #27: candidates past the budget are `over-budget`, carry no precision class
+    (they were judged by none), are named in the summary, and a "no winner" decision that
+    left them untried is neither stored nor reused."""
+    lines: list[str] = []
     m = model()
+    fake = FakeMeasure(m)
     report = auto.accelerate_auto(m, OVERRIDES + ["auto.budget_s=1e-9"], example_inputs=X,
-                                  measure=FakeMeasure(m))
-    assert {t["status"] for t in report.extra["auto"]["trials"]} == {"over-budget"}
+                                  measure=fake, say=lines.append)
+    hooked, plain = report.extra["auto"]["trials"]
+    assert hooked["status"] == "unfaithful" and hooked["precision_class"] == "exact"
+    assert plain["status"] == "over-budget" and plain["precision_class"] is None
+    assert plain["speedup"] is None and report.extra["auto"]["winner"] is None
+    assert "none of the 1 candidate(s) tried (hooked)" in report.warnings[0]
+    assert any(w.startswith("auto: not tried: plain (over-budget") and "raise auto.budget_s"
+               in w for w in report.warnings)
+    assert any("not stored" in w for w in report.warnings)
+    assert not (setup / "cache" / "auto").exists() or not list((setup / "cache" / "auto").iterdir())
+    assert any("not tried plain" in line for line in lines)
+    again, calls, _ = rerun(OVERRIDES + ["auto.budget_s=1e-9"])
+    assert again.extra["auto"]["cached"] is False and calls == 2  # searched again
+
+
+def test_progress_lines_name_each_candidate_with_n_of_N_elapsed_and_budget(setup):
+    lines: list[str] = []
+    m = model()
+    auto.accelerate_auto(m, OVERRIDES, example_inputs=X, measure=FakeMeasure(m),
+                         say=lines.append)
+    assert lines[0].startswith("2 candidate(s) for this generic pipeline on this ")
+    assert lines[0].endswith("likeliest first: hooked, plain")
+    assert lines[1].startswith("timing the FP32 baseline")
+    trying = [line for line in lines if line.startswith("trying ")]
+    assert [t.split(" (")[0] for t in trying] == ["trying hooked", "trying plain"]
+    assert "(candidate 2 of 2; 0:00 elapsed, " in trying[1]
+    assert "of auto.budget_s=300 s left)" in trying[1]
+    assert "plain: 0.5 s, 2.00x FP32, ok" in lines and lines[-1] == "chose plain"
+    lines.clear()
+    auto.accelerate_auto(model(), OVERRIDES, example_inputs=X, measure=FakeMeasure(m),
+                         say=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("using the cached decision")
+
+
+def test_a_stored_no_winner_decision_with_untried_candidates_is_not_reused(setup):
+    """A file from before (or from elsewhere) that gave up without trying is measured again."""
+    first = first_run()
+    key = first.extra["auto"]["key"]
+    stale = auto.Decision(key=key, winner=None, baseline_s=1.0, trials=[
+        auto.Trial("hooked", auto.TrialStatus.unfaithful, "exact", 0.2, 5.0),
+        auto.Trial("plain", auto.TrialStatus.over_budget, reason="spent")])
+    auto.save_decision(stale, setup / "cache")
+    with pytest.warns(UserWarning, match="no winner and did not try plain"):
+        report, calls, _ = rerun()
+    assert report.extra["auto"]["winner"] == "plain" and calls == 3
+
+
+def _machine(tier: str, bf16: bool):
+    import dataclasses
+
+    return dataclasses.replace(fastpipes.hardware.detect(), tier=tier, bf16_native=bf16,
+                               fp16_native=False, cuda_devices=[])
+
+
+@pytest.mark.parametrize("tier,bf16,first", [("amx", True, "sam_bf16"),
+                                             ("avx512-bf16", True, "sam_bf16"),
+                                             ("avx2", False, "sam_fp32_fast")])
+def test_family_recipes_come_first_likeliest_on_the_tier_first(tier, bf16, first):
+    from fastpipes.auto_order import candidate_recipes
+    from fastpipes.recipe.schema import AutoConfig
+
+    names = candidate_recipes("sam", _machine(tier, bf16), AutoConfig())
+    assert names[0] == first
+    family = [n.startswith("sam_") for n in names]
+    assert family == sorted(family, reverse=True)  # every sam_* before any generic_*
+    if bf16:  # BF16 before the FP32 recipes where BF16 is native
+        assert names.index("sam_bf16") < names.index("sam_fp32_fast")
+        assert names.index("generic_bf16") < names.index("generic_fp32_fast")
+    else:
+        assert not any("bf16" in n for n in names)
+
+
+def test_the_prior_never_expects_emulated_bf16_to_win():
+    from fastpipes.auto_order import expected_speedup
+
+    assert expected_speedup("bf16", "avx2", bf16_native=False) < 0.1
+    assert expected_speedup("bf16", "avx512-bf16", True) > expected_speedup("exact",
+                                                                             "avx512-bf16", True)
+    assert expected_speedup("bf16", "amx", True) > expected_speedup("int8", "amx", True) > 1
+    # decode is bound by weight bytes: int4 first
+    assert expected_speedup("int4", "avx2", False, memory_bound=True) > expected_speedup(
+        "int8", "avx2", False, memory_bound=True) > 1
+
+
+def test_tiny_sam_auto_tries_a_sam_recipe_first(setup, monkeypatch):
+    """Issue #27: in name order generic_* used the whole budget and no SAM recipe was tried."""
+    from fastpipes.pipelines.sam import build_sam
+
+    applied: list[str] = []
+
+    def refuse(pipe, rec, *args, **kwargs):  # no compile in a unit test: record and fail
+        applied.append(rec.name)
+        raise RuntimeError("not in this test")
+
+    monkeypatch.setattr(auto, "apply_recipe", refuse)
+    monkeypatch.setattr(auto, "detect", lambda *a, **k: _machine("avx512-bf16", True))
+    lines: list[str] = []
+    report = fastpipes.auto.accelerate_auto(
+        build_sam("tiny"), ["auto.budget_s=1e-9", "auto.iters=1"],
+        measure=lambda call: (1.0, call()), say=lines.append)
+    trials = report.extra["auto"]["trials"]
+    assert applied == ["sam_bf16"] and trials[0]["status"] == "failed"
+    assert trials[0]["precision_class"] is None  # failed before it was judged
+    assert {t["status"] for t in trials[1:]} == {"over-budget"}
+    assert all(t["precision_class"] is None for t in trials[1:])
+    assert "likeliest first: sam_bf16, " in lines[0]
+    assert any("not stored" in w for w in report.warnings)
+    assert not (setup / "cache" / "auto").exists() or not list((setup / "cache" / "auto").iterdir())
 
 
 def test_auto_through_accelerate_needs_inputs_for_a_plain_module(setup):

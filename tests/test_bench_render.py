@@ -168,3 +168,65 @@ def test_profile_rates_read_against_the_rows_ceiling():
     assert group_of("aten.bmm") == group_of("aten::bmm")  # the FLOP counter's spelling
     assert group_of("graph_0_cpp_fused__scaled_dot_product_flash_attention_for_cpu_add_4") == \
         "Inductor fused kernels"
+
+
+# ---- noise: a loaded machine is flagged, with its evidence (issue #27 item 5) -------------
+
+def _noisy(result):
+    base = result.config("fp32_eager")
+    base.latency_s = {"median": 3.0, "min": 1.8, "max": 10.6, "runs": [1.8, 3.0, 10.6]}
+    result.machine["tier"] = "avx512-bf16"
+    result.limits["gemm_gflops"] = 60.0  # a third of what a quiet Zen 4 reaches on 2 threads
+    return result
+
+
+def test_a_noisy_run_says_so_with_its_evidence_everywhere(result, tmp_path):
+    from rich.console import Console
+
+    from fastpipes.bench.noise import noise_verdict
+
+    r = _noisy(result)
+    r.noise = noise_verdict(r.config("fp32_eager").latency_s, r.limits, "avx512-bf16", 2, 1.7)
+    assert r.noise["noisy"] and len(r.noise["evidence"]) == 3
+    line = "NOISY machine (speedups unreliable; rerun on a quiet machine): FP32 baseline " \
+           "max/min 5.89 (1.80-10.60 s; bar 1.25); FP32 GEMM 60 GFLOP/s = 33% of the " \
+           "avx512-bf16 tier's typical 180 at 2 threads (bar 60%); load average 1.70 per " \
+           "logical CPU before the run (bar 0.5)"
+    assert line in markdown(r)
+    data = json.loads(r.json())
+    assert check_schema(data) == [] and data["noise"]["noisy"] is True
+    assert data["noise"]["baseline_max_over_min"] == pytest.approx(10.6 / 1.8)
+    console = Console(width=400, record=True)
+    console.print(table(r))
+    assert "NOISY machine" in console.export_text()
+    plot(r, tmp_path / "noisy.png")  # the title carries the verdict (checked by eye)
+
+
+def test_a_quiet_run_says_what_its_verdict_rests_on(result):
+    from fastpipes.bench.noise import noise_verdict
+
+    result.config("fp32_eager").latency_s = {"median": 0.2, "min": 0.198, "max": 0.21,
+                                             "runs": [0.198, 0.2, 0.21]}
+    result.machine["tier"] = "avx512-bf16"
+    result.limits["gemm_gflops"] = 175.0
+    result.noise = noise_verdict(result.config("fp32_eager").latency_s, result.limits,
+                                 "avx512-bf16", 2, 0.1)
+    md = markdown(result)
+    assert not result.noise["noisy"] and "NOISY" not in md
+    assert ("- quiet machine: FP32 baseline max/min 1.06 (0.20-0.21 s; bar 1.25); FP32 GEMM "
+            "175 GFLOP/s = 97% of the avx512-bf16 tier's typical 180 at 2 threads") in md
+
+
+def test_old_json_without_a_verdict_is_judged_from_its_rows(result):
+    r = _noisy(result)
+    assert r.noise is None
+    assert "NOISY machine" in markdown(r) and "5.89" in markdown(r)
+
+
+def test_chart_whiskers_span_the_runs(result):
+    from fastpipes.bench.render import speedup_range
+
+    lo, hi = speedup_range(result, result.config("fast"))
+    # baseline 0.18-0.24 s, fast 0.09-0.12 s
+    assert lo == pytest.approx(0.18 / 0.12) and hi == pytest.approx(0.24 / 0.09)
+    assert speedup_range(result, result.config("broken")) is None

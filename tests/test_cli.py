@@ -125,3 +125,20 @@ def test_info_table_says_whether_bf16_is_native(capsys):
     assert f"tier" in out and detect().tier in out
     assert "bf16 matmul" in out
     assert ("not native" in out.split("bf16 matmul")[1].splitlines()[0]) != detect().bf16_native
+
+
+def test_recipes_list_reads_at_80_columns(monkeypatch, capsys):
+    """Issue #27: at 80 columns the list wrapped into ~300 lines with descriptions cut at
+    their first ". " (mid-"incl."). Now: one line per recipe, the description cut with an
+    ellipsis, and where to read the rest."""
+    from fastpipes.recipe import available
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["recipes", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if line.count("│") == 6]
+    assert len(rows) == len(available())  # one line each
+    assert all(line.split("│")[1].strip() in available() for line in rows)
+    assert any(line.rstrip("│ ").endswith("…") for line in rows)
+    assert any("fastpipes recipes show NAME" in line for line in lines)

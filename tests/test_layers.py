@@ -20,7 +20,8 @@ LAYERS = [
     ["fastpipes.kernels"],
     ["fastpipes.passes"],
     ["fastpipes.pipelines"],
-    ["fastpipes.api", "fastpipes.apply", "fastpipes.auto"],
+    ["fastpipes.api", "fastpipes.apply", "fastpipes.auto", "fastpipes.auto_order",
+     "fastpipes.auto_search"],
     ["fastpipes.bench", "fastpipes.run"],
     ["fastpipes.cli"],
 ]

@@ -198,3 +198,51 @@ def test_a_damaged_stored_model_is_rebuilt_not_used(micro, capsys):
     assert "is damaged" in capsys.readouterr().err
     assert weights.read_bytes() == good  # trained again: training is deterministic
     assert ref_models.is_current(path, ref_models.spec_of(micro))
+
+
+def test_a_training_says_so_before_it_starts_with_its_eta_and_how_to_shorten(micro, capsys,
+                                                                            monkeypatch):
+    """Issue #27: `bench llama --model trained-tiny` started a 16-minute training silently."""
+    monkeypatch.setitem(ref.REFERENCE_MODELS, micro, ref.ReferenceSpec(
+        **{**MICRO.__dict__, "steps": 5}))
+    ref.reference_dir(micro, shorten="use --train-steps N")
+    err = capsys.readouterr().err
+    head = err.splitlines()[0]
+    assert "is not built yet: training it now" in head and "5 steps of 2 x 32 bytes" in head
+    assert "The ETA follows the first steps" in head and head.endswith("use --train-steps N")
+    assert "[train] 3 steps took" in err and "s/step on this machine): about" in err
+    assert "for 5 steps" in err
+    assert err.index("[train] 3 steps took") > err.index("is not built yet")
+
+
+def test_info_reports_the_steps_actually_run(micro, capsys):
+    ref.reference_dir(micro, progress=False, steps=2)
+    assert main(["info", "--name", micro]) == 0
+    out = capsys.readouterr().out
+    assert "trained for 2 steps in " in out and "(planned 2)" in out
+    meta = {"steps": 40, "steps_planned": 180, "seconds": 61.2,
+            "budget": "time budget 60 s: planned 180 steps, 1.50 s/step here -> 40 steps"}
+    assert ref_models.trained_for(meta) == ("trained for 40 steps in 61 s (planned 180; time "
+                                            "budget 60 s: planned 180 steps, 1.50 s/step here "
+                                            "-> 40 steps)")
+
+
+def test_bench_llama_trains_with_train_steps(micro, monkeypatch):
+    from fastpipes.bench.workloads.base import WorkloadSpec, get_workload
+
+    seen = {}
+    monkeypatch.setattr("fastpipes.bench.workloads.llama.reference_dir",
+                        lambda name, **kw: seen.update(kw) or "/x")
+    spec = get_workload(WorkloadSpec("llama", model=micro,
+                                     options={"train_steps": 7})).prepare()
+    assert spec.model == "/x" and seen["steps"] == 7 and "--train-steps N" in seen["shorten"]
+    with pytest.raises(Exception, match="train_steps must be >= 1"):
+        get_workload(WorkloadSpec("llama", model=micro, options={"train_steps": 0}))
+
+
+def test_the_models_cache_is_created_private(micro, tmp_path):
+    """Issue #27: ~/.cache/fastpipes/models was created 0755 (docs/caches.md says 0700)."""
+    path = ref.reference_dir(micro, progress=False)
+    for d in (tmp_path / "cache", tmp_path / "cache" / "models"):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+    assert path.parent == tmp_path / "cache" / "models"

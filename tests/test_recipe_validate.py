@@ -117,3 +117,24 @@ def test_compile_options_override_is_blamed_on_the_override(tmp_path):
         load_recipe(str(tmp_path / "c.yaml"), ["compile.options.freezing=maybe"])
     assert [(p.file, p.key) for p in e.value.problems] == [("<overrides>",
                                                               "compile.options.freezing")]
+
+
+def test_value_checks_are_reported_beside_type_problems(tmp_path):
+    """Issue #27: a bad attention.block_size appeared only after the other problems were
+    fixed. The value checks of well-typed sections now run in the same pass, merged across
+    the chain, and blamed on the file that set the value."""
+    (tmp_path / "parent.yaml").write_text("attention: {block_size: -4}\n"
+                                          "quantize: {mode: dynamic}\n")
+    msg, problems, path = bad(tmp_path, f"""
+        base: {tmp_path / "parent.yaml"}
+        compile: {{mode: fastest}}
+        precision: {{dtype: float8}}
+        quantize: {{dtype: int4, group_size: 128}}
+    """)
+    keys = sorted(p.key for p in problems)
+    assert keys == ["attention.block_size", "compile.mode", "precision.dtype", "quantize.mode"], msg
+    by_key = {p.key: p for p in problems}
+    assert by_key["attention.block_size"].file == str(tmp_path / "parent.yaml")
+    assert "must be >= 0, got -4" in msg
+    assert "mode dynamic needs dtype int4" not in msg and "needs dtype int8, got int4" in msg
+    assert by_key["quantize.mode"].file == str(tmp_path / "parent.yaml")  # as when valid

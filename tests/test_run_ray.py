@@ -51,3 +51,38 @@ def test_ray_engine_matches_the_local_engine(tmp_path, capsys):
     for start in summary["start"]:  # each actor's own start, apart from its lock wait
         assert {"actor", "threads", "build_s", "accelerate_s", "warm_up_s", "wait_s"} <= set(start)
         assert start["threads"] == 1
+    # issue #27: items per actor and per node (every input, the broken one too, went to one)
+    assert sum(start["items"] for start in summary["start"]) == 5
+    assert all(start["node"] for start in summary["start"])
+    assert any(line.startswith("  node     ") and ": 5 item(s) by " in line
+               for line in text.splitlines())
+
+
+@pytest.mark.parametrize("address", ["auto", "10.0.0.1:6379", "head.local:6379",
+                                     "ray://10.0.0.1:10001"])
+def test_ray_addresses_the_cli_accepts(address, monkeypatch):
+    """Issue #27: HOST:PORT (what `ray start --head` prints) is accepted, and joining says
+    "joining", not "starting Ray"."""
+    from fastpipes.run import ray_engine
+
+    assert ray_engine.check_address(address) == address
+    said = []
+
+    def stop(**kwargs):
+        said.append(kwargs["address"])
+        raise RuntimeError("no cluster in a unit test")
+
+    monkeypatch.setattr(ray, "init", stop)
+    with pytest.raises(RuntimeError, match="no cluster"):
+        ray_engine.run_on_ray(None, [], None, None, address=address, say=said.append)
+    assert said == [f"joining the Ray cluster at {address}", address]
+
+
+@pytest.mark.parametrize("address", ["6379", "http://10.0.0.1:6379", "10.0.0.1:port",
+                                     "10.0.0.1:70000", ":6379"])
+def test_a_bad_ray_address_is_refused_naming_the_forms(address):
+    from fastpipes.errors import InputError
+    from fastpipes.run import ray_engine
+
+    with pytest.raises(InputError, match="allowed: auto, HOST:PORT"):
+        ray_engine.check_address(address)

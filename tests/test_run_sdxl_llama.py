@@ -11,7 +11,10 @@ def test_sdxl_images_settings_and_a_bad_prompt(tmp_path, capsys, monkeypatch):
     pytest.importorskip("diffusers")
     Image = pytest.importorskip("PIL.Image")
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text('a red cube\n\n{"prompt": "a blue ball", "seed": 7, "steps": 1}\n')
+    # blank lines (here the 3rd and the trailing one) are no prompts (issue #27); an empty
+    # JSON prompt is a bad input
+    prompts.write_text('a red cube\n{"prompt": " "}\n\n'
+                       '{"prompt": "a blue ball", "seed": 7, "steps": 1}\n\n')
     out = tmp_path / "out"
     args = ["run", "sdxl", "--prompts", str(prompts), "--model", "tiny", "--random-weights",
             "--steps", "2", "--width", "64", "--height", "48", "--recipe", "sdxl_fp32_fast",
@@ -96,3 +99,32 @@ def test_llama_completions_match_generate_and_sampling_is_seeded(tmp_path, llama
 
     a, b = sampled(tmp_path / "s1"), sampled(tmp_path / "s2")
     assert a == b and a != [r["completion"] for r in rows]
+
+
+def test_blank_lines_of_a_prompts_file_are_skipped_and_lines_keep_their_numbers(tmp_path):
+    """Issue #27: a trailing blank line counted as a failed item."""
+    from fastpipes.errors import InputError
+    from fastpipes.run.prompts import read_prompts
+
+    path = tmp_path / "p.txt"
+    path.write_text("a cat\n\n   \n{bad json\nlast\n\n")
+    got = read_prompts(str(path), {"seed"})
+    assert [(e["line"], e["prompt"], "error" in e) for e in got] == [
+        (1, "a cat", False), (4, "", True), (5, "last", False)]
+    assert got[1]["error"].startswith("line 4: not valid JSON")
+    path.write_text("\n \n")
+    with pytest.raises(InputError, match="no prompts, only blank lines"):
+        read_prompts(str(path), set())
+
+
+def test_sdxl_small_is_small_by_default_and_run_options_say_their_defaults(capsys):
+    """Issue #27: --random-weights small rendered 1024x1024; --steps had no help."""
+    from fastpipes.pipelines.sdxl_build import SdxlShape
+
+    assert SdxlShape.from_name("small").sample_size * 8 == 256
+    assert SdxlShape.from_name("full").sample_size * 8 == 1024
+    with pytest.raises(SystemExit):
+        main(["run", "sdxl", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "denoising steps per image (default 30" in text
+    assert "256 for small" in text

@@ -9,9 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_ships_recipes_and_installed_package_finds_them(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path / "dist"), str(ROOT)], check=True,
-                   cwd=tmp_path, env={**os.environ, "PIP_NO_INDEX": "1"})
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-v", "-w", str(tmp_path / "dist"), str(ROOT)],
+                           check=True, cwd=tmp_path, env={**os.environ, "PIP_NO_INDEX": "1"},
+                           capture_output=True, text=True)
+    # issue #27: setuptools warned three times per `make setup` about the license table
+    assert "project.license` as a TOML table is deprecated" not in built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("fastpipes-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {Path(n).name for n in names if n.startswith("fastpipes/recipes/")}

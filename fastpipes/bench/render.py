@@ -5,6 +5,7 @@ from pathlib import Path
 
 from fastpipes.bench import profile
 from fastpipes.bench.limits import ceiling_for
+from fastpipes.bench.noise import noise_verdict, verdict_line
 from fastpipes.bench.result import CUT, FAILED, NOT_RUN, OK, BenchResult, ConfigResult
 from fastpipes.report import PassStatus
 
@@ -116,6 +117,25 @@ def row(c: ConfigResult, limits: dict | None = None) -> dict[str, str]:
     }
 
 
+def noise_of(r: BenchResult) -> dict:
+    """The run's noise verdict; for a JSON written before verdicts, judged from its rows."""
+    if r.noise is not None:
+        return r.noise
+    base = next((c for c in r.configs if c.baseline), None)
+    return noise_verdict(base.latency_s if base and base.ok else None, r.limits,
+                         r.machine.get("tier", "other"), r.settings.get("threads") or 1)
+
+
+def speedup_range(r: BenchResult, c: ConfigResult) -> tuple[float, float] | None:
+    """(worst, best) speedup the timed runs allow: the fastest baseline run over this row's
+    slowest, and the slowest baseline run over this row's fastest (None without runs)."""
+    base = next((b for b in r.configs if b.baseline), None)
+    if not (base and base.ok and c.ok and c.latency_s and c.latency_s.get("min")):
+        return None
+    b, x = base.latency_s, c.latency_s
+    return b["min"] / x["max"], b["max"] / x["min"]
+
+
 def header_lines(r: BenchResult) -> list[str]:
     m, s, lim = r.machine, r.settings, r.limits
     cpu = (f"{m.get('cpu_model') or m.get('machine')} (tier {m.get('tier', '?')}), "
@@ -140,6 +160,7 @@ def header_lines(r: BenchResult) -> list[str]:
         lines.append(f"workload FLOPs per run: {r.workload['flops'] / 1e9:.4g} GFLOP")
     if s.get("overrides"):
         lines.append(f"overrides applied to every recipe: {' '.join(s['overrides'])}")
+    lines.append(verdict_line(noise_of(r)))
     if r.interrupted:
         lines.append("INTERRUPTED: the rows below are those measured before the benchmark "
                      "was stopped")
@@ -170,8 +191,12 @@ def table(r: BenchResult):
     """A rich Table (print it with ``rich.print`` or a Console)."""
     from rich.table import Table
 
+    from rich.markup import escape
+
+    caption = [f"[bold red]{escape(line)}[/]" if line.startswith("NOISY") else escape(line)
+               for line in header_lines(r)[1:]]
     t = Table(title=f"{r.workload.get('family', '')} benchmark: "
-                    f"{r.workload.get('description', '')}", caption="\n".join(header_lines(r)[1:]),
+                    f"{r.workload.get('description', '')}", caption="\n".join(caption),
               caption_justify="left")
     for col in COLUMNS:
         t.add_column(col, overflow="fold", justify="right" if col in (
@@ -183,6 +208,19 @@ def table(r: BenchResult):
             values["fidelity vs FP32"] = f"[red]{values['fidelity vs FP32']}[/]"
         t.add_row(*values.values(), style=style)
     return t
+
+
+def _title(ax, r: BenchResult, noise: dict) -> None:
+    """Workload and machine; on a noisy run, in red, the verdict and its evidence."""
+    import textwrap
+
+    m = r.machine
+    lines = [r.workload.get("description", ""), f"{m.get('cpu_model', '')}, "
+             f"{r.settings['threads']} threads, torch {r.torch_version}"]
+    if noise["noisy"]:
+        lines += textwrap.wrap("NOISY machine, speedups unreliable: "
+                               + "; ".join(noise["evidence"]), 120)
+    ax.set_title("\n".join(lines), fontsize=9, color="#d62728" if noise["noisy"] else "black")
 
 
 def plot(r: BenchResult, path: str | Path) -> Path:
@@ -199,8 +237,12 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     names = [c.name + (" (baseline)" if c.baseline else f" [{c.precision_class or '?'}]")
              for c in configs]
     speed = [c.speedup if c.ok and c.speedup is not None else 0.0 for c in configs]
-    xmax = max([1.0] + speed) * 2.0  # room for the labels right of the longest bar
-    fig, ax = plt.subplots(figsize=(11, 1.9 + 0.55 * len(configs)))
+    top = max([1.0] + speed)
+    # whiskers widen the axis up to twice the longest bar; wider ones are cut at the edge
+    highs = [min(s[1], 2 * top) for c in configs if (s := speedup_range(r, c))]
+    xmax = max([top] + highs) * 2.0  # room for the labels right of the longest bar
+    noise = noise_of(r)
+    fig, ax = plt.subplots(figsize=(11, 1.9 + 0.55 * len(configs) + 0.5 * noise["noisy"]))
     for y, c in enumerate(configs):
         fid = c.fidelity
         if c.baseline:
@@ -212,7 +254,11 @@ def plot(r: BenchResult, path: str | Path) -> Path:
         else:
             color, hatch = "#1f77b4", None
         if c.ok:
-            ax.barh(y, speed[y], color=color, hatch=hatch, edgecolor="black", linewidth=0.6)
+            spread = speedup_range(r, c) if c.speedup is not None else None
+            xerr = ([[max(speed[y] - spread[0], 0)], [max(spread[1] - speed[y], 0)]]
+                    if spread else None)
+            ax.barh(y, speed[y], color=color, hatch=hatch, edgecolor="black", linewidth=0.6,
+                    xerr=xerr, capsize=3, error_kw={"elinewidth": 0.8})
             label = f"{speed[y]:.2f}x" if c.speedup is not None else "no baseline"
             if fid is not None:
                 # every metric (up to 3): which one broke the threshold is not known here
@@ -221,7 +267,8 @@ def plot(r: BenchResult, path: str | Path) -> Path:
                 label += f"  {mark}" + (f"\n{shown}" if shown else "")
             if c.hardware_note:
                 label += "  [hardware: requires unmet]"
-            ax.text(speed[y] + xmax * 0.01, y, label, va="center", fontsize=7.5)
+            at = min(spread[1], 2 * top) if spread else speed[y]
+            ax.text(at + xmax * 0.01, y, label, va="center", fontsize=7.5)
         else:
             reason = " ".join(line.strip() for line in c.reason.splitlines()) or c.status
             if c.status == FAILED:
@@ -236,10 +283,9 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     ax.set_yticks(range(len(configs)), names, fontsize=9)
     ax.set_xlim(0, xmax)
     ax.set_ylim(-0.6, len(configs) - 0.4)
-    ax.set_xlabel("speedup over FP32 eager (median latency; higher is better)")
-    m = r.machine
-    ax.set_title(f"{r.workload.get('description', '')}\n{m.get('cpu_model', '')}, "
-                 f"{r.settings['threads']} threads, torch {r.torch_version}", fontsize=9)
+    ax.set_xlabel("speedup over FP32 eager (median latency; whiskers: the runs' range, "
+                  "baseline min/max over this row's max/min; higher is better)")
+    _title(ax, r, noise)
     fig.legend(handles=[Patch(color="#7f7f7f", label="FP32 eager baseline"),
                        Patch(color="#2ca02c", label="within its precision class's bars"),
                        Patch(facecolor="#d62728", hatch="//", edgecolor="black",

@@ -84,6 +84,8 @@ class BenchResult:
     command: str = ""
     date: str = ""
     interrupted: bool = False  # stopped early (Ctrl-C / SIGTERM): the rows run so far
+    # was the machine quiet? fastpipes.bench.noise.noise_verdict: noisy, evidence, checked
+    noise: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def config(self, name: str) -> ConfigResult:
@@ -128,6 +130,7 @@ JSON_SCHEMA: dict[str, Any] = {
                  "device": str, "overrides": list},
     "limits": OPT_DICT,
     "interrupted": bool,
+    "noise": OPT_DICT,
     "configs": [{
         "name": str, "recipe_source": OPT_STR, "baseline": bool, "status": str, "reason": str,
         "hardware_note": str, "build_s": OPT_NUM, "first_call_s": OPT_NUM, "compile_s": OPT_NUM,
@@ -148,7 +151,8 @@ FIDELITY_SCHEMA = {"metrics": dict, "ok": (bool, type(None)), "thresholds": str,
                    "precision_class": str, "note": str}
 STATUSES = tuple(s.value for s in RunStatus)
 # keys added after version 1 was published: files written before them still conform
-ADDED_KEYS = {"compile_warm_s", "precision_class", "interrupted", "note", "profile"}
+ADDED_KEYS = {"compile_warm_s", "precision_class", "interrupted", "note", "profile", "noise"}
+NOISE_SCHEMA = {"noisy": bool, "evidence": list, "checked": list}
 
 
 def _check(value: Any, schema: Any, where: str, problems: list[str]) -> None:
@@ -184,6 +188,8 @@ def check_schema(data: dict) -> list[str]:
         problems.append(f"$.schema_version: {data['schema_version']} != {SCHEMA_VERSION}")
     if data["limits"] is not None:
         _check(data["limits"], LIMITS_SCHEMA, "$.limits", problems)
+    if data.get("noise") is not None:
+        _check(data["noise"], NOISE_SCHEMA, "$.noise", problems)
     for i, c in enumerate(data["configs"]):
         if c["status"] not in STATUSES:
             problems.append(f"$.configs[{i}].status: {c['status']!r} not in {STATUSES}")

@@ -23,6 +23,7 @@ import torch
 
 from fastpipes._version import __version__
 from fastpipes.bench.limits import share_of
+from fastpipes.bench.noise import load_per_cpu, noise_verdict
 from fastpipes.bench.plan import AUTO, Planned, compiles, plan
 from fastpipes.bench.processes import (Interrupted, make_workdir, remove_workdir,
                                        run_worker, steps)
@@ -186,6 +187,7 @@ def run_benchmark(
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if on_main else None
     limits_result, flops, workload_info, interrupted = None, None, {}, False
+    load = load_per_cpu()  # before our own workers load the machine
     try:
         limits_result, flops, workload_info = _execute(
             planned, configs, jobs, warm, wd, max_time, limits, limits_quick, progress, base_job)
@@ -209,6 +211,9 @@ def run_benchmark(
     for c in configs:
         c.unit = workload_info.get("unit", "items")
     _derive(result, flops, workload_info.get("bound", "compute"))
+    base = result.configs[0]
+    result.noise = noise_verdict(base.latency_s if base.ok else None, limits_result, info.tier,
+                                 threads, load)
     return result
 
 
@@ -253,7 +258,9 @@ def _fill(c: ConfigResult, res: dict) -> None:
         c.extra[k] = float(v)
     auto = ((res.get("report") or {}).get("extra") or {}).get("auto")
     if auto:  # say what auto chose, and from what
-        tried = ", ".join(f"{t['recipe']} ({t['precision_class']}) {t['status']}"
+        tried = ", ".join(f"{t['recipe']}"
+                          + (f" ({t['precision_class']})" if t.get("precision_class") else "")
+                          + f" {t['status']}"
                           + (f" {t['speedup']:.2f}x" if t.get("speedup") else "")
                           for t in auto["trials"])
         c.reason = "; ".join(x for x in (c.reason, f"auto chose {auto['winner'] or 'FP32'} "

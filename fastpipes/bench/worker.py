@@ -130,7 +130,8 @@ def run_limits(job: dict, events: Events) -> dict:
 
 
 def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
-                auto_overrides: list[str] | None = None) -> Any:
+                auto_overrides: list[str] | None = None,
+                say: Callable[[str], None] | None = None) -> Any:
     """Apply `recipe`; "auto" searches with this workload's own timed call and fidelity
     bars, so it picks what this benchmark would rank first among faithful recipes."""
     from fastpipes.api import accelerate
@@ -142,7 +143,8 @@ def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
                         view=lambda out, ref: workload.view(pipe, inputs, out, ref),
                         compare=lambda ref, view, klass: workload.compare(pipe, ref, view, klass),
                         name=f"bench:{workload.family}", inputs=workload.describe())
-    return accelerate_auto(pipe, auto_overrides or None, example_inputs=inputs, target=target)
+    return accelerate_auto(pipe, auto_overrides or None, example_inputs=inputs, target=target,
+                           say=say)
 
 
 def run_config(job: dict, events: Events) -> dict:
@@ -171,7 +173,8 @@ def run_config(job: dict, events: Events) -> dict:
     if job["recipe"] is not None:
         events("accelerate", 1)
         out["accelerate_s"], report = _timed(lambda: _accelerate(
-            workload, pipe, inputs, job["recipe"], job.get("auto_overrides")), spec.device)
+            workload, pipe, inputs, job["recipe"], job.get("auto_overrides"),
+            lambda text: events(f"auto: {text}")), spec.device)
         out["report"] = report.to_dict()
         klass = report.precision_class
     out["precision_class"] = klass

@@ -49,32 +49,46 @@ def run_list(args) -> int:
     info = detect()
     no_ipex = ""
     t = Table(title=f"fastpipes recipes (this machine: tier {info.tier})", title_justify="left")
-    for col in ("name", "family", "class", "this machine", "description"):
-        t.add_column(col)
-    for name, path in sorted(available().items()):
+    # one line per recipe at any width: the description is cut to what is left, with an
+    # ellipsis (recipes show NAME has all of it); the other columns never wrap
+    console = Console()
+    names = sorted(available().items())
+    widths = {"name": max([4] + [len(n) for n, _ in names]), "family": 7, "class": 5, "here": 8}
+    for col, width in widths.items():
+        t.add_column(col, no_wrap=True, width=width)
+    room = max(12, console.width - sum(widths.values()) - 3 * (len(widths) + 1) - 1)
+    t.add_column("description", no_wrap=True, width=room)
+
+    def cut(text: str) -> str:
+        return escape(text if len(text) <= room else text[:room - 1] + "…")
+
+    for name, path in names:
         try:
             r = load_recipe(path)
         except FastpipesError as e:  # one broken file must not hide the others
-            t.add_row(name, "?", "?", "[red]invalid[/]", escape(_first_problem(e)))
+            t.add_row(name, "?", "?", "[red]invalid[/]", cut(_first_problem(e)))
             continue
         if args.family and r.family.value != args.family:
             continue
         device = "cuda" if info.cuda_devices else "cpu"
         unmet = unmet_requirements(r.requires, info, device)
-        fit = "[green]ok[/]" if not unmet else "[yellow]runs slowly here[/]"
+        fit = "[green]ok[/]" if not unmet else "[yellow]slow[/]"
         if wrong_device(r.requires, device, info):
-            fit = "[red]needs CUDA (none here)[/]" if device == "cpu" else "[red]other device[/]"
+            fit = "[red]needs CUDA[/]" if device == "cpu" else "[red]other device[/]"
         if r.requires.ipex and ipex_unavailable():
-            fit, no_ipex = "[red]unavailable: needs IPEX[/]", ipex_unavailable()
-        first = r.description.split(". ")[0].splitlines()[0] if r.description else ""
-        t.add_row(name, r.family.value, r.precision_class.value, fit, first)
-    Console().print(t)
-    print("class: the numerics a recipe computes in, derived from its passes (exact, fp16, bf16, "
-          "int8, int4); each is judged by its own fidelity bars (docs/fidelity.md)")
+            fit, no_ipex = "[red]no IPEX[/]", ipex_unavailable()
+        t.add_row(name, r.family.value, r.precision_class.value, fit,
+                  cut(" ".join(r.description.split())))
+    console.print(t)  # and the notes wrapped at the terminal's width, between words
+    say = lambda text: console.print(escape(text), highlight=False)  # noqa: E731
+    say("here: ok; slow = runs, but this machine misses a requirement; no IPEX = cannot run. "
+        "The whole description: fastpipes recipes show NAME")
+    say("class: the numerics a recipe computes in, derived from its passes (exact, fp16, bf16, "
+        "int8, int4); each is judged by its own fidelity bars (docs/fidelity.md)")
     if not info.bf16_native:
-        print(f"note: {info.low_precision_note('bf16')}")
+        say(f"note: {info.low_precision_note('bf16')}")
     if no_ipex:
-        print(f"note: recipes that need IPEX cannot run here: {no_ipex}")
+        say(f"note: recipes that need IPEX cannot run here: {no_ipex}")
     return 0
 
 

@@ -60,8 +60,9 @@ def _common(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--actors", type=int, default=1, help="Ray actors (default 1)")
     p.add_argument("--cpus-per-actor", type=float,
                    help="CPUs per Ray actor (default: the cluster's CPUs shared out)")
-    p.add_argument("--address", help="join a Ray cluster: ray://HOST:10001 or auto "
-                                     "(default: start a local Ray)")
+    p.add_argument("--address", help="join a Ray cluster: auto, HOST:PORT (e.g. HEAD_IP:6379) "
+                                     "or ray://HOST:10001 (default: start a local Ray; see "
+                                     "docs/ray.md for token setup)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -110,10 +111,14 @@ def add_parser(subparsers) -> None:
     sdxl.add_argument("--prompts", required=True, metavar="FILE",
                       help="one prompt per line, or JSON lines with prompt and optional seed, "
                            "steps, guidance, width, height, negative_prompt")
-    sdxl.add_argument("--steps", type=int, default=30)
-    sdxl.add_argument("--guidance", type=float, default=5.0)
-    sdxl.add_argument("--width", type=int, help="pixels, a multiple of 8 (default: the model's)")
-    sdxl.add_argument("--height", type=int, help="pixels, a multiple of 8 (default: the model's)")
+    sdxl.add_argument("--steps", type=int, default=30,
+                      help="denoising steps per image (default 30; fewer is faster and rougher)")
+    sdxl.add_argument("--guidance", type=float, default=5.0,
+                      help="classifier-free guidance scale (default 5.0)")
+    size = ("pixels, a multiple of 8 (default: the model's: 1024 for SDXL and --random-weights "
+            "full, 256 for small, 64 for tiny)")
+    sdxl.add_argument("--width", type=int, help=size)
+    sdxl.add_argument("--height", type=int, help=size)
     sdxl.add_argument("--negative-prompt", default="")
     _common(sdxl, "a local diffusers SDXL directory (with --random-weights: tiny, small or full)")
 

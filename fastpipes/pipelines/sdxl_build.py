@@ -92,6 +92,7 @@ SHAPES = {
         te1=_clip(256, 1024, 4, 4, 256, "quick_gelu"),
         te2=_clip(512, 2048, 4, 8, 512, "gelu"),
         vae_channels=(64, 128, 256, 256),
+        sample_size=32,  # 256x256 images by default: quick checks, not SDXL's 1024
     ),
     # for tests: builds and runs in seconds
     "tiny": SdxlShape(

@@ -24,8 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fastpipes.errors import Problem, RecipeError, RecipeNotFoundError
 from fastpipes.recipe.read import read_yaml, safe_load
-from fastpipes.recipe.schema import HEADER_KEYS, RecipeHeader, Recipe
-from fastpipes.recipe.validate import (INTERPOLATION, build, build_section,
+from fastpipes.recipe.schema import HEADER_KEYS, SECTIONS, RecipeHeader, Recipe
+from fastpipes.recipe.validate import (INTERPOLATION, MAX_DEPTH, build, build_section,
                                        check_components, check_interpolation,
                                        check_recipe_mapping, check_size, not_a_recipe)
 from fastpipes.registry import did_you_mean
@@ -281,7 +281,8 @@ def load_recipe(
         problems.append(Problem(OVERRIDES, "base", "the base of a recipe cannot be overridden",
                                 "a recipe file that inherits it: fastpipes recipes new NAME "
                                 "--from BASE"))
-    if problems:
+    if problems:  # the sections that are well typed everywhere still get their value checks
+        problems += _clean_section_checks(layers, over, problems)
         raise RecipeError(problems, recipe=_guess_name(spec, layers))
 
     raws = [layer.raw for layer in layers] + ([over] if over else [])
@@ -321,6 +322,38 @@ def load_recipe(
         chain=tuple(layer.file for layer in reversed(layers)),
         raw=data,
     )
+
+
+def _clean_section_checks(layers: list[_Layer], over: Any,
+                          problems: list[Problem]) -> list[Problem]:
+    """The value checks (Section.check) of every section that no problem names, so one
+    run reports a bad ``attention.block_size`` beside a wrong type elsewhere (issue #27).
+    Nothing when a problem concerns a whole file (its sections cannot be trusted)."""
+    raws = [layer.raw for layer in layers] + ([over] if over else [])
+    if any(not p.key for p in problems) or not all(isinstance(r, dict) for r in raws):
+        return []
+    dirty = {p.key.split(".")[0].split("[")[0] for p in problems}
+    merged: dict[str, Any] = {}
+    for raw in raws:  # base first, as load_recipe merges them
+        for k, v in raw.items():
+            if k not in SECTIONS or k in dirty:
+                continue
+            if v is None or merged.get(k) is None:
+                merged[k] = v  # null removes an inherited section
+            else:
+                merged[k] = OmegaConf.to_container(OmegaConf.merge(merged[k], v), resolve=False)
+    sources = [(layer.file, layer.raw) for layer in layers] + [(OVERRIDES, over)]
+    out = []
+    for k, v in merged.items():
+        if v is None:
+            continue
+        try:
+            checks = build_section(k, v or {}).check()
+        except Exception:  # noqa: BLE001  (only more problems to report; never a crash)
+            continue
+        out += [Problem(_set_by(f"{k}.{key}", sources, layers[-1].file), f"{k}.{key}",
+                        message, allowed) for key, message, allowed in checks]
+    return out
 
 
 def _guess_name(spec: Any, layers: list[_Layer]) -> str:

@@ -83,12 +83,23 @@ class RunSummary:
             who = s.get("actor", "local") if self.engine == "ray" else "local"
             wait = f", waited {s['wait_s']:.1f} s for the start lock" \
                 if s.get("wait_s", 0) >= 0.1 else ""
+            made = f"; {s['items']} item(s)" if "items" in s else ""
             lines.append(f"  start    #{i + 1} ({who}): {s['total_s']:.1f} s (build "
                          f"{s['build_s']:.1f}, accelerate {s['accelerate_s']:.1f}, warm-up "
-                         f"{s['warm_up_s']:.1f}){wait}")
+                         f"{s['warm_up_s']:.1f}){wait}{made}")
+        lines += [f"  node     {line}" for line in per_node(self.start)]
         lines += [f"  warning  {w}" for w in self.warnings]
         lines += [f"  wrote    {o}" for o in self.outputs]
         return "\n".join(lines)
+
+
+def per_node(starts: list[dict]) -> list[str]:
+    """'HOST (node ID): N item(s) by K actor(s)' per Ray node, from the actors' starts."""
+    nodes: dict[str, list[int]] = {}
+    for s in starts:
+        if "node" in s and "items" in s:
+            nodes.setdefault(s["node"], []).append(s["items"])
+    return [f"{node}: {sum(n)} item(s) by {len(n)} actor(s)" for node, n in nodes.items()]
 
 
 def run_job(job: Job, engine: str = "local", actors: int = 1, cpus_per_actor: float | None = None,

@@ -101,7 +101,8 @@ class LlamaJob(Job):
     def items(self) -> list[Item]:
         items, context = [], self.context()
         for n, entry in enumerate(read_prompts(self.prompts, PER_PROMPT)):
-            payload = {"prompt": entry["prompt"], "line": n + 1, "name": f"line {n + 1}",
+            payload = {"prompt": entry["prompt"], "line": entry["line"],
+                       "name": f"line {entry['line']}",
                        "seed": entry.get("seed", self.seed + n),
                        "max_new_tokens": entry.get("max_new_tokens", self.max_new_tokens)}
             if entry.get("error"):

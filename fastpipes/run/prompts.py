@@ -1,11 +1,12 @@
 """Prompt files of the SDXL and Llama jobs: one prompt per line, or JSON lines.
 
 A line is either plain text (the prompt) or a JSON object ``{"prompt": ..., <per-prompt
-settings>}``. Every line is one input, so a blank line or a bad JSON line is a bad input
-that the job records and goes past, not a reason to stop before starting.
+settings>}``. Blank lines (only whitespace) are skipped; every other line is one input, so a
+bad JSON line or an empty JSON prompt is a bad input that the job records and goes past,
+not a reason to stop before starting. Each entry carries its "line" number in the file.
 
->>> read_prompts_text('a cat\\n{"prompt": "a dog", "seed": 7}\\n', {"seed"})
-[{'prompt': 'a cat'}, {'prompt': 'a dog', 'seed': 7}]
+>>> read_prompts_text('a cat\\n\\n{"prompt": "a dog", "seed": 7}\\n', {"seed"})
+[{'prompt': 'a cat', 'line': 1}, {'prompt': 'a dog', 'seed': 7, 'line': 3}]
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def read_prompts(path: str, allowed: set[str]) -> list[dict]:
               extra="; split it into several jobs")
     prompts = read_prompts_text(text, allowed)
     if not prompts:
-        raise InputError(f"--prompts {path}: the file has no lines (one prompt per line, "
-                         "or one JSON object per line)")
+        raise InputError(f"--prompts {path}: the file has no prompts, only blank lines or "
+                         "none (one prompt per line, or one JSON object per line)")
     return prompts
 
 
@@ -38,6 +39,8 @@ def read_prompts_text(text: str, allowed: set[str]) -> list[dict]:
     out = []
     limit = int(BOUNDS["prompt_chars"].hi)
     for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():  # a blank line (e.g. the file's last) is no prompt
+            continue
         entry: dict = {"prompt": line}
         if len(line) > limit:
             entry = {"prompt": "", "error": f"line {n}: {len(line):,} characters; a line may "
@@ -55,5 +58,5 @@ def read_prompts_text(text: str, allowed: set[str]) -> list[dict]:
                 entry = {"prompt": "", "error": f"line {n}: not valid JSON: {e}"}
         if not entry.get("error") and not entry["prompt"].strip():
             entry = {"prompt": "", "error": f"line {n}: empty prompt"}
-        out.append(entry)
+        out.append({**entry, "line": n})
     return out

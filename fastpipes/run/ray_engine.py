@@ -65,8 +65,9 @@ class RunActor:
     job's ``process`` reads, e.g. ``{"path": ..., "name": ...}`` for SAM, ``{"prompt":
     ...}`` for SDXL / Llama) and optionally ``fingerprint``. Output rows: ``key``,
     ``fingerprint``, ``ok``, ``record`` and ``error`` (JSON str), ``file_names`` (JSON list)
-    with ``file_data`` (their bytes, same order), ``seconds``, and ``actor`` (JSON: this
-    actor's start times and accelerate() report; only in its first row, else "").
+    with ``file_data`` (their bytes, same order), ``seconds``, ``by`` (the actor that made
+    it: ``host:pid``), and ``actor`` (JSON: this actor's start times, node and accelerate()
+    report; only in its first row, else "").
 
     `threads` sets torch's intra-op threads (default: Ray's ``num_cpus`` for the actor).
     `start_log` (an actor handle with ``add.remote(str)``) also gets the start record, so
@@ -81,7 +82,7 @@ class RunActor:
             torch.set_num_threads(int(threads))
         gate = (lambda: start_lock(cache_dir() / LOCK_NAME)) if lock else None
         self.worker = Worker(job, gate=gate)
-        self.info = {"actor": f"{socket.gethostname()}:{os.getpid()}",
+        self.info = {"actor": f"{socket.gethostname()}:{os.getpid()}", "node": _node(),
                      "threads": torch.get_num_threads(), "ready_at": time.time(),
                      **self.worker.start, "report": self.worker.report.to_dict()}
         if start_log is not None:
@@ -91,7 +92,7 @@ class RunActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out: dict[str, list] = {k: [] for k in ("key", "fingerprint", "ok", "record", "error",
                                                 "file_names", "file_data", "seconds",
-                                                "actor")}
+                                                "by", "actor")}
         fingerprints = batch.get("fingerprint")
         for i, key in enumerate(batch["key"]):
             fp = str(fingerprints[i]) if fingerprints is not None else ""
@@ -104,9 +105,21 @@ class RunActor:
             out["file_names"].append(json.dumps(list(result.files)))
             out["file_data"].append(list(result.files.values()))
             out["seconds"].append(result.seconds)
+            out["by"].append(self.info["actor"])
             out["actor"].append("" if self._announced else json.dumps(self.info, default=str))
             self._announced = True
         return out
+
+
+def _node() -> str:
+    """This process's Ray node: its host name and the start of its node id (two nodes may
+    share a host)."""
+    try:
+        import ray
+
+        return f"{socket.gethostname()} (node {ray.get_runtime_context().get_node_id()[:8]})"
+    except Exception:  # noqa: BLE001  (outside a Ray worker: the host is all we know)
+        return socket.gethostname()
 
 
 def result_of(row: dict) -> ItemResult:
@@ -130,13 +143,36 @@ def _cpus(actors: int, cpus_per_actor: float | None) -> float:
     return max(1, min(int(total // actors), int(biggest)))
 
 
+ADDRESS_FORMS = "auto, HOST:PORT (the head's GCS port, e.g. 10.0.0.1:6379) or ray://HOST:PORT"
+
+
+def check_address(address: str) -> str:
+    """`address` if it is a form Ray can join, else InputError naming the forms:
+    ``auto`` (the cluster this machine belongs to), ``HOST:PORT`` (what ``ray start
+    --head`` prints), or a Ray Client URL ``ray://HOST:PORT``.
+
+    >>> check_address("10.0.0.1:6379")
+    '10.0.0.1:6379'
+    """
+    if address == "auto":
+        return address
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = rest.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536 and "/" not in host):
+        raise InputError(f"--address {address!r} is not a Ray address; allowed: {ADDRESS_FORMS}")
+    return address
+
+
 def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None],
                started: Callable[[dict, dict], None], actors: int = 1,
                cpus_per_actor: float | None = None, address: str | None = None,
                say: Callable[[str], None] = print) -> None:
     """Process `pending` on `actors` RunActor actors; `take` each result as it arrives,
     `started(report, start)` once per actor. Starts a local Ray unless `address` (a
-    ``ray://host:port`` URL or ``auto``) names a cluster; leaves Ray as it found it."""
+    ``ray://host:port`` URL, ``host:port`` or ``auto``) names a cluster to join; leaves Ray
+    as it found it."""
+    if address is not None:
+        check_address(address)
     try:
         import ray
         import ray.data
@@ -144,7 +180,8 @@ def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None]
         raise InputError("--engine ray needs Ray Data: pip install 'fastpipes[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        say(f"starting Ray ({address or 'local'})")
+        say(f"joining the Ray cluster at {address}" if address else
+            "starting a local Ray (shut down after the job)")
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  **({} if address else {"num_cpus": os.cpu_count()}))
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -160,11 +197,14 @@ def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None]
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
                             batch_size=1,
                             runtime_env={"env_vars": {CACHE_ENV: str(cache_dir())}})
+        made: dict[str, int] = {}  # actor -> items it processed
         try:
             for row in ds.iter_rows():
+                made[str(row.get("by", ""))] = made.get(str(row.get("by", "")), 0) + 1
                 take(result_of(row))
         finally:  # also after Ctrl-C: the starts seen so far
             for info in _starts(ray, log):
+                info["items"] = made.get(info.get("actor", ""), 0)
                 started(info.pop("report"), info)
     except ray.exceptions.RayError as e:  # e.g. an actor that could not build the pipeline
         raise FastpipesError(f"the Ray job failed: {e}") from e

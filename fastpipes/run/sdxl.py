@@ -55,16 +55,16 @@ class SdxlJob(Job):
             settings = {"seed": self.seed + n, "steps": self.steps, "guidance": self.guidance,
                         "width": self.width, "height": self.height,
                         "negative_prompt": self.negative_prompt}
-            settings.update({k: v for k, v in entry.items() if k != "prompt"})
+            settings.update({k: v for k, v in entry.items() if k not in ("prompt", "line")})
             if not settings.get("error"):  # a bad setting fails its line before any work
                 try:
                     _check_settings(*(settings[k] for k in ("steps", "guidance", "width",
                                                             "height", "negative_prompt",
                                                             "seed")))
                 except InputError as e:
-                    settings["error"] = f"line {n + 1}: {e}"
-            items.append(self.make_item(f"{n:05d}", {"prompt": entry["prompt"], "line": n + 1,
-                                                     "name": f"line {n + 1}", **settings}))
+                    settings["error"] = f"line {entry['line']}: {e}"
+            items.append(self.make_item(f"{n:05d}", {"prompt": entry["prompt"], "line": entry["line"],
+                                                     "name": f"line {entry['line']}", **settings}))
         return items
 
     def build(self) -> Any:

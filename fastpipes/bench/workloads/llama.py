@@ -51,7 +51,9 @@ class LlamaWorkload(Workload):
                                         "trained reference model's fidelity reads (default 32)"),
                "new_tokens": (int, "tokens generated per timed run (default 64)"),
                "dtype": (str, "float32 (the baseline's) or bfloat16, to build shapes whose FP32 "
-                              "form does not fit in memory (then with --no-baseline)")}
+                              "form does not fit in memory (then with --no-baseline)"),
+               "train_steps": (int, "optimizer steps when --model trained-tiny is not built "
+                                    "yet and is trained first (default: its spec's, 180)")}
 
     def __init__(self, spec: WorkloadSpec):
         super().__init__(spec)
@@ -73,6 +75,9 @@ class LlamaWorkload(Workload):
         self.windows = int(spec.options.get("heldout_windows", 32))
         if self.windows < 1:
             raise BenchmarkError(f"heldout_windows must be >= 1, got {self.windows}")
+        self.train_steps = spec.options.get("train_steps")
+        if self.train_steps is not None and int(self.train_steps) < 1:
+            raise BenchmarkError(f"train_steps must be >= 1, got {self.train_steps}")
 
     @property
     def random_weights(self) -> bool:
@@ -95,7 +100,10 @@ class LlamaWorkload(Workload):
         """A reference model is trained (once, in the user's cache) before any worker starts;
         the workers, which run on caches of their own, get its directory."""
         if self.model_name in REFERENCE_MODELS:
-            return replace(self.spec, model=str(reference_dir(self.model_name)))
+            shorten = ("run `fastpipes bench llama --model trained-tiny` again with fewer "
+                       "steps: --train-steps N")
+            return replace(self.spec, model=str(reference_dir(
+                self.model_name, steps=self.train_steps, shorten=shorten)))
         return self.spec
 
     def describe(self) -> str:

@@ -7,7 +7,7 @@ import sys
 
 from fastpipes.pipelines.llama_reference.models import (REFERENCE_MODELS, is_current,
                                                         read_metadata, reference_dir, spec_of,
-                                                        stored_dir)
+                                                        stored_dir, trained_for)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     stale = "" if is_current(path, spec_of(args.name)) else \
         " (trained from another spec: the next use rebuilds it)"
     print(f"{args.name}: {path}{stale}")
+    print(trained_for(meta))
     print(json.dumps(meta, indent=1))
     return 0
 

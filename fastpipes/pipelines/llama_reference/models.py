@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from fastpipes.cache import part_dir
+from fastpipes.cache import part_dir, private_dir
 from fastpipes.errors import InputError
 from fastpipes.pipelines.llama_reference.corpus import encode, stdlib_corpus
 from fastpipes.pipelines.llama_reference.fidelity import (heldout_batches, perplexity,
@@ -31,6 +31,10 @@ from fastpipes.pipelines.llama_reference.fidelity import (heldout_batches, perpl
 from fastpipes.pipelines.llama_reference.training import TrainConfig, train
 
 VOCAB = 272  # ByT5's 259 ids (3 special + 256 bytes), padded to a multiple of 16
+# how a user makes the training shorter, said before it starts (callers such as the
+# benchmark name their own option)
+SHORTEN = ("build it first with fewer steps: python -m fastpipes.pipelines.llama_reference "
+           "build --steps N (or --max-minutes M)")
 METADATA = "reference.json"  # written last: a directory without it is incomplete
 HELDOUT_WINDOWS = 64  # windows of `context` bytes the stored held-out loss is measured on
 
@@ -95,6 +99,16 @@ def read_metadata(path: str | Path) -> dict | None:
         return None
 
 
+def trained_for(meta: dict) -> str:
+    """How many steps a stored model was really trained for, in words (its spec's
+    ``steps`` is the plan; a time budget may have cut it)."""
+    ran, planned = meta.get("steps"), meta.get("steps_planned")
+    cut = f"; {meta['budget']}" if meta.get("budget") else ""
+    secs = meta.get("seconds")
+    took = f" in {secs:.0f} s" if isinstance(secs, (int, float)) else ""
+    return f"trained for {ran} steps{took} (planned {planned}{cut})"
+
+
 def _identity(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k != "steps"}
 
@@ -131,14 +145,16 @@ def is_current(path: str | Path, spec: ReferenceSpec) -> bool:
 
 def reference_dir(name: str = "trained-tiny", force: bool = False,
                   max_minutes: float | None = None, progress: bool = True,
-                  steps: int | None = None) -> Path:
+                  steps: int | None = None, shorten: str = SHORTEN) -> Path:
     """The directory of reference model `name`, trained and saved on first use.
 
     Two processes never train it at once (a file lock: the second waits, then reuses the
     first one's); the directory appears complete or not at all (built under a temporary
     name, then renamed). A stored model of another spec is rebuilt; `force` rebuilds.
     When it is trained: `steps` replaces the spec's step count, and `max_minutes` fits
-    the training into about that time (fewer steps; see train()).
+    the training into about that time (fewer steps; see train()). With `progress`, a
+    training says so before it starts, with how to make it shorter (`shorten`), and
+    its ETA once the first steps have been timed.
     """
     spec = spec_of(name)
     if steps is not None:
@@ -150,7 +166,7 @@ def reference_dir(name: str = "trained-tiny", force: bool = False,
         return final
     from filelock import FileLock, Timeout  # third-party (a dependency of transformers)
 
-    final.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(final.parent)  # 0700, as every cache part (docs/caches.md)
     lock = FileLock(str(final.parent / f".llama-{name}.lock"))
     try:
         lock.acquire(timeout=0)
@@ -164,7 +180,8 @@ def reference_dir(name: str = "trained-tiny", force: bool = False,
         shutil.rmtree(building, ignore_errors=True)  # what a killed build left behind
         tmp = building / str(os.getpid())
         try:
-            build_reference(spec, tmp, max_minutes=max_minutes, progress=progress, name=name)
+            build_reference(spec, tmp, max_minutes=max_minutes, progress=progress, name=name,
+                            shorten=shorten)
             if final.exists():
                 os.rename(final, building / "old")
             os.rename(tmp, final)
@@ -176,7 +193,8 @@ def reference_dir(name: str = "trained-tiny", force: bool = False,
 
 
 def build_reference(spec: ReferenceSpec, dest: str | Path, max_minutes: float | None = None,
-                    progress: bool = True, name: str = "") -> tuple[torch.nn.Module, dict]:
+                    progress: bool = True, name: str = "",
+                    shorten: str = SHORTEN) -> tuple[torch.nn.Module, dict]:
     """Train a model to `spec` and write its directory at `dest`; returns the trained
     model (eval mode) and its metadata."""
     import transformers
@@ -189,9 +207,13 @@ def build_reference(spec: ReferenceSpec, dest: str | Path, max_minutes: float | 
     model = LlamaForCausalLM(spec.llama_config())
     n_params = sum(p.numel() for p in model.parameters())
     if progress:
-        print(f"training reference Llama {name}: {n_params / 1e6:.2f} M parameters, "
+        budget = f", fitted into about {max_minutes:g} min" if max_minutes else ""
+        print(f"fastpipes: the reference Llama {name or 'model'} is not built yet: training it "
+              f"now, once (later runs reuse it): {n_params / 1e6:.2f} M parameters, "
               f"{corpus.info['train_bytes'] / 2**20:.1f} MiB of stdlib text, {spec.steps} "
-              f"steps of {spec.batch} x {spec.context} bytes -> {dest}", file=sys.stderr)
+              f"steps of {spec.batch} x {spec.context} bytes{budget} -> {dest}. The ETA follows "
+              f"the first steps; to shorten it, stop (Ctrl-C) and {shorten}", file=sys.stderr,
+              flush=True)
     stats = train(model, corpus.train, spec.train_config(),
                   max_seconds=None if max_minutes is None else 60 * max_minutes,
                   progress=progress)

@@ -87,6 +87,10 @@ def train(model: nn.Module, stream: torch.Tensor, cfg: TrainConfig,
             losses.append(loss.item())
             step += 1
             elapsed = time.perf_counter() - t0
+            if step == ETA_AFTER and total > ETA_AFTER:
+                bar.note(f"{step} steps took {elapsed:.1f} s ({elapsed / step:.2f} s/step on "
+                         f"this machine): about {_eta(elapsed / step * total)} for "
+                         f"{total} steps")
             if max_seconds is not None and step == 3 and total > 3:
                 fit = max(4, int(max_seconds / (elapsed / step)))
                 if fit < total:
@@ -106,8 +110,18 @@ def train(model: nn.Module, stream: torch.Tensor, cfg: TrainConfig,
 
 # ---- progress ---------------------------------------------------------------------------
 
+ETA_AFTER = 3  # steps timed before the ETA is said (the first one also warms up)
+
+
+def _eta(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 class _Quiet:
     def update(self, step: int, total: int, loss: float, elapsed: float, tokens: int) -> None:
+        ...
+
+    def note(self, text: str) -> None:
         ...
 
 
@@ -116,6 +130,9 @@ class _Lines(_Quiet):
 
     def __init__(self):
         self.last = -1
+
+    def note(self, text):
+        print(f"[train] {text}", file=sys.stderr, flush=True)
 
     def update(self, step, total, loss, elapsed, tokens):
         decile = step * 10 // max(1, total)
@@ -130,6 +147,9 @@ class _Rich(_Quiet):
     def __init__(self, progress, total):
         self.p = progress
         self.task = progress.add_task("training", total=total, loss=float("nan"), tok_s=0.0)
+
+    def note(self, text):
+        self.p.console.print(f"[train] {text}")
 
     def update(self, step, total, loss, elapsed, tokens):
         self.p.update(self.task, completed=step, total=total, loss=loss, tok_s=tokens / elapsed)

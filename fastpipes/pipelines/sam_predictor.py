@@ -67,6 +67,14 @@ class _ImageState:
     features: torch.Tensor  # [1, C, h', w'] image embedding
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    # [1, C, h', w'] dense positional encoding: it depends only on the prompt encoder, so it
+    # is made once per image, not per click (get_dense_pe builds a 64x64 grid each call)
+    image_pe: torch.Tensor | None = None
+
+
+def _state(sam: torch.nn.Module, features: torch.Tensor, original_size, input_size) -> _ImageState:
+    return _ImageState(features, tuple(original_size), tuple(input_size),
+                       sam.prompt_encoder.get_dense_pe())
 
 
 class SamPredictor:
@@ -99,7 +107,23 @@ class SamPredictor:
         if image_format != self.model.image_format:
             image = image[..., ::-1]
         x, input_size = preprocess_image(self.model, image)
-        self._state = _ImageState(self.model.image_encoder(x), tuple(image.shape[:2]), input_size)
+        self._state = _state(self.model, self.model.image_encoder(x), image.shape[:2], input_size)
+
+    @torch.inference_mode()
+    def set_features(self, features: torch.Tensor, original_size: tuple[int, int]) -> None:
+        """Use an image embedding computed before (``features`` [1, C, h', w'] from this
+        model's image encoder) for a picture of `original_size` (h, w): clicks without
+        encoding again, e.g. an embedding kept from an earlier session."""
+        want = (self.model.prompt_encoder.embed_dim, *self.model.prompt_encoder.image_embedding_size)
+        if not isinstance(features, torch.Tensor) or tuple(features.shape) != (1, *want):
+            got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            raise InputError(f"features must be a [1, {want[0]}, {want[1]}, {want[2]}] tensor "
+                             f"from this model's image encoder, got {got}")
+        h, w = (int(v) for v in original_size)
+        if h < 1 or w < 1:
+            raise InputError(f"original_size must be (height, width) >= 1, got {original_size}")
+        input_size = preprocess_shape(h, w, self.model.image_encoder.img_size)
+        self._state = _state(self.model, features.to(self.device), (h, w), input_size)
 
     def _to_model_coords(self, coords: np.ndarray, state: _ImageState) -> np.ndarray:
         (oh, ow), (nh, nw) = state.original_size, state.input_size
@@ -141,7 +165,7 @@ class SamPredictor:
     def _decode(self, state: _ImageState, coords, labels, boxes, mask_input, multimask_output,
                 return_logits):
         # coords: [P, N, 2], labels: [P, N], boxes: [P, 4], mask_input: [P, 1, 256, 256]
-        sam, dev = self.model, self.device
+        dev = self.device
         points = None
         if coords is not None:
             points = (torch.as_tensor(self._to_model_coords(coords, state), dtype=torch.float, device=dev),
@@ -152,13 +176,31 @@ class SamPredictor:
             box_t = torch.as_tensor(b, dtype=torch.float, device=dev)
         mask_t = None if mask_input is None else torch.as_tensor(mask_input, dtype=torch.float,
                                                                   device=dev)
-        sparse, dense = sam.prompt_encoder(points=points, boxes=box_t, masks=mask_t)
-        low_res, iou = sam.mask_decoder(image_embeddings=state.features,
-                                        image_pe=sam.prompt_encoder.get_dense_pe(),
-                                        sparse_prompt_embeddings=sparse,
-                                        dense_prompt_embeddings=dense,
-                                        multimask_output=multimask_output)
-        low_res, iou = low_res.float(), iou.float()
+        return self._decode_tensors(state, points, box_t, mask_t, multimask_output, return_logits)
+
+    def _decode_tensors(self, state: _ImageState, points, box_t, mask_t, multimask_output,
+                        return_logits):
+        """Prompt encoder -> mask decoder -> postprocess on prompts in model coordinates;
+        the three parts the click benchmark times one by one (bench/workloads/sam_click)."""
+        sparse, dense = self._prompt_encoder(points, box_t, mask_t)
+        low_res, iou = self._mask_decoder(state, sparse, dense, multimask_output)
+        return self._postprocess(state, low_res, iou, return_logits)
+
+    def _prompt_encoder(self, points, box_t, mask_t):
+        return self.model.prompt_encoder(points=points, boxes=box_t, masks=mask_t)
+
+    def _mask_decoder(self, state: _ImageState, sparse, dense, multimask_output):
+        image_pe = state.image_pe
+        if image_pe is None:  # a state made before image_pe was kept
+            image_pe = self.model.prompt_encoder.get_dense_pe()
+        return self.model.mask_decoder(image_embeddings=state.features, image_pe=image_pe,
+                                       sparse_prompt_embeddings=sparse,
+                                       dense_prompt_embeddings=dense,
+                                       multimask_output=multimask_output)
+
+    def _postprocess(self, state: _ImageState, low_res, iou, return_logits):
+        sam = self.model
+        low_res, iou = low_res.float(), iou.float()  # no-ops for FP32 outputs
         masks = sam.postprocess_masks(low_res, state.input_size, state.original_size)
         if not return_logits:
             masks = masks > sam.mask_threshold
@@ -233,9 +275,10 @@ class SamPredictor:
             xs.append(x)
             sizes.append((tuple(im.shape[:2]), input_size))
         feats = self.model.image_encoder(torch.cat(xs))  # [n, C, h', w']
+        image_pe = self.model.prompt_encoder.get_dense_pe()  # the same for every image
         out = []
         for i in range(n):
-            state = _ImageState(feats[i:i + 1], *sizes[i])
+            state = _ImageState(feats[i:i + 1], *sizes[i], image_pe)
             c = None if point_coords is None else point_coords[i]
             lab = None if point_labels is None else point_labels[i]
             b = None if boxes is None else boxes[i]

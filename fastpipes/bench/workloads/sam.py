@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from fastpipes.bench.workloads.base import Workload, register_workload
+from fastpipes.bench.workloads.sam_click import PROMPTS, ClickMixin
 from fastpipes.errors import BenchmarkError, InputError
 from fastpipes.pipelines.sam import SamShape, build_sam, sam_inputs, sam_of, smooth_images
 from fastpipes.pipelines.sam_predictor import SamPredictor
@@ -27,7 +28,18 @@ class SamWorkload(Workload):
                "points": (int, "point prompts per image that fidelity decodes masks for "
                                "(default 3)"),
                "e2e": (int, "1 (default): also time one end-to-end predict at batch 1; 0: "
-                            "skip it (a compiled encoder would compile again for batch 1)")}
+                            "skip it (a compiled encoder would compile again for batch 1)"),
+               "workload": (str, "encoder (default): the image encoder on a batch; click: one "
+                                 "predictor click from a fixed image embedding"),
+               "prompt": (str, f"the click's prompt: {', '.join(PROMPTS)} (default point; "
+                               "--workload click)"),
+               "multimask": (bool, "click with 3 masks (true, default) or 1 (--workload click)")}
+    WORKLOADS = ("encoder", "click")
+
+    def __new__(cls, spec):
+        if cls is SamWorkload and spec.options.get("workload") == "click":
+            return super().__new__(SamClickWorkload)
+        return super().__new__(cls)
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -40,6 +52,14 @@ class SamWorkload(Workload):
         self.model_name = "tiny" if spec.size == "tiny" else (spec.model or "vit_b")
         SamShape.from_name(self.model_name)  # an unknown model fails before any worker
         self.points = int(spec.options.get("points", 3))
+        kind = spec.options.get("workload", "encoder")
+        if kind not in self.WORKLOADS:
+            raise BenchmarkError(f"sam option workload must be one of {', '.join(self.WORKLOADS)}, "
+                                 f"got {kind!r}")
+        click_only = [k for k in ("prompt", "multimask") if k in spec.options]
+        if kind == "encoder" and click_only:
+            raise BenchmarkError(f"sam option(s) {', '.join(click_only)} describe a click: "
+                                 "add --workload click")
 
     def describe(self) -> str:
         shape = SamShape.from_name(self.model_name)
@@ -84,3 +104,11 @@ class SamWorkload(Workload):
         pred.set_image(img)
         pred.predict(point_coords=np.array([[w / 2, h / 2]]), point_labels=np.array([1]))
         return {"predict_e2e_s": time.perf_counter() - t0}
+
+
+class SamClickWorkload(ClickMixin, SamWorkload):
+    """One SAM predictor click from a fixed image embedding (``--workload click``)."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self._click_setup()

@@ -228,12 +228,21 @@ class Int4WeightOnlyLinear(nn.Module):
         assert cls.supports(linear), "caller checks unsupported()"
         dt = _act_dtype(act_dtype)
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size, dt)
-        w_int, sz = quantize_int4(pad_k(linear.weight.detach(), q.k_padded), group_size)
-        q.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1)
-        q.scales_and_zeros = sz.to(dt)
+        # ROWS output channels at a time (a multiple of every packing's channel block): the
+        # int32 values of a 128256-row lm_head would be 1 GB at once
+        packed, sz, nibbles = [], [], []
+        for s in range(0, linear.out_features, ROWS):
+            w_int, sz_rows = quantize_int4(pad_k(linear.weight[s:s + ROWS].detach(),
+                                                 q.k_padded), group_size)
+            packed.append(torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1))
+            sz.append(sz_rows.to(dt))
+            if keep_nibbles:
+                w8 = w_int.to(torch.uint8)
+                nibbles.append((w8[:, 0::2] << 4) | w8[:, 1::2])
+        q.weight = packed[0] if len(packed) == 1 else torch.cat(packed)
+        q.scales_and_zeros = torch.cat(sz, dim=1)
         if keep_nibbles:
-            w8 = w_int.to(torch.uint8)
-            q.nibbles = (w8[:, 0::2] << 4) | w8[:, 1::2]
+            q.nibbles = torch.cat(nibbles)
         if linear.bias is not None:
             q.bias = linear.bias.detach().to(dt).clone()
         return q

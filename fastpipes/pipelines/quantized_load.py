@@ -26,12 +26,13 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
-from fastpipes.passes.quantize import (FILE_FORMAT, QuantizeConfig, _set_module, kernel_skips,
+from fastpipes.passes.quantize import (FILE_FORMAT, QUANTIZED_AT_LOAD, QuantizeConfig,
+                                       _set_module, kernel_skips,
                                        load_quantized, quantize_linear, resolve_act_dtype,
                                        save_quantized, select_linears)
 from fastpipes.pipelines.hf_dir import _list, check_model_dir
 
-ATTR = "_fastpipes_quantized_at_load"
+ATTR = QUANTIZED_AT_LOAD
 _DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
            "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "I8": torch.int8}
 
@@ -159,6 +160,17 @@ def _config(quantize: QuantizeConfig | Mapping[str, Any]) -> QuantizeConfig:
     return load_recipe({"name": "load", "quantize": dict(quantize)}).section("quantize")
 
 
+def _default_cache() -> Path | None:
+    """The cache's "weights" part, or None (no cache) when it cannot be used or trusted."""
+    from fastpipes.cache import open_part
+    from fastpipes.errors import CacheError
+
+    try:
+        return open_part("weights")
+    except CacheError:
+        return None
+
+
 def weight_only(quantize: QuantizeConfig | None) -> bool:
     """Whether `quantize` is a section this loader can apply (weight-only, on CPU)."""
     return quantize is not None and quantize.enabled and quantize.mode.value == "weight_only"
@@ -186,7 +198,7 @@ def load_quantized_causal_lm(path: str | Path, quantize: QuantizeConfig | Mappin
     targeted = select_linears(model, cfg)
     skipped = kernel_skips(targeted, dt)
     linears = {n: m for n, m in targeted.items() if n not in skipped}
-    cache_dir = cache_dir or cfg.cache_dir
+    cache_dir = cache_dir or cfg.cache_dir or _default_cache()
     key = hashlib.sha256(f"{FILE_FORMAT}/{dt}/{cfg.group_size}/{act}/{torch.__version__}/"
                          f"{index.key()}/{sorted(linears)}".encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"load-{dt}-{key}.safetensors" if cache_dir else None

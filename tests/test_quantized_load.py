@@ -2,8 +2,8 @@
 (pipelines/quantized_load.py): the FP32 weights never all exist at once, the result equals
 from_pretrained + the quantize pass, the quantized layers are cached and reloaded, and
 accelerate() records them as quantized at load."""
+import gc
 import shutil
-import weakref
 
 import pytest
 import torch
@@ -28,25 +28,32 @@ def _linear_names(model):
     return {f"{n}.weight" for n, m in model.named_modules() if type(m) is torch.nn.Linear}
 
 
+def _alive(records, current):
+    """How many of the FP32 weights read before (data address, shape) some live tensor other
+    than `current` still holds."""
+    wanted = {r for r in records if r[0] != current.data_ptr()}  # a freed block, reused
+    held = {(o.data_ptr(), tuple(o.shape)) for o in gc.get_objects()
+            if isinstance(o, torch.Tensor) and o is not current and o.dtype == torch.float32}
+    return len(wanted & held)
+
+
 def test_fp32_linear_weights_never_all_exist_at_once(saved, tmp_path):
     """Every Linear weight read from the checkpoint is gone before the next one is read."""
     index = TensorIndex(saved)
     names = _linear_names(build_llama(str(saved)))
-    alive, most = [], 0
+    records, most = [], 0
 
     def read(name):
         nonlocal most
         t = index.read(name)
         if name in names:  # a Linear weight (the tied lm_head reads the embedding: not here)
-            live = sum(r() is not None for r in alive)
-            most = max(most, live)
-            alive.append(weakref.ref(t))
+            most = max(most, _alive(records, t))
+            records.append((t.data_ptr(), tuple(t.shape)))
         return t
 
     model = load_quantized_causal_lm(saved, {"dtype": "int8"}, cache_dir=tmp_path, read=read)
-    assert len(alive) == len(names) - 1 > 10  # every one read (lm_head: the tied embedding)
+    assert len(records) == len(names) - 1 > 10  # every one read (lm_head: the tied embedding)
     assert most == 0, f"{most} earlier FP32 Linear weights were still alive at a read"
-    assert sum(r() is not None for r in alive) == 0
     assert not [n for n, m in model.named_modules() if type(m) is torch.nn.Linear]
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 
 from fastpipes.errors import InputError
-from fastpipes.run.base import Item, Job
+from fastpipes.run.base import Item, Job, job_recipe
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir, atomic_write_lines
 from fastpipes.run.prompts import read_prompts
@@ -99,7 +99,10 @@ class LlamaJob(Job):
             tok = ByteTokenizer(model.config.bos_token_id, model.config.eos_token_id)
         else:
             path = Path(self.model).expanduser()
-            model = build_llama(str(path))
+            # a weight-only recipe on CPU: quantized layer by layer while the directory is read
+            quantize = None if self.recipe in ("auto", "none") or self.device != "cpu" else \
+                job_recipe(self).section("quantize")
+            model = build_llama(str(path), quantize=quantize)
             tok = load_tokenizer(path)
             if tok is None:
                 raise InputError(f"{path} has no tokenizer (tokenizer.json or "

@@ -47,6 +47,7 @@ PARTS = {
     "inductor": "Inductor FX-graph / AOTAutograd caches and compiled kernels",
     "artifacts": "portable torch.compile cache bundles (one per compiled component)",
     "models": "reference models trained here (python -m fastpipes.pipelines.llama_reference)",
+    "weights": "weight-only quantized layers of models loaded from a directory with a recipe",
 }
 
 

@@ -43,10 +43,14 @@ def test_int8_linear_matches_fp32(act, bias):
 
 @pytest.mark.parametrize("act", ["float32", "bfloat16"])
 @pytest.mark.parametrize("in_features", [256, 200])  # 200: K padded for the kernel
-def test_int8_prompt_rows_take_the_dense_path_with_the_kernels_arithmetic(act, in_features):
-    """Below PREFILL_ROWS rows the int8 kernel runs; from it on, the dense GEMM on the
-    converted weight: both compute (x . w_int8) * scale, so they agree to rounding."""
-    from fastpipes.kernels import woq
+def test_int8_prompt_rows_take_the_dense_path_with_the_kernels_arithmetic(act, in_features,
+                                                                        monkeypatch):
+    """Where the tier's plan is "dense" (tiers without int_mm), below its row count the int8
+    kernel runs; from it on, the dense GEMM on the converted weight: both compute
+    (x . w_int8) * scale, so they agree to rounding."""
+    from fastpipes.kernels import woq, woq_prefill
+    monkeypatch.setattr(woq_prefill, "plan", lambda: ("dense", "kernel"))
+    monkeypatch.setattr(woq, "PREFILL_ROWS", woq_prefill.FROM_ROWS["dense"])
     lin = _lin(k=in_features)
     q = Int8WeightOnlyLinear.from_linear(lin, act_dtype=act)
     x = torch.randn(woq.PREFILL_ROWS, in_features)

@@ -37,6 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastpipes.kernels import woq_prefill as prefill
+
 ACT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 INT4_GROUP_SIZES = (32, 64, 128)
 INT8_K_MULTIPLE = 16  # the AVX-512 int8 kernel's K step (AVX2: 8)
@@ -65,13 +67,11 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
 
 
 ROWS = 4096  # output channels quantized at a time: temporaries stay small (lm_head: 128k rows)
-# From this many rows on (a prompt, not a decode step), an int8 weight-only layer converts its
-# weight to the activation dtype (int8 values are exact in BF16 and FP32) and runs the dense
-# GEMM (oneDNN: AMX / AVX512-BF16), then scales per output channel: the same arithmetic as
-# the int8 kernel, which works a row at a time and ran a 512-token Llama-3.2-1B prefill 1.6x
-# slower than FP32 (docs/passes/quantize.md). The conversion reads the weight once per call,
-# so it pays from a few rows on; decode (1 row per sequence) keeps the kernel.
-PREFILL_ROWS = 32
+# A prompt (many rows) runs a GEMM the hardware accelerates instead of the row-wise packed
+# kernels, which ran a 512-token Llama-3.2-1B prefill at or below FP32 speed: which GEMM,
+# from how many rows, per CPU tier, is kernels/woq_prefill.py's choice. Decode (1 row per
+# sequence) keeps the packed kernels.
+PREFILL_ROWS = prefill.INT8_PREFILL_ROWS
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,10 +168,12 @@ class Int8WeightOnlyLinear(nn.Module):
         return _rows_apply(self, x, self._matmul)
 
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
-        if x2.shape[0] >= PREFILL_ROWS:  # a prompt: dense GEMM on the converted weight
+        path = prefill.int8_path(x2.shape[0])
+        if path == "int_mm":  # a prompt: per-row int8 activations x the stored int8 weight
+            return prefill.int8_int_mm(x2[:, :self.in_features], self.weight, self.scales)
+        if path == "dense":  # the converted weight on the dense GEMM; scale in FP32 as the kernel
             w = self.weight[:, :self.in_features].to(self.act_dtype)
-            # the scale in FP32, as the kernel applies it: one rounding (the GEMM's), not two
-            return torch.nn.functional.linear(x2.to(self.act_dtype), w).float() * self.scales.float()
+            return F.linear(x2.to(self.act_dtype), w).float() * self.scales.float()
         return torch.ops.aten._weight_int8pack_mm(
             _kernel_input(x2, self.act_dtype, self.k_padded), aligned(self.weight), self.scales)
 
@@ -226,20 +228,35 @@ class Int4WeightOnlyLinear(nn.Module):
         assert cls.supports(linear), "caller checks unsupported()"
         dt = _act_dtype(act_dtype)
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size, dt)
-        w_int, sz = quantize_int4(pad_k(linear.weight.detach(), q.k_padded), group_size)
-        q.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1)
-        q.scales_and_zeros = sz.to(dt)
+        # ROWS output channels at a time (a multiple of every packing's channel block): the
+        # int32 values of a 128256-row lm_head would be 1 GB at once
+        packed, sz, nibbles = [], [], []
+        for s in range(0, linear.out_features, ROWS):
+            w_int, sz_rows = quantize_int4(pad_k(linear.weight[s:s + ROWS].detach(),
+                                                 q.k_padded), group_size)
+            packed.append(torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1))
+            sz.append(sz_rows.to(dt))
+            if keep_nibbles:
+                w8 = w_int.to(torch.uint8)
+                nibbles.append((w8[:, 0::2] << 4) | w8[:, 1::2])
+        q.weight = packed[0] if len(packed) == 1 else torch.cat(packed)
+        q.scales_and_zeros = torch.cat(sz, dim=1)
         if keep_nibbles:
-            w8 = w_int.to(torch.uint8)
-            q.nibbles = (w8[:, 0::2] << 4) | w8[:, 1::2]
+            q.nibbles = torch.cat(nibbles)
         if linear.bias is not None:
             q.bias = linear.bias.detach().to(dt).clone()
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _rows_apply(self, x, lambda x2: torch.ops.aten._weight_int4pack_mm_for_cpu(
+        return _rows_apply(self, x, self._matmul)
+
+    def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        if prefill.int4_path(x2.shape[0]) == "bf16_blocks":  # a prompt: BF16 GEMM per block
+            return prefill.int4_bf16_blocks(x2, self.weight, self.scales_and_zeros,
+                                            self.k_padded, self.group_size)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
             _kernel_input(x2, self.act_dtype, self.k_padded), self.weight, self.group_size,
-            self.scales_and_zeros))
+            self.scales_and_zeros)
 
     def extra_repr(self) -> str:
         pad = f" (padded to {self.k_padded})" if self.k_padded != self.in_features else ""

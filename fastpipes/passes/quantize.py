@@ -38,9 +38,10 @@ import torch.nn as nn
 
 from fastpipes.errors import InputError
 from fastpipes.fingerprint import content_hash, content_problem
-from fastpipes.kernels.woq import (INT4_GROUP_SIZES, Int4WeightOnlyLinear, Int8DynamicLinear,
-                                   Int8WeightOnlyLinear, aligned)
+from fastpipes.kernels.woq import (INT4_GROUP_SIZES, ROWS, Int4WeightOnlyLinear,
+                                   Int8DynamicLinear, Int8WeightOnlyLinear, aligned)
 from fastpipes.passes.base import PassContext, SkipPass, register_pass
+from fastpipes.passes.quantize_at_load import QUANTIZED_AT_LOAD, at_load
 from fastpipes.passes.quantize_cuda import apply_cuda
 from fastpipes.recipe.schema import PrecisionClass, Section
 
@@ -251,9 +252,9 @@ def _read_layer(f, keys: set, path, name: str, info: dict) -> nn.Module:
             raise InputError(f"{path}: tensor {key!r} is {t.dtype} {tuple(t.shape)}, but layer "
                              f"{name!r} needs {buf.dtype} {tuple(buf.shape)}")
         buf.copy_(t)
-    if int4:
-        q.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
-            _unpack_nibbles(q.nibbles), 1)
+    if int4:  # repacked a block of rows at a time: the int32 values of all would be 8 B/weight
+        q.weight = torch.cat([torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            _unpack_nibbles(q.nibbles[s:s + ROWS]), 1) for s in range(0, q.out_features, ROWS)])
     assert aligned(q.weight) is q.weight, "buffers made by torch.empty are aligned"
     return q
 
@@ -360,6 +361,9 @@ def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
             continue
         if dev.type != "cpu":
             raise SkipPass(f"the WOQ kernels used here are CPU and CUDA kernels; {comp} is on {dev}")
+        if at_load(ctx, comp, model, dtype, cfg.group_size, act):
+            done += 1
+            continue
         targeted = select_linears(model, cfg)
         skipped = kernel_skips(targeted, dtype)
         linears = {n: m for n, m in targeted.items() if n not in skipped}

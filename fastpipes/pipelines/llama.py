@@ -83,7 +83,8 @@ def _seeded_init(model: nn.Module, seed: int, std: float = 0.02) -> None:
 
 
 def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
-                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                quantize: Any = None):
     """A LlamaForCausalLM in eval mode: a named shape with seeded random weights, a
     reference model trained here (``trained-tiny``: built on first use, see
     llama_reference.py), or a local Hugging Face directory (config.json + safetensors;
@@ -93,6 +94,10 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
     place, so the 1B shape builds in seconds without a second copy of the weights, and a
     BF16 build of the 7B shape (13.5 GB) never holds its 27 GB FP32 form. With `device`
     (e.g. ``cuda``) the tensors are made and initialised there, never on the CPU.
+
+    `quantize` (a recipe's weight-only quantize section) loads a directory layer by layer
+    straight into quantized layers (pipelines/quantized_load.py): the FP32 model never
+    exists whole. Named shapes ignore it (their random weights are made, not loaded).
     """
     from transformers import LlamaForCausalLM
 
@@ -100,6 +105,10 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
         name_or_path = reference_dir(str(name_or_path))
     path = Path(str(name_or_path))
     if (path.exists() or "/" in str(name_or_path)) and str(name_or_path) not in LLAMA_SHAPES:
+        from fastpipes.pipelines.quantized_load import load_quantized_causal_lm, weight_only
+
+        if weight_only(quantize) and torch.device(device).type == "cpu":
+            return load_quantized_causal_lm(path, quantize, dtype)
         return load_causal_lm(path, dtype).to(device).eval()
     config = llama_config(str(name_or_path))
     with torch.device("meta"):
@@ -113,6 +122,24 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
         model.model.rotary_emb = type(model.model.rotary_emb)(config)
     model.generation_config.pad_token_id = config.eos_token_id
     return model.eval()
+
+
+def load_llama(name_or_path: str | Path, recipe: Any = None, overrides: Any = None,
+               seed: int = 0):
+    """The model `name_or_path` names (see :func:`build_llama`), made ready for `recipe`: a
+    directory with a weight-only quantize section is quantized layer by layer while it is
+    read, so its FP32 form never exists whole. ``accelerate(model, recipe)`` then applies
+    the rest of the recipe and records the layers as quantized at load.
+
+    >>> model = load_llama("/path/to/Llama-3.2-1B", "llama_woq_int4")        # doctest: +SKIP
+    >>> report = fastpipes.accelerate(model, "llama_woq_int4")                # doctest: +SKIP
+    """
+    quantize = None
+    if recipe is not None:
+        from fastpipes.recipe.load import load_recipe
+
+        quantize = load_recipe(recipe, overrides).section("quantize")
+    return build_llama(str(name_or_path), seed=seed, quantize=quantize)
 
 
 def load_tokenizer(path: str | Path):

@@ -18,7 +18,7 @@ import torch
 
 from fastpipes.bounds import BOUNDS, check_float, check_int, read_capped
 from fastpipes.errors import InputError
-from fastpipes.run.base import Item, Job
+from fastpipes.run.base import Item, Job, job_recipe
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir, atomic_write_lines
 from fastpipes.run.prompts import read_prompts
@@ -125,7 +125,10 @@ class LlamaJob(Job):
             tok = ByteTokenizer(model.config.bos_token_id, model.config.eos_token_id)
         else:
             path = Path(self.model).expanduser()
-            model = build_llama(str(path), device=self.device)
+            # a weight-only recipe on CPU: quantized layer by layer while the directory is read
+            quantize = None if self.recipe in ("auto", "none") or self.device != "cpu" else \
+                job_recipe(self).section("quantize")
+            model = build_llama(str(path), device=self.device, quantize=quantize)
             tok = load_tokenizer(path)
             if tok is None:
                 raise InputError(f"{path} has no tokenizer (tokenizer.json or "

@@ -67,6 +67,12 @@ class Workload:
         """A fresh, unmodified FP32 eager pipeline (same weights every call: seeded)."""
         raise NotImplementedError
 
+    def build_for(self, recipe: Any) -> Any:
+        """The pipeline `recipe` (None: the FP32 baseline) is applied to: :meth:`build`,
+        unless the workload can load it ready for the recipe (a Llama directory quantized
+        while it is read)."""
+        return self.build()
+
     def adapter(self, pipe: Any) -> Adapter:
         return find_adapter(pipe)
 

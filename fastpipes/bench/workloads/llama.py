@@ -118,6 +118,18 @@ class LlamaWorkload(Workload):
                            seed=self.spec.seed,
                            dtype=getattr(torch, self.build_dtype), device=self.spec.device)
 
+    def build_for(self, recipe: Any) -> Any:
+        """A directory with a weight-only recipe is quantized layer by layer while it is read
+        (its FP32 form never exists whole); everything else is :meth:`build`."""
+        if recipe is None or recipe == "auto" or self.random_weights or \
+                not self.spec.device.startswith("cpu"):
+            return self.build()
+        from fastpipes.recipe.load import load_recipe
+
+        return build_llama(str(self._dir()) if self.trained_here else self.model_name,
+                           seed=self.spec.seed, dtype=getattr(torch, self.build_dtype),
+                           quantize=load_recipe(recipe).section("quantize"))
+
     def inputs(self, pipe: Any) -> dict[str, Any]:
         inputs = LlamaAdapter(pipe).example_inputs(self.prompt_len, self.new_tokens,
                                                    self.spec.batch_size, self.spec.seed)

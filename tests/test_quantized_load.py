@@ -1,0 +1,116 @@
+"""Loading a model directory straight into weight-only quantized layers
+(pipelines/quantized_load.py): the FP32 weights never all exist at once, the result equals
+from_pretrained + the quantize pass, the quantized layers are cached and reloaded, and
+accelerate() records them as quantized at load."""
+import gc
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import fastpipes
+from fastpipes.errors import InputError
+from fastpipes.pipelines.llama import build_llama, load_llama
+from fastpipes.pipelines.quantized_load import ATTR, TensorIndex, load_quantized_causal_lm
+
+IDS = torch.tensor([[5, 9, 33, 7, 100, 3, 64, 8]])
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-llama")
+    build_llama("tiny", seed=3).save_pretrained(str(d))
+    return d
+
+
+def _linear_names(model):
+    return {f"{n}.weight" for n, m in model.named_modules() if type(m) is torch.nn.Linear}
+
+
+def _alive(records, current):
+    """How many of the FP32 weights read before (data address, shape) some live tensor other
+    than `current` still holds."""
+    wanted = {r for r in records if r[0] != current.data_ptr()}  # a freed block, reused
+    held = {(o.data_ptr(), tuple(o.shape)) for o in gc.get_objects()
+            if isinstance(o, torch.Tensor) and o is not current and o.dtype == torch.float32}
+    return len(wanted & held)
+
+
+def test_fp32_linear_weights_never_all_exist_at_once(saved, tmp_path):
+    """Every Linear weight read from the checkpoint is gone before the next one is read."""
+    index = TensorIndex(saved)
+    names = _linear_names(build_llama(str(saved)))
+    records, most = [], 0
+
+    def read(name):
+        nonlocal most
+        t = index.read(name)
+        if name in names:  # a Linear weight (the tied lm_head reads the embedding: not here)
+            most = max(most, _alive(records, t))
+            records.append((t.data_ptr(), tuple(t.shape)))
+        return t
+
+    model = load_quantized_causal_lm(saved, {"dtype": "int8"}, cache_dir=tmp_path, read=read)
+    assert len(records) == len(names) - 1 > 10  # every one read (lm_head: the tied embedding)
+    assert most == 0, f"{most} earlier FP32 Linear weights were still alive at a read"
+    assert not [n for n, m in model.named_modules() if type(m) is torch.nn.Linear]
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_equals_from_pretrained_then_the_quantize_pass(saved, tmp_path, dtype):
+    section = {"dtype": dtype, "group_size": 32}
+    ref = build_llama(str(saved))
+    fastpipes.accelerate(ref, {"quantize": section})
+    got = load_quantized_causal_lm(saved, section, cache_dir=tmp_path)
+    with torch.no_grad():
+        a, b = ref(IDS).logits, got(IDS).logits
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.equal(ref.generate(IDS, max_new_tokens=4, do_sample=False),
+                       got.generate(IDS, max_new_tokens=4, do_sample=False))
+
+
+def test_quantized_layers_are_cached_and_reloaded(saved, tmp_path):
+    first = load_quantized_causal_lm(saved, {"dtype": "int4", "group_size": 32}, cache_dir=tmp_path)
+    assert "saved to" in getattr(first, ATTR)["how"]
+    again = load_quantized_causal_lm(saved, {"dtype": "int4", "group_size": 32}, cache_dir=tmp_path)
+    assert getattr(again, ATTR)["how"].startswith("loaded from")
+    assert not any(hasattr(m, "nibbles") for m in again.modules())  # the portable copy is gone
+    with torch.no_grad():
+        assert torch.equal(first(IDS).logits, again(IDS).logits)
+    # a damaged cache file is not used: quantized again (and rewritten), same model
+    cache = next(tmp_path.glob("load-int4-*.safetensors"))
+    tensors = load_file(str(cache))
+    tensors = {k: torch.zeros_like(v) if k.endswith("scales_and_zeros") else v
+               for k, v in tensors.items()}
+    save_file(tensors, str(cache), metadata={"format": "x"})
+    third = load_quantized_causal_lm(saved, {"dtype": "int4", "group_size": 32}, cache_dir=tmp_path)
+    assert "not used" in getattr(third, ATTR)["how"]
+    with torch.no_grad():
+        assert torch.equal(first(IDS).logits, third(IDS).logits)
+
+
+def test_accelerate_records_layers_quantized_at_load(saved, tmp_path):
+    model = load_llama(saved, {"name": "x", "family": "llama",
+                               "quantize": {"dtype": "int8", "cache_dir": str(tmp_path)}})
+    report = fastpipes.accelerate(model, {"quantize": {"dtype": "int8"}})
+    assert report.applied == ["quantize"]
+    assert report.extra["quantize"]["model"]["at_load"] is True
+    assert "while loading" in str(report.to_dict())
+    # another section than the model was loaded with: a warning, the layers as loaded
+    model = load_llama(saved, {"name": "x", "family": "llama",
+                               "quantize": {"dtype": "int8", "cache_dir": str(tmp_path)}})
+    report = fastpipes.accelerate(model, {"quantize": {"dtype": "int4"}})
+    assert "quantize" not in report.applied
+    assert any("quantized while loading as int8" in w for w in report.warnings)
+
+
+def test_missing_weight_is_an_error_naming_it(saved, tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(saved, d)
+    f = d / "model.safetensors"
+    tensors = load_file(str(f))
+    del tensors["model.norm.weight"]
+    save_file(tensors, str(f), metadata={"format": "pt"})
+    with pytest.raises(InputError, match="model.norm.weight"):
+        load_quantized_causal_lm(d, {"dtype": "int8"}, cache_dir=tmp_path)

@@ -67,6 +67,9 @@ OWN: dict[str, Callable[[Path], bool]] = {
         re.fullmatch(r"[\w-]+-[0-9a-f]{20}\.(bin|tmp)", p.name)),
     "inductor": _inductor_entry,
     "models": _model_entry,
+    # layers quantized while a model directory loads (fastpipes.pipelines.quantized_load)
+    "weights": lambda p: _plain_file(p) and bool(
+        re.fullmatch(r"\.?load-[\w.-]+\.safetensors(\.\d+\.tmp)?", p.name)),
 }
 assert set(OWN) == set(PARTS), "every cache part says what of it is fastpipes' own"
 

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fastpipes.errors import Problem, RecipeError, RecipeNotFoundError
 from fastpipes.recipe.read import read_yaml, safe_load
 from fastpipes.recipe.schema import HEADER_KEYS, SECTIONS, RecipeHeader, Recipe
-from fastpipes.recipe.validate import (INTERPOLATION, MAX_DEPTH, build, build_section,
+from fastpipes.recipe.validate import (INTERPOLATION, build, build_section,
                                        check_components, check_interpolation,
                                        check_recipe_mapping, check_size, not_a_recipe)
 from fastpipes.registry import did_you_mean

@@ -10,7 +10,7 @@ import torch.nn as nn
 import fastpipes
 import fastpipes.apply
 import fastpipes.snapshot
-from fastpipes.errors import (ConflictError, FastpipesError, HardwareError, PassError,
+from fastpipes.errors import (ConflictError, RecipeError, FastpipesError, HardwareError, PassError,
                               PreflightError, UnsupportedPipelineError)
 from fastpipes.hardware import detect
 from fastpipes.passes.base import PASSES, PassSpec
@@ -184,12 +184,19 @@ def test_every_preflight_problem_is_reported_at_once_before_anything_changes():
     with torch.no_grad():
         ref = model(x)
     before = state(model)
-    with pytest.raises(PreflightError) as e:
-        fastpipes.accelerate(model, {"family": "sam", "precision": {"components": ["unet"]},
+    with pytest.raises(PreflightError) as e:  # components this model lacks: found in preflight
+        fastpipes.accelerate(model, {"precision": {"components": ["unet"]},
                                      "memory_format": {"components": ["vae"]},
                                      "attention": {"backend": "ipex"}})
     keys = {p.key for p in e.value.problems}
-    assert {"family", "precision.components", "memory_format.components"} <= keys
+    assert {"precision.components", "memory_format.components"} <= keys
+    assert_same_state(model, before, x, ref)
+    # a recipe that names its family has its components checked earlier, while it validates
+    # (issue 22): both problems at once, and still nothing changed
+    with pytest.raises(RecipeError) as e:
+        fastpipes.accelerate(model, {"family": "sam", "precision": {"components": ["unet"]},
+                                     "memory_format": {"components": ["vae"]}})
+    assert "'unet'" in str(e.value) and "'vae'" in str(e.value) and "2 problems" in str(e.value)
     assert_same_state(model, before, x, ref)
 
 

@@ -28,12 +28,20 @@ def _linear_names(model):
     return {f"{n}.weight" for n, m in model.named_modules() if type(m) is torch.nn.Linear}
 
 
+def _real(o) -> bool:
+    """A tensor with storage: not the fake tensors earlier compiles in this process left."""
+    try:
+        return isinstance(o, torch.Tensor) and (o.data_ptr() or True)
+    except (RuntimeError, ReferenceError, FileNotFoundError):
+        return False
+
+
 def _alive(records, current):
     """How many of the FP32 weights read before (data address, shape) some live tensor other
     than `current` still holds."""
     wanted = {r for r in records if r[0] != current.data_ptr()}  # a freed block, reused
     held = {(o.data_ptr(), tuple(o.shape)) for o in gc.get_objects()
-            if isinstance(o, torch.Tensor) and o is not current and o.dtype == torch.float32}
+            if _real(o) and o is not current and o.dtype == torch.float32}
     return len(wanted & held)
 
 

@@ -102,7 +102,8 @@ class Runner:
                     f"{self.shapes}; this call has {got}. Accelerate a fresh pipeline whose "
                     "example inputs have these shapes (a converted model is cached by its "
                     "shapes, so each shape converts once), or set openvino.shapes: dynamic")
-        arrays = [np.ascontiguousarray(t.detach().cpu().numpy(), dtype=d)
+        # (np.ascontiguousarray would make a 0-d timestep 1-d)
+        arrays = [t.detach().cpu().contiguous().numpy().astype(d, copy=False)
                   for t, d in zip(tensors, self.dtypes)]
         self.request.infer(arrays, share_inputs=True)
         return [torch.from_numpy(self.request.get_output_tensor(i).data.copy())

@@ -13,6 +13,7 @@ output (a tensor, a tuple, a diffusers/transformers output class).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -129,8 +130,13 @@ def generic_forward(name: str, run: Callable, call_template: Any, out_template: 
 
 
 def convert(ov: Any, module: nn.Module, example: tuple[torch.Tensor, ...]) -> Any:
-    """`module` as an OpenVINO model (dynamic shapes), traced on `example`."""
-    with torch.no_grad():
+    """`module` as an OpenVINO model (dynamic shapes), traced on `example`.
+
+    The tracer's warnings (a shape read as a Python number becomes a constant) are silenced:
+    with static shapes they are what is meant; with ``shapes: dynamic`` such a constant can
+    make another shape fail or differ (docs/passes/openvino.md)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return ov.convert_model(module.eval(), example_input=example)
 
 

@@ -172,3 +172,11 @@ def test_other_passes_on_a_converted_component_and_llama_are_refused():
     name = next(iter(fastpipes.pipelines.base.find_adapter(llama).components()))
     with pytest.raises(PreflightError, match="Llama is not converted by this pass"):
         fastpipes.accelerate(llama, {"openvino": {"components": [name]}})
+
+
+def test_builtin_recipes_that_use_openvino_say_they_need_it():
+    from fastpipes.recipe.load import available
+
+    names = [n for n in available() if load_recipe(n).section("openvino") is not None]
+    assert {"sam_openvino_bf16", "sam_openvino_int8", "sdxl_openvino"} <= set(names)
+    assert all(load_recipe(n).requires.openvino for n in names)

@@ -100,6 +100,9 @@ class OpenvinoConfig(Section):
         if self.weights is not OvWeights.none and ov is not None and import_nncf()[0] is None:
             out.append(target.problem("openvino.weights", import_nncf()[1], "none"))
         family = target.adapter.family.value
+        if target.adapter.device().type != "cpu":
+            out.append(target.problem("openvino", f"OpenVINO runs on the CPU here; the "
+                                      f"pipeline is on {target.adapter.device()}", "a CPU pipeline"))
         for name in self.components:
             if name in target.adapter.components() and name not in KINDS:
                 out.append(target.problem(
@@ -142,8 +145,9 @@ def _captured(ctx: PassContext, names: list[str]) -> dict[str, tuple]:
     finally:
         for h in handles:
             h.remove()
-    if "vae_decoder" in names and "vae_decoder" not in seen:  # the UNet step does not decode
-        lat = inputs.sample  # [2B, 4, h, w] latents of the guidance batch
+    lat = getattr(inputs, "sample", None)  # SDXL: [2B, 4, h, w] latents of the guidance batch
+    if "vae_decoder" in names and "vae_decoder" not in seen and lat is not None:
+        # the UNet step does not decode: latents of its size, batch 1
         z = torch.randn(1, *lat.shape[1:], generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             seen["vae_decoder"] = ((z,), {}, comps["vae_decoder"](z))
@@ -154,7 +158,8 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone()  # not an inference tensor: tracing needs normal ones
 
 
-def _traceable(ctx: PassContext, name: str, module: nn.Module, calls: dict):
+def _traceable(ctx: PassContext, cfg: OpenvinoConfig, name: str, module: nn.Module,
+               calls: dict):
     """(what to trace, example tensors, static shapes or None, forward maker)."""
     kind = KINDS[name]
     if kind == "sam_prompt_v1":
@@ -173,7 +178,7 @@ def _traceable(ctx: PassContext, name: str, module: nn.Module, calls: dict):
     out_template = flatten(output, [])
     example = tuple(_plain(t) for t in tensors)
     static = ([tuple(t.shape) for t in example]
-              if ctx.recipe.section("openvino").shapes is OvShapes.static else None)
+              if cfg.shapes is OvShapes.static else None)
     return (Flat(module, call), example, static,
             lambda run: generic_forward(name, run, call, out_template))
 
@@ -221,7 +226,7 @@ def apply(ctx: PassContext, cfg: OpenvinoConfig) -> None:
     calls = _captured(ctx, generic) if generic else {}
     ready = []  # everything converted and compiled before any component is touched
     for name in cfg.components:
-        traced, example, static, make_forward = _traceable(ctx, name, comps[name], calls)
+        traced, example, static, make_forward = _traceable(ctx, cfg, name, comps[name], calls)
         model, how = _converted(ctx, cfg, ov, name, traced, example)
         compiled = compile_model(ov, model, cfg.precision.value, static)
         shapes = "static " + str(static) if static else "dynamic shapes"

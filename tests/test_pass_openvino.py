@@ -90,6 +90,12 @@ def test_a_converted_model_is_read_back_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(ov_pass, "convert", no_conversion)
     again, fid, _ = _fidelity("sam", recipe)
     assert "read from the cache" in again.passes[0].changes[0] and fid.ok
+    # a warm start runs no PyTorch forward of the component (inputs are captured before it)
+    sam = get_workload(WorkloadSpec("sam", size="tiny")).build()
+    ran = []
+    sam.image_encoder.register_forward_hook(lambda *a: ran.append(1))
+    fastpipes.accelerate(sam, recipe)
+    assert ran == []
     # a damaged entry is not read: converted again, and the warning says why
     monkeypatch.undo()
     monkeypatch.setenv("FASTPIPES_CACHE_DIR", str(tmp_path))

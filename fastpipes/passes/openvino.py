@@ -37,7 +37,7 @@ from fastpipes.passes import openvino_sam as sam_ov
 from fastpipes.passes.base import PassContext, register_pass
 from fastpipes.passes.openvino_cache import entry_name, load, save
 from fastpipes.passes.openvino_convert import (Flat, Runner, compile_model, compress, convert,
-                                               flatten, generic_forward)
+                                               decode, encode, flatten, generic_forward)
 from fastpipes.recipe.schema import PrecisionClass, Section
 
 # component -> how it is converted; "generic": the component's own call, flattened
@@ -128,29 +128,36 @@ def _shared_components(target, mine: list[str]) -> list:
     return out
 
 
+class _Captured(Exception):
+    """Ends the example call once every component's inputs are known."""
+
+
 def _captured(ctx: PassContext, names: list[str]) -> dict[str, tuple]:
-    """(args, kwargs, output) of each named component during the adapter's example call."""
+    """(args, kwargs) each named component is called with in the adapter's example call;
+    the call stops at the last of them, so nothing heavy runs."""
     seen: dict[str, tuple] = {}
     comps = ctx.adapter.components()
+    needed = set(names) - {"vae_decoder"}  # the UNet step does not decode
 
     def hook(name):
-        def record(module, args, kwargs, output):
-            seen.setdefault(name, (args, kwargs, output))
+        def record(module, args, kwargs):
+            seen.setdefault(name, (args, kwargs))
+            if needed <= set(seen):
+                raise _Captured
         return record
 
-    handles = [comps[n].register_forward_hook(hook(n), with_kwargs=True) for n in names]
+    handles = [comps[n].register_forward_pre_hook(hook(n), with_kwargs=True) for n in names]
     try:
         inputs = ctx.adapter.example_inputs()
         ctx.adapter.call(inputs)
+    except _Captured:
+        pass
     finally:
         for h in handles:
             h.remove()
     lat = getattr(inputs, "sample", None)  # SDXL: [2B, 4, h, w] latents of the guidance batch
-    if "vae_decoder" in names and "vae_decoder" not in seen and lat is not None:
-        # the UNet step does not decode: latents of its size, batch 1
-        z = torch.randn(1, *lat.shape[1:], generator=torch.Generator().manual_seed(0))
-        with torch.inference_mode():
-            seen["vae_decoder"] = ((z,), {}, comps["vae_decoder"](z))
+    if "vae_decoder" in names and lat is not None:  # latents of its size, batch 1
+        seen["vae_decoder"] = ((torch.randn(1, *lat.shape[1:]),), {})
     return seen
 
 
@@ -164,23 +171,21 @@ def _traceable(ctx: PassContext, cfg: OpenvinoConfig, name: str, module: nn.Modu
     kind = KINDS[name]
     if kind == "sam_prompt_v1":
         return (sam_ov.PromptPoints(module), sam_ov.prompt_example(module), None,
-                lambda run: sam_ov.prompt_encoder_forward(module, run))
+                lambda run, out: sam_ov.prompt_encoder_forward(module, run))
     if kind == "sam_decoder_v1":
         pe = ctx.adapter.components()["prompt_encoder"]
         return (sam_ov.DecoderCore(module), sam_ov.decoder_example(pe), None,
-                sam_ov.mask_decoder_forward)
+                lambda run, out: sam_ov.mask_decoder_forward(run))
     if name not in calls:
         raise FastpipesError(f"openvino: {name} was not called by the {ctx.adapter.name} "
                              "adapter's example call, so there is nothing to convert it on")
-    args, kwargs, output = calls[name]
+    args, kwargs = calls[name]
     tensors: list[torch.Tensor] = []
     call = flatten((args, kwargs), tensors)
-    out_template = flatten(output, [])
     example = tuple(_plain(t) for t in tensors)
-    static = ([tuple(t.shape) for t in example]
-              if cfg.shapes is OvShapes.static else None)
+    static = [tuple(t.shape) for t in example] if cfg.shapes is OvShapes.static else None
     return (Flat(module, call), example, static,
-            lambda run: generic_forward(name, run, call, out_template))
+            lambda run, out: generic_forward(name, run, call, out))
 
 
 def _cache_root(ctx: PassContext, cfg: OpenvinoConfig):
@@ -193,27 +198,43 @@ def _cache_root(ctx: PassContext, cfg: OpenvinoConfig):
         return None
 
 
+def _output_template(traced: nn.Module, example: tuple, meta: dict) -> Any:
+    """How the component's output is rebuilt: what tracing saw, else the cache header's,
+    else one call of the PyTorch module to see it."""
+    if not isinstance(traced, Flat):
+        return None  # the SAM forwards build their outputs themselves
+    if traced.out_template is None and meta.get("output") is not None:
+        return decode(meta["output"])
+    if traced.out_template is None:
+        with torch.no_grad():
+            traced(*example)
+    return traced.out_template
+
+
 def _converted(ctx: PassContext, cfg: OpenvinoConfig, ov: Any, name: str, traced: nn.Module,
-               example: tuple) -> tuple[Any, str]:
-    """(the OpenVINO model of `traced`, how it was had) from the cache or a conversion."""
+               example: tuple) -> tuple[Any, Any, str]:
+    """(the OpenVINO model of `traced`, its output template, how it was had) from the cache
+    or a conversion."""
     root = _cache_root(ctx, cfg)
     stem = entry_name(name, KINDS[name], traced, example, ctx.hardware, cfg.weights.value,
                       cfg.group_size)
     if root is not None:
-        model, why = load(ov, root, stem)
+        model, meta, why = load(ov, root, stem)
         if why:
             ctx.warn(why)
         if model is not None:
-            return model, f"read from the cache ({stem})"
+            return (model, _output_template(traced, example, meta),
+                    f"read from the cache ({stem})")
     start = time.perf_counter()
     model = convert(ov, traced, example)
     if cfg.weights is not OvWeights.none:
         model = compress(import_nncf()[0], model, cfg.weights.value, cfg.group_size)
     seconds = time.perf_counter() - start
     ctx.report.extra.setdefault("openvino_convert_s", {})[name] = round(seconds, 2)
+    out = _output_template(traced, example, {})
     if root is not None:
-        save(ov, root, stem, model)
-    return model, f"converted in {seconds:.1f} s" + (" and cached" if root is not None else "")
+        save(ov, root, stem, model, {"output": encode(out) if out is not None else None})
+    return model, out, f"converted in {seconds:.1f} s" + (" and cached" if root is not None else "")
 
 
 @register_pass("openvino", OpenvinoConfig, "components converted to OpenVINO (optional)")
@@ -227,10 +248,10 @@ def apply(ctx: PassContext, cfg: OpenvinoConfig) -> None:
     ready = []  # everything converted and compiled before any component is touched
     for name in cfg.components:
         traced, example, static, make_forward = _traceable(ctx, cfg, name, comps[name], calls)
-        model, how = _converted(ctx, cfg, ov, name, traced, example)
+        model, out, how = _converted(ctx, cfg, ov, name, traced, example)
         compiled = compile_model(ov, model, cfg.precision.value, static)
         shapes = "static " + str(static) if static else "dynamic shapes"
-        ready.append((name, make_forward(Runner(name, compiled, static is not None)),
+        ready.append((name, make_forward(Runner(name, compiled, static is not None), out),
                       f"{how}; compiled for {cfg.precision.value}, {shapes}" +
                       (f", nncf {cfg.weights.value} weights" if cfg.weights.value != "none" else "")))
     for name, forward, note in ready:

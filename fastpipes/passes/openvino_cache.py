@@ -56,27 +56,31 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load(ov: Any, root: Path, stem: str) -> tuple[Any, str]:
-    """(the cached model, "") or (None, why it was not read; "" when there is no entry)."""
+def load(ov: Any, root: Path, stem: str) -> tuple[Any, dict, str]:
+    """(the cached model, its header's ``meta``, "") or (None, {}, why it was not read; ""
+    when there is no entry)."""
     header = root / f"{stem}.json"
     if not header.exists():
-        return None, ""
+        return None, {}, ""
     try:
         recorded = json.loads(trusted_file(header).read_text())
         for suffix in ("xml", "bin"):
             path = trusted_file(root / f"{stem}.{suffix}")
             if _sha256(path) != recorded.get(suffix):
-                return None, (f"{path} does not match the sha256 in its header (damaged or "
-                              "changed); converting again")
+                return None, {}, (f"{path} does not match the sha256 in its header (damaged "
+                                  "or changed); converting again")
     except CacheError as e:
-        return None, f"{e}; converting again"
-    except (OSError, ValueError) as e:
-        return None, f"cache entry {stem} cannot be read ({e}); converting again"
-    return ov.Core().read_model(str(root / f"{stem}.xml")), ""
+        return None, {}, f"{e}; converting again"
+    except (OSError, ValueError, AttributeError) as e:
+        return None, {}, f"cache entry {stem} cannot be read ({e}); converting again"
+    meta = recorded.get("meta")
+    return (ov.Core().read_model(str(root / f"{stem}.xml")),
+            meta if isinstance(meta, dict) else {}, "")
 
 
-def save(ov: Any, root: Path, stem: str, model: Any) -> None:
-    """Write `model` as entry `stem`: IR first, under temporary names, header last."""
+def save(ov: Any, root: Path, stem: str, model: Any, meta: dict) -> None:
+    """Write `model` as entry `stem` (`meta`: plain JSON kept in its header): IR first,
+    under temporary names, header last."""
     tmp_xml = root / f"{stem}.tmp.xml"
     ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
     tmp_bin = tmp_xml.with_suffix(".bin")
@@ -84,5 +88,5 @@ def save(ov: Any, root: Path, stem: str, model: Any) -> None:
     os.replace(tmp_xml, root / f"{stem}.xml")
     os.replace(tmp_bin, root / f"{stem}.bin")
     tmp_json = root / f"{stem}.tmp.json"
-    tmp_json.write_text(json.dumps(digests))
+    tmp_json.write_text(json.dumps({**digests, "meta": meta}))
     os.replace(tmp_json, root / f"{stem}.json")

@@ -70,17 +70,53 @@ def describe(template: Any) -> str:
 
 class Flat(nn.Module):
     """`module` called as in `template`, with the call's tensors given positionally; returns
-    the output's tensors (what OpenVINO traces)."""
+    the output's tensors (what OpenVINO traces), and keeps the output's template."""
 
     def __init__(self, module: nn.Module, template: Any):
         super().__init__()
         self.module, self.template = module, template
+        self.out_template: Any = None
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         args, kwargs = fill(self.template, list(tensors))
         leaves: list[torch.Tensor] = []
-        flatten(self.module(*args, **kwargs), leaves)
+        self.out_template = flatten(self.module(*args, **kwargs), leaves)
         return tuple(leaves)
+
+
+_PLAIN = {"tuple": tuple, "list": list, "dict": dict}
+
+
+def encode(template: Any) -> Any:
+    """An output template as JSON, or None when it holds a type other than tuple, list or
+    dict (a library's output class is never named in a cache file: that would let a cache
+    choose what is built)."""
+    if isinstance(template, Slot):
+        return {"slot": template.index}
+    if isinstance(template, tuple) and len(template) == 2 and isinstance(template[0], type):
+        kind, items = template
+        if kind not in _PLAIN.values():
+            return None
+        if isinstance(items, dict):
+            inner = {k: encode(v) for k, v in items.items()}
+            return None if None in inner.values() else {"dict": inner}
+        inner = [encode(v) for v in items]
+        return None if None in inner else {kind.__name__: inner}
+    if template is None:
+        return {"none": 0}
+    return {"value": template} if isinstance(template, (bool, int, float, str)) else None
+
+
+def decode(data: Any) -> Any:
+    """The inverse of :func:`encode`."""
+    (tag, value), = data.items()
+    if tag == "slot":
+        return Slot(int(value))
+    if tag in ("value", "none"):
+        return value if tag == "value" else None
+    if tag == "dict":
+        return dict, {k: decode(v) for k, v in value.items()}
+    return _PLAIN[tag], [decode(v) for v in value]
 
 
 class Runner:

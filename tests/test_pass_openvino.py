@@ -142,6 +142,22 @@ def test_static_shapes_refuse_another_shape_and_dynamic_accepts_it():
     assert dynamic.image_encoder(x).shape == (2, 32, 8, 8)
 
 
+@needs_openvino
+def test_sdxl_pipeline_runs_through_openvino_and_refuses_another_resolution():
+    from fastpipes.pipelines.sdxl_build import build_sdxl
+
+    ref, pipe = build_sdxl("tiny"), build_sdxl("tiny")
+    fastpipes.accelerate(pipe, "sdxl_openvino")
+    kw = dict(prompt="a cat", num_inference_steps=2, output_type="pt")
+    with torch.inference_mode():
+        want = ref(generator=torch.Generator().manual_seed(0), **kw).images
+        got = pipe(generator=torch.Generator().manual_seed(0), **kw).images
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+        with pytest.raises(InputError, match=r"unet was converted for static input shapes "
+                                             r"\[\(2, 4, 8, 8\).*this call has \[\(2, 4, 12, 12\)"):
+            pipe(height=96, width=96, **kw)
+
+
 def test_without_openvino_the_recipe_is_refused_and_auto_skips_it(monkeypatch):
     import fastpipes.hardware as hw
     from fastpipes.auto_order import candidate_recipes

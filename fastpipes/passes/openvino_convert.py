@@ -136,9 +136,9 @@ class Runner:
             if got != self.shapes:
                 raise InputError(
                     f"openvino: {self.name} was converted for static input shapes "
-                    f"{self.shapes}; this call has {got}. Accelerate a fresh pipeline whose "
-                    "example inputs have these shapes (a converted model is cached by its "
-                    "shapes, so each shape converts once), or set openvino.shapes: dynamic")
+                    f"{self.shapes}; this call has {got}. Call it at those shapes (the "
+                    "adapter's example call: SAM's input size, SDXL's default resolution with "
+                    "guidance), or accelerate with openvino.shapes: dynamic (any shape)")
         # (np.ascontiguousarray would make a 0-d timestep 1-d)
         arrays = [t.detach().cpu().contiguous().numpy().astype(d, copy=False)
                   for t, d in zip(tensors, self.dtypes)]

@@ -2,6 +2,7 @@
 weights on every click; one cast once (precision mode cast) re-casts none and still matches
 FP32's masks. Counts, not timings."""
 import numpy as np
+import pytest
 import torch
 
 import fastpipes
@@ -54,3 +55,14 @@ def test_cast_decoder_masks_match_fp32():
     assert a.shape == b.shape and a.dtype == b.dtype == np.bool_
     ious = [mask_iou(torch.from_numpy(a[i]), torch.from_numpy(b[i])) for i in range(a.shape[0])]
     assert min(ious) >= 0.9, ious
+
+
+@pytest.mark.slow  # compiles the tiny decoder
+def test_fp32_click_recipe_decodes_the_fp32_masks_in_fp32():
+    pred, ref = _predictor("sam_fp32_click"), _predictor(None)
+    assert all(p.dtype == torch.float32 for p in pred.model.mask_decoder.parameters())
+    prompt = click_prompts("point", 48, 64, seed=0)[0]
+    a = ref.predict(**prompt, multimask_output=True)[0]
+    b = pred.predict(**prompt, multimask_output=True)[0]
+    ious = [mask_iou(torch.from_numpy(a[i]), torch.from_numpy(b[i])) for i in range(a.shape[0])]
+    assert min(ious) >= 0.99, ious

@@ -20,6 +20,7 @@ import torch
 
 from fastpipes.errors import BenchmarkError
 from fastpipes.pipelines.base import Fidelity, judge
+from fastpipes.bench.workloads.sam_click_casts import weight_casts_per_call
 from fastpipes.pipelines.sam import SAM_BARS, SamShape, build_sam, mask_iou
 from fastpipes.pipelines.sam_predictor import SamPredictor
 from fastpipes.recipe.schema import PrecisionClass
@@ -195,6 +196,11 @@ class ClickMixin:
     def extra_metrics(self, pipe: SamPredictor, inputs: dict[str, Any]) -> dict[str, float]:
         iters = 10
         out = click_breakdown(pipe, inputs["prompt"], self.multimask, iters)
+        if getattr(pipe.model.mask_decoder, "_compiled_call_impl", None) is None:
+            # eager decoders only: a dispatch mode around a compiled one would recompile it
+            out["click_weight_casts"] = float(weight_casts_per_call(
+                pipe.model.mask_decoder,
+                lambda: pipe.predict(**inputs["prompt"], multimask_output=self.multimask)))
         h, w = self.original_size
         for kind in PROMPTS:  # every click kind of this configuration, both mask modes
             prompt = click_prompts(kind, h, w, self.spec.seed)[0]

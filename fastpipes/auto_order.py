@@ -50,7 +50,8 @@ def expected_speedup(klass: str, tier: str, bf16_native: bool, fp16_native: bool
 def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
                       device: str = "cpu") -> list[str]:
     """Built-in recipes of `family`, then generic ones, whose requires are met and whose
-    precision class is within ``cfg.max_class``, each group likeliest winner first; then
+    precision class is within ``cfg.max_class``, each group likeliest winner first (bases
+    before the recipes that extend them); then
     ``cfg.candidates`` in the order given."""
     ranked = []
     if cfg.builtin:
@@ -66,7 +67,9 @@ def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
                                          hardware.native("bf16", device),
                                          hardware.native("fp16", device),
                                          family in MEMORY_BOUND)
-                ranked.append((rec.family.value != family, -prior, name))
+                # on a tie, a base recipe before the ones that extend it: a derived
+                # recipe (e.g. *_click) adds work aimed at another workload
+                ranked.append((rec.family.value != family, -prior, len(rec.chain), name))
     names = [name for *_, name in sorted(ranked)]
     return names + [c for c in cfg.candidates if c not in names]
 

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastpipes"
 LAYERS = [
     ["fastpipes._version", "fastpipes.errors", "fastpipes.bounds", "fastpipes.registry",
      "fastpipes.hardware", "fastpipes.cache", "fastpipes.cache_clear", "fastpipes.fingerprint",
-     "fastpipes.report", "fastpipes.snapshot", "fastpipes.openvino_probe"],
+     "fastpipes.report", "fastpipes.snapshot"],
     ["fastpipes.recipe"],
     ["fastpipes.kernels"],
     ["fastpipes.passes"],

@@ -54,7 +54,7 @@ def test_cast_decoder_masks_match_fp32():
     b = low.predict(**prompt, multimask_output=True)[0]
     assert a.shape == b.shape and a.dtype == b.dtype == np.bool_
     ious = [mask_iou(torch.from_numpy(a[i]), torch.from_numpy(b[i])) for i in range(a.shape[0])]
-    assert min(ious) >= 0.9, ious
+    assert min(ious) >= 0.97, ious  # the bf16 class bar (SAM_BARS)
 
 
 @pytest.mark.slow  # compiles the tiny decoder

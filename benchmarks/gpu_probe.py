@@ -172,8 +172,8 @@ def click(dev: str, dry: bool) -> dict:
     import numpy as np
 
     import fastpipes
-    from fastpipes.pipelines.sam import build_sam, smooth_images
-    from fastpipes.pipelines.sam_predictor import SamPredictor
+    from fastpipes.sam.pipeline import build_sam, smooth_images
+    from fastpipes.sam.predictor import SamPredictor
 
     model = "tiny" if dry else "vit_b"
     out: dict = {"device": dev, "model": model, "rows": {}}

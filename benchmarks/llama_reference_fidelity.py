@@ -4,7 +4,7 @@
         --variant 'llama_woq_int8:quantize.act_dtype=float32' \
         --variant 'llama_woq_int4:quantize.include_lm_head=false'
 
-Builds trained-tiny on first use (python -m fastpipes.pipelines.llama_reference build),
+Builds trained-tiny on first use (python -m fastpipes.llama.reference build),
 reads `--windows` non-overlapping 256-byte windows of its held-out text and compares, per
 recipe (each on a fresh FP32 copy), teacher-forced top-1 agreement with FP32 and held-out
 perplexity. No timing: the numbers do not depend on how busy the machine is.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 import fastpipes
-from fastpipes.pipelines.llama import build_llama
-from fastpipes.pipelines.llama_reference import (heldout_batches, heldout_tokens, perplexity,
+from fastpipes.llama.pipeline import build_llama
+from fastpipes.llama.reference import (heldout_batches, heldout_tokens, perplexity,
                                                  read_metadata, reference_dir, teacher_forced,
                                                  top1_agreement)
 

@@ -53,9 +53,9 @@ def click_latency(model: str, checkpoint: str | None, recipe: str, overrides: li
     import numpy as np
 
     import fastpipes
-    from fastpipes.pipelines.sam import build_sam
-    from fastpipes.pipelines.sam_predictor import SamPredictor
-    from fastpipes.run.sam_io import load_image
+    from fastpipes.sam.pipeline import build_sam
+    from fastpipes.sam.predictor import SamPredictor
+    from fastpipes.sam.image_io import load_image
 
     image = load_image(str(image_path))
     point, label = np.array([[image.shape[1] / 2, image.shape[0] / 2]]), np.array([1])

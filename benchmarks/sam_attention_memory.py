@@ -14,7 +14,7 @@ import sys
 
 CHILD = r"""
 import json, resource, sys, time, torch
-from fastpipes.pipelines.sam import sam_modeling
+from fastpipes.sam.pipeline import sam_modeling
 from fastpipes.passes.attention_sites.sam import SamSdpaAttention
 variant = sys.argv[1]
 torch.manual_seed(0)

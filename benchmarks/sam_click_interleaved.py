@@ -11,9 +11,9 @@ import time
 import torch
 
 import fastpipes
-from fastpipes.bench.workloads.sam_click import click_prompts, seeded_features
-from fastpipes.pipelines.sam import build_sam
-from fastpipes.pipelines.sam_predictor import SamPredictor
+from fastpipes.sam.click import click_prompts, seeded_features
+from fastpipes.sam.pipeline import build_sam
+from fastpipes.sam.predictor import SamPredictor
 
 DEC = {"components": ["mask_decoder"]}
 CONFIGS = {

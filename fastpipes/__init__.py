@@ -13,7 +13,7 @@ from fastpipes.errors import (ConflictError, FastpipesError, HardwareError, Inpu
 from fastpipes.recipe import PrecisionClass, load_recipe
 from fastpipes.report import Report
 from fastpipes.run import run_llama, run_sam, run_sdxl
-from fastpipes.pipelines.llama import load_llama
+from fastpipes.llama.pipeline import load_llama
 
 __all__ = ["accelerate", "load_recipe", "Report", "PrecisionClass", "ConflictError",
            "FastpipesError", "HardwareError", "InputError", "PassError", "PreflightError",

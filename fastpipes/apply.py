@@ -14,7 +14,8 @@ from fastpipes.hardware import detect
 from fastpipes.passes.base import PASSES, PassContext, SkipPass
 from fastpipes.passes.order import ordered
 from fastpipes.passes.preflight import check, mark_numerics
-from fastpipes.pipelines.base import Adapter, find_adapter
+from fastpipes.families import find_adapter
+from fastpipes.pipelines.base import Adapter
 from fastpipes.recipe.schema import PrecisionClass, Recipe
 from fastpipes.report import PassStatus, Report
 from fastpipes.snapshot import Snapshot

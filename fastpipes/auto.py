@@ -39,7 +39,8 @@ from fastpipes.cache import cache_dir, private_dir, untrusted
 from fastpipes.errors import CacheError, InputError
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect
-from fastpipes.pipelines.base import Fidelity, find_adapter
+from fastpipes.families import find_adapter
+from fastpipes.pipelines.base import Fidelity
 from fastpipes.recipe.ablate import ablations, parse, rebuild
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import AutoConfig, PrecisionClass

@@ -50,7 +50,7 @@ def _inductor_entry(p: Path) -> bool:
 
 
 def _model_entry(p: Path) -> bool:
-    """A reference model directory (fastpipes.pipelines.llama_reference) or its lock or
+    """A reference model directory (fastpipes.llama.reference) or its lock or
     building area."""
     if _plain_dir(p):
         # reference.json is what fastpipes writes last; a llama-* directory without it may
@@ -67,7 +67,7 @@ OWN: dict[str, Callable[[Path], bool]] = {
         re.fullmatch(r"[\w-]+-[0-9a-f]{20}\.(bin|tmp)", p.name)),
     "inductor": _inductor_entry,
     "models": _model_entry,
-    # layers quantized while a model directory loads (fastpipes.pipelines.quantized_load)
+    # layers quantized while a model directory loads (fastpipes.llama.quantized_load)
     "weights": lambda p: _plain_file(p) and bool(
         re.fullmatch(r"\.?load-[\w.-]+\.safetensors(\.\d+\.tmp)?", p.name)),
 }

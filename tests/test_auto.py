@@ -209,7 +209,7 @@ def test_the_prior_never_expects_emulated_bf16_to_win():
 
 def test_tiny_sam_auto_tries_a_sam_recipe_first(setup, monkeypatch):
     """Issue #27: in name order generic_* used the whole budget and no SAM recipe was tried."""
-    from fastpipes.pipelines.sam import build_sam
+    from fastpipes.sam.pipeline import build_sam
 
     applied: list[str] = []
 
@@ -293,7 +293,7 @@ def _auto_trial(pipe, recipe: dict, tmp: "Path"):
 
 
 def test_sam_auto_needs_no_example_inputs(setup):
-    from fastpipes.pipelines.sam import build_sam
+    from fastpipes.sam.pipeline import build_sam
 
     report, trial = _auto_trial(build_sam("tiny"), {"family": "sam",
                                                     "attention": {"block_size": 16}}, setup)
@@ -306,7 +306,7 @@ def test_sam_auto_needs_no_example_inputs(setup):
 
 def test_sdxl_auto_needs_no_example_inputs(setup):
     pytest.importorskip("diffusers")
-    from fastpipes.pipelines.sdxl import build_sdxl
+    from fastpipes.sdxl.pipeline import build_sdxl
 
     report, trial = _auto_trial(build_sdxl("tiny"), {"family": "sdxl", "attention": {}}, setup)
     assert report.extra["auto"]["inputs"].startswith(
@@ -316,7 +316,7 @@ def test_sdxl_auto_needs_no_example_inputs(setup):
 
 def test_llama_auto_needs_no_example_inputs(setup):
     pytest.importorskip("transformers")
-    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.llama.pipeline import build_llama
 
     report, trial = _auto_trial(build_llama("tiny"), {"family": "llama",
                                                       "quantize": {"dtype": "int8"}}, setup)

@@ -135,7 +135,7 @@ def test_toy_flops_match_flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
     from fastpipes.bench import WorkloadSpec
-    from fastpipes.bench.workloads.toy import ToyWorkload
+    from fastpipes.generic.bench import ToyWorkload
 
     wl = ToyWorkload(WorkloadSpec("toy", size="tiny", batch_size=3))
     pipe = wl.build()

@@ -62,7 +62,7 @@ def test_bench_plan_runs_it_on_cuda():
 def test_accelerate_refuses_a_cuda_recipe_on_a_cpu_pipeline_and_leaves_it_alone():
     import fastpipes
     from fastpipes.errors import PreflightError
-    from fastpipes.pipelines.sam import build_sam
+    from fastpipes.sam.pipeline import build_sam
 
     sam = build_sam("tiny")
     before = {k: v.clone() for k, v in sam.state_dict().items()}
@@ -157,7 +157,7 @@ def test_sam_masked_sdpa_does_not_need_the_math_kernel():
 @pytest.mark.cuda
 def test_tiny_llama_cuda_recipes_apply_and_generate():
     import fastpipes
-    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.llama.pipeline import build_llama
 
     for name in ("llama_cuda_woq_int8", "llama_cuda_woq_int4"):
         model = build_llama("tiny", device="cuda")

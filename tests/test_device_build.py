@@ -19,7 +19,7 @@ def test_seeded_generator_is_reproducible_and_fits_the_device():
 
 
 def test_build_sam_on_meta_device():
-    from fastpipes.pipelines.sam import build_sam
+    from fastpipes.sam.pipeline import build_sam
 
     assert _devices(build_sam("tiny", device="meta")) == {"meta"}
     assert _devices(build_sam("tiny")) == {"cpu"}
@@ -27,7 +27,7 @@ def test_build_sam_on_meta_device():
 
 def test_build_llama_on_meta_device():
     pytest.importorskip("transformers")
-    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.llama.pipeline import build_llama
 
     model = build_llama("tiny", device="meta")
     assert _devices(model) == {"meta"}
@@ -36,7 +36,7 @@ def test_build_llama_on_meta_device():
 
 def test_build_sdxl_on_meta_device():
     pytest.importorskip("diffusers")
-    from fastpipes.pipelines.sdxl_build import build_sdxl
+    from fastpipes.sdxl.build import build_sdxl
 
     pipe = build_sdxl("tiny", device="meta")
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
@@ -56,8 +56,8 @@ def test_workloads_build_on_the_spec_device(monkeypatch):
 
 @pytest.mark.cuda
 def test_builders_land_on_cuda():
-    from fastpipes.pipelines.llama import build_llama
-    from fastpipes.pipelines.sam import build_sam
+    from fastpipes.llama.pipeline import build_llama
+    from fastpipes.sam.pipeline import build_sam
 
     assert _devices(build_sam("tiny", device="cuda")) == {"cuda"}
     model = build_llama("tiny", device="cuda")

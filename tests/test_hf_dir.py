@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("transformers")
 from fastpipes.errors import InputError  # noqa: E402
-from fastpipes.pipelines.llama import build_llama  # noqa: E402
+from fastpipes.llama.pipeline import build_llama  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def test_ipex_imports_with_torch_2_8_and_every_probe_agrees():
 
 @pytest.fixture(scope="module")
 def sam_reference():
-    from fastpipes.pipelines.sam import build_sam
+    from fastpipes.sam.pipeline import build_sam
 
     sam = build_sam("tiny", seed=0)
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
@@ -130,7 +130,7 @@ def test_sam_ipex_bf16_recipe_without_its_compile(sam_reference):
 
 @pytest.fixture(scope="module")
 def sdxl_reference():
-    from fastpipes.pipelines.sdxl import build_sdxl
+    from fastpipes.sdxl.pipeline import build_sdxl
 
     return sdxl_generate(build_sdxl("tiny"))
 
@@ -148,7 +148,7 @@ def sdxl_generate(pipe) -> torch.Tensor:
     (bf16_recipe({"ipex": {"components": ["unet"], "dtype": "bfloat16"}}), 25.0),
 ], ids=["float32", "bfloat16"])
 def test_ipex_optimize_sdxl_unet(sdxl_reference, recipe, min_db):
-    from fastpipes.pipelines.sdxl import build_sdxl, psnr
+    from fastpipes.sdxl.pipeline import build_sdxl, psnr
 
     pipe = build_sdxl("tiny")
     unet = pipe.unet
@@ -159,7 +159,7 @@ def test_ipex_optimize_sdxl_unet(sdxl_reference, recipe, min_db):
 
 
 def test_sdxl_ipex_bf16_recipe_without_its_compile(sdxl_reference):
-    from fastpipes.pipelines.sdxl import build_sdxl, psnr
+    from fastpipes.sdxl.pipeline import build_sdxl, psnr
 
     pipe = build_sdxl("tiny")
     report = fastpipes.accelerate(pipe, load_recipe("sdxl_ipex_bf16", ["compile.enabled=false"]))
@@ -172,7 +172,7 @@ def test_sdxl_ipex_bf16_recipe_without_its_compile(sdxl_reference):
 @pytest.fixture(scope="module")
 def llama_reference():
     from fastpipes.bench.workloads import WorkloadSpec
-    from fastpipes.bench.workloads.llama import LlamaWorkload
+    from fastpipes.llama.bench import LlamaWorkload
 
     w = LlamaWorkload(WorkloadSpec("llama", size="tiny",
                                    options={"prompt_len": 40, "new_tokens": 8}))

@@ -8,7 +8,7 @@ import torch
 
 from fastpipes.kernels.sam_attention import rel_pos_terms, sdpa_rel_pos
 from fastpipes.passes.attention_sites.sam import SamSdpaAttention
-from fastpipes.pipelines.sam import sam_modeling
+from fastpipes.sam.pipeline import sam_modeling
 
 
 def upstream_attention(dim=32, heads=4, size=(8, 8), seed=0, rel_pos=True):

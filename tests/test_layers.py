@@ -2,9 +2,12 @@
 
 Layers, lowest first (a module may import its own layer or any lower one, never a higher):
 errors / registry / hardware / cache / fingerprint / report / snapshot -> recipe -> kernels
--> passes -> pipelines -> api / apply / auto -> bench / run -> cli. Imports are read from
-the source, inside functions too (an import hidden in a function to dodge a circle is an
-upward arrow all the same); only ``if TYPE_CHECKING:`` blocks are exempt.
+-> passes -> families (pipelines: the adapter contract; sam / sdxl / llama / generic: one folder
+each) -> api / apply / auto -> bench / run -> cli. A family's folder spans layers: its
+pipeline and adapter sit in the families layer, its benchmark workload in bench's and its run
+job in run's (``FAMILY_PARTS``); a module's layer is that of its longest listed prefix.
+Imports are read from the source, inside functions too (an import hidden in a function to
+dodge a circle is an upward arrow all the same); only ``if TYPE_CHECKING:`` blocks are exempt.
 """
 from __future__ import annotations
 
@@ -12,6 +15,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastpipes"
+FAMILIES = ["fastpipes.sam", "fastpipes.sdxl", "fastpipes.llama", "fastpipes.generic"]
+# the parts of a family's folder that belong to an engine's layer
+FAMILY_PARTS = {
+    "bench": [f"{f}.bench" for f in FAMILIES] + ["fastpipes.sam.click", "fastpipes.sam.click_casts"],
+    "run": [f"{f}.run" for f in FAMILIES if f != "fastpipes.generic"]
+    + ["fastpipes.sam.amg", "fastpipes.sam.nms", "fastpipes.sam.image_io"],
+}
 LAYERS = [
     ["fastpipes._version", "fastpipes.errors", "fastpipes.bounds", "fastpipes.registry",
      "fastpipes.hardware", "fastpipes.cache", "fastpipes.cache_clear", "fastpipes.fingerprint",
@@ -19,10 +29,11 @@ LAYERS = [
     ["fastpipes.recipe"],
     ["fastpipes.kernels"],
     ["fastpipes.passes"],
-    ["fastpipes.pipelines"],
+    ["fastpipes.pipelines", "fastpipes.families", *FAMILIES],
     ["fastpipes.api", "fastpipes.apply", "fastpipes.auto", "fastpipes.auto_order",
      "fastpipes.auto_search"],
-    ["fastpipes.bench", "fastpipes.run"],
+    ["fastpipes.bench", *FAMILY_PARTS["bench"]],
+    ["fastpipes.run", *FAMILY_PARTS["run"]],
     ["fastpipes.cli"],
 ]
 TOP = {"fastpipes", "fastpipes.__main__"}  # the package's face: may import anything
@@ -38,10 +49,11 @@ def modules() -> dict[str, Path]:
 
 
 def layer(name: str) -> int:
-    for i, prefixes in enumerate(LAYERS):
-        if any(name == p or name.startswith(p + ".") for p in prefixes):
-            return i
-    raise AssertionError(f"module {name} has no layer: add it to LAYERS in {__file__}")
+    found = [(len(p), i) for i, prefixes in enumerate(LAYERS) for p in prefixes
+             if name == p or name.startswith(p + ".")]
+    if not found:
+        raise AssertionError(f"module {name} has no layer: add it to LAYERS in {__file__}")
+    return max(found)[1]
 
 
 def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:

@@ -9,8 +9,8 @@ from fastpipes.kernels.woq import Int4WeightOnlyLinear, Int8DynamicLinear, Int8W
 from fastpipes.pipelines.base import find_adapter
 
 transformers = pytest.importorskip("transformers")
-from fastpipes.bench.workloads.llama import LlamaWorkload  # noqa: E402
-from fastpipes.pipelines.llama import (LLAMA_SHAPES, LlamaAdapter, build_llama,  # noqa: E402
+from fastpipes.llama.bench import LlamaWorkload  # noqa: E402
+from fastpipes.llama.pipeline import (LLAMA_SHAPES, LlamaAdapter, build_llama,  # noqa: E402
                                        compare_logits, legacy_rope_kwargs,
                                        teacher_forced_logits)
 

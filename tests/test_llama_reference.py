@@ -11,10 +11,10 @@ import torch
 
 pytest.importorskip("transformers")
 from fastpipes.errors import InputError  # noqa: E402
-from fastpipes.pipelines import llama_reference as ref  # noqa: E402
-from fastpipes.pipelines.llama import build_llama  # noqa: E402
-from fastpipes.pipelines.llama_reference import models as ref_models  # noqa: E402
-from fastpipes.pipelines.llama_reference.__main__ import main  # noqa: E402
+from fastpipes.llama import reference as ref  # noqa: E402
+from fastpipes.llama.pipeline import build_llama  # noqa: E402
+from fastpipes.llama.reference import models as ref_models  # noqa: E402
+from fastpipes.llama.reference.__main__ import main  # noqa: E402
 
 # intermediate 48 is not a multiple of the int4 group size 32, like trained-tiny's 704 / 128
 MICRO = ref.ReferenceSpec(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=48,
@@ -146,7 +146,7 @@ def test_fidelity_functions():
 def test_time_budget_replans_the_steps_and_progress_prints_plain_lines(monkeypatch, capsys):
     from transformers import LlamaForCausalLM
 
-    from fastpipes.pipelines.llama_reference import training as train_mod
+    from fastpipes.llama.reference import training as train_mod
 
     clock = iter(range(1000))  # every step "takes" one second
     monkeypatch.setattr(train_mod, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
@@ -231,7 +231,7 @@ def test_bench_llama_trains_with_train_steps(micro, monkeypatch):
     from fastpipes.bench.workloads.base import WorkloadSpec, get_workload
 
     seen = {}
-    monkeypatch.setattr("fastpipes.bench.workloads.llama.reference_dir",
+    monkeypatch.setattr("fastpipes.llama.bench.reference_dir",
                         lambda name, **kw: seen.update(kw) or "/x")
     spec = get_workload(WorkloadSpec("llama", model=micro,
                                      options={"train_steps": 7})).prepare()

@@ -9,7 +9,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 import fastpipes  # noqa: E402
-from fastpipes.pipelines.sdxl import build_sdxl  # noqa: E402
+from fastpipes.sdxl.pipeline import build_sdxl  # noqa: E402
 
 
 @pytest.fixture(scope="module")

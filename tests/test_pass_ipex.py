@@ -101,7 +101,7 @@ def fake_llm_ipex(calls: list, converted: bool = True):
 
 def test_llm_optimize_converts_the_model_in_place_and_names_its_architecture(monkeypatch):
     # in place: IPEX's generate path lives on the instance the user calls generate() on
-    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.llama.pipeline import build_llama
 
     calls = []
     monkeypatch.setattr(ipex_pass, "import_ipex", lambda: (fake_llm_ipex(calls), ""))
@@ -116,7 +116,7 @@ def test_llm_optimize_converts_the_model_in_place_and_names_its_architecture(mon
 
 
 def test_llm_optimize_that_converts_nothing_is_an_error_and_restores(monkeypatch):
-    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.llama.pipeline import build_llama
 
     calls = []
     monkeypatch.setattr(ipex_pass, "import_ipex", lambda: (fake_llm_ipex(calls, False), ""))
@@ -177,7 +177,7 @@ def test_ipex_recipes_are_visibly_unavailable_and_never_auto_candidates():
     from fastpipes.recipe import AutoConfig
     from fastpipes.bench.plan import plan
     from fastpipes.hardware import detect
-    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.llama.pipeline import build_llama
 
     model = build_llama("tiny")
     # refused by the preflight, before the model is touched

@@ -333,7 +333,7 @@ def test_int4_with_no_layer_the_kernel_takes_is_skipped_with_the_reason():
 
 def test_low_memory_quantize_moves_the_fp32_originals_out_but_not_a_tied_weight():
     pytest.importorskip("transformers")
-    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.llama.pipeline import build_llama
 
     model = build_llama("tiny")
     ids = torch.tensor([[5, 17, 99, 3]])

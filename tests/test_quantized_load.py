@@ -1,5 +1,5 @@
 """Loading a model directory straight into weight-only quantized layers
-(pipelines/quantized_load.py): the FP32 weights never all exist at once, the result equals
+(llama/quantized_load.py): the FP32 weights never all exist at once, the result equals
 from_pretrained + the quantize pass, the quantized layers are cached and reloaded, and
 accelerate() records them as quantized at load."""
 import gc
@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 import fastpipes
 from fastpipes.errors import InputError
-from fastpipes.pipelines.llama import build_llama, load_llama
-from fastpipes.pipelines.quantized_load import ATTR, TensorIndex, load_quantized_causal_lm
+from fastpipes.llama.pipeline import build_llama, load_llama
+from fastpipes.llama.quantized_load import ATTR, TensorIndex, load_quantized_causal_lm
 
 IDS = torch.tensor([[5, 9, 33, 7, 100, 3, 64, 8]])
 

@@ -78,10 +78,10 @@ def test_generic_recipes_name_any_component():
 
 
 @pytest.mark.parametrize("family, build", [
-    (Family.sam, lambda: __import__("fastpipes.pipelines.sam", fromlist=["x"]).build_sam("tiny")),
-    (Family.llama, lambda: __import__("fastpipes.pipelines.llama",
+    (Family.sam, lambda: __import__("fastpipes.sam.pipeline", fromlist=["x"]).build_sam("tiny")),
+    (Family.llama, lambda: __import__("fastpipes.llama.pipeline",
                                       fromlist=["x"]).build_llama("tiny")),
-    (Family.sdxl, lambda: __import__("fastpipes.pipelines.sdxl_build",
+    (Family.sdxl, lambda: __import__("fastpipes.sdxl.build",
                                      fromlist=["x"]).build_sdxl("tiny")),
 ])
 def test_the_family_component_lists_match_the_adapters(family, build):

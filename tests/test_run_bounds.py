@@ -123,7 +123,7 @@ def test_sam_image_shapes_and_prompt_files_are_checked(tmp_path, capsys):
 
 
 def test_nan_checkpoint_is_refused_naming_the_first_bad_weight(tmp_path, capsys):
-    from fastpipes.pipelines.sam import build_sam
+    from fastpipes.sam.pipeline import build_sam
 
     state = build_sam("tiny").state_dict()
     key = "mask_decoder.iou_prediction_head.layers.0.weight"
@@ -194,7 +194,7 @@ def test_sdxl_llama_settings_are_bounded(tmp_path, capsys, no_build, family, fla
 
 
 def test_a_prompt_longer_than_the_context_fails_its_line(tmp_path, monkeypatch):
-    from fastpipes.pipelines import llama as llama_pipes
+    from fastpipes.llama import pipeline as llama_pipes
     from fastpipes.run import run_llama
 
     small = dict(llama_pipes.LLAMA_SHAPES["tiny"], max_position_embeddings=32)
@@ -244,7 +244,7 @@ def _signal_on_second(monkeypatch, job_cls, signum):
 
 def test_sigterm_ends_a_sam_run_like_ctrl_c_with_a_summary(tmp_path, monkeypatch):
     from fastpipes.run import run_sam
-    from fastpipes.run.sam import SamJob
+    from fastpipes.sam.run import SamJob
 
     pics = images(tmp_path / "pics", sizes=((60, 90),) * 3)
     out = tmp_path / "o"
@@ -262,7 +262,7 @@ def test_sigterm_ends_a_sam_run_like_ctrl_c_with_a_summary(tmp_path, monkeypatch
 
 def test_sigterm_ends_a_llama_run_the_same_way(tmp_path, monkeypatch):
     from fastpipes.run import run_llama
-    from fastpipes.run.llama import LlamaJob
+    from fastpipes.llama.run import LlamaJob
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a\nb\nc\n")
@@ -314,7 +314,7 @@ def test_a_second_run_on_the_same_out_fails_at_once_naming_the_holder(tmp_path, 
 
 # ------------------------------------------------------------------ accelerate() arguments
 def test_accelerate_refuses_bad_argument_types_and_leaves_the_model(monkeypatch):
-    from fastpipes.pipelines.sam import build_sam
+    from fastpipes.sam.pipeline import build_sam
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -340,8 +340,8 @@ def test_accelerate_refuses_bad_argument_types_and_leaves_the_model(monkeypatch)
 def test_weights_from_a_model_dir_are_checked_too(tmp_path):
     """The same check for --model DIR (Llama here; SDXL names its components), not only
     for SAM checkpoints; random weights are not checked (they are made finite)."""
-    from fastpipes.pipelines.llama import build_llama
-    from fastpipes.run.llama import LlamaJob, LlamaPipe
+    from fastpipes.llama.pipeline import build_llama
+    from fastpipes.llama.run import LlamaJob, LlamaPipe
 
     model = build_llama("tiny", seed=0)
     pipe = LlamaPipe(model, tokenizer=None)

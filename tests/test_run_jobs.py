@@ -4,7 +4,7 @@ import os
 import pytest
 
 from fastpipes.run.outdir import OutDir, atomic_write
-from fastpipes.run.sam_io import image_keys, list_images
+from fastpipes.sam.image_io import image_keys, list_images
 
 
 def test_a_write_killed_before_the_rename_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):

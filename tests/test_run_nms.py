@@ -1,7 +1,7 @@
 """The torch-only NMS that replaces torchvision's in automatic mask generation."""
 import torch
 
-from fastpipes.run.nms import batched_nms, box_area, nms
+from fastpipes.sam.nms import batched_nms, box_area, nms
 
 
 def brute_force_nms(boxes, scores, thr):

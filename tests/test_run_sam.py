@@ -57,7 +57,7 @@ def test_points_corrupt_image_is_recorded_and_rle_decodes_back(tmp_path, capsys)
 
 
 def test_rle_round_trip_is_exact():
-    from fastpipes.run.sam_io import decode_rle, encode_rle
+    from fastpipes.sam.image_io import decode_rle, encode_rle
 
     rng = np.random.default_rng(1)
     for shape in ((1, 1), (7, 13), (64, 48)):
@@ -69,7 +69,7 @@ def test_rle_round_trip_is_exact():
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
     from fastpipes.run import run_sam
-    from fastpipes.run.sam import SamJob
+    from fastpipes.sam.run import SamJob
 
     images = make_images(tmp_path / "pics", n=3)
     out = tmp_path / "out"
@@ -106,7 +106,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys)
 def test_everything_mode_writes_deduplicated_masks(tmp_path, capsys):
     import torch
 
-    from fastpipes.run.nms import nms
+    from fastpipes.sam.nms import nms
 
     images = make_images(tmp_path / "pics", n=1)
     out = tmp_path / "out"
@@ -146,7 +146,7 @@ def test_prompt_file_per_image_and_a_missing_entry(tmp_path):
 
 def test_bad_arguments_are_reported_before_anything_is_built(tmp_path, capsys):
     from fastpipes.run import run_sam
-    from fastpipes.run.sam import parse_points
+    from fastpipes.sam.run import parse_points
 
     images = make_images(tmp_path / "pics", n=1)
     with pytest.raises(InputError, match="label 1 .* or 0"):

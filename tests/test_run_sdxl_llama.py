@@ -50,7 +50,7 @@ def llama_dir(tmp_path_factory):
     tokenizers = pytest.importorskip("tokenizers")
     from transformers import PreTrainedTokenizerFast
 
-    from fastpipes.pipelines.llama import build_llama
+    from fastpipes.llama.pipeline import build_llama
 
     words = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(300)] + "the cat sat on a mat".split()
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)},
@@ -64,7 +64,7 @@ def llama_dir(tmp_path_factory):
 
 
 def test_llama_completions_match_generate_and_sampling_is_seeded(tmp_path, llama_dir, capsys):
-    from fastpipes.pipelines.llama import build_llama, load_tokenizer
+    from fastpipes.llama.pipeline import build_llama, load_tokenizer
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "the cat sat"}\nthe mat\n{"prompt": "a", "colour": 1}\n')
@@ -119,7 +119,7 @@ def test_blank_lines_of_a_prompts_file_are_skipped_and_lines_keep_their_numbers(
 
 def test_sdxl_small_is_small_by_default_and_run_options_say_their_defaults(capsys):
     """Issue #27: --random-weights small rendered 1024x1024; --steps had no help."""
-    from fastpipes.pipelines.sdxl_build import SdxlShape
+    from fastpipes.sdxl.build import SdxlShape
 
     assert SdxlShape.from_name("small").sample_size * 8 == 256
     assert SdxlShape.from_name("full").sample_size * 8 == 1024

@@ -6,10 +6,10 @@ import torch
 
 import fastpipes
 from fastpipes.bench.workloads import WorkloadSpec, get_workload
-from fastpipes.bench.workloads.sam_click import PROMPTS, click_prompts, seeded_features
+from fastpipes.sam.click import PROMPTS, click_prompts, seeded_features
 from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.pipelines.sam import build_sam, mask_iou
-from fastpipes.pipelines.sam_predictor import SamPredictor
+from fastpipes.sam.pipeline import build_sam, mask_iou
+from fastpipes.sam.predictor import SamPredictor
 
 SIZE = (96, 128)  # a 4:3 picture at the tiny encoder's 128 px
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import fastpipes
-from fastpipes.bench.workloads.sam_click import click_prompts, seeded_features
-from fastpipes.bench.workloads.sam_click_casts import weight_casts_per_call
-from fastpipes.pipelines.sam import build_sam, mask_iou
-from fastpipes.pipelines.sam_predictor import SamPredictor
+from fastpipes.sam.click import click_prompts, seeded_features
+from fastpipes.sam.click_casts import weight_casts_per_call
+from fastpipes.sam.pipeline import build_sam, mask_iou
+from fastpipes.sam.predictor import SamPredictor
 
 
 def _predictor(overrides):

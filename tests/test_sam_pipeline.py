@@ -9,11 +9,11 @@ import torch
 
 import fastpipes
 from fastpipes.bench.workloads import WorkloadSpec, get_workload
-from fastpipes.bench.workloads.sam import SamWorkload
+from fastpipes.sam.bench import SamWorkload
 from fastpipes.errors import BenchmarkError, FastpipesError, InputError
 from fastpipes.pipelines.base import find_adapter
-from fastpipes.pipelines.sam import SAM_SHAPES, SamShape, build_sam, sam_modeling
-from fastpipes.pipelines.sam_predictor import SamPredictor
+from fastpipes.sam.pipeline import SAM_SHAPES, SamShape, build_sam, sam_modeling
+from fastpipes.sam.predictor import SamPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def _run(code: str, extra_path: str = "") -> subprocess.CompletedProcess:
 def test_loads_when_torchvision_is_missing():
     r = _run("""
         import sys; sys.modules["torchvision"] = None  # import torchvision -> ImportError
-        from fastpipes.pipelines.sam import build_sam
+        from fastpipes.sam.pipeline import build_sam
         sam = build_sam("tiny")
         print(type(sam).__module__, "segment_anything" in sys.modules)
     """)
@@ -45,7 +45,7 @@ def test_loads_when_torchvision_is_broken(tmp_path):
     (tmp_path / "torchvision" / "__init__.py").write_text(
         "raise RuntimeError('operator torchvision::nms does not exist')\n")
     r = _run("""
-        from fastpipes.pipelines.sam import build_sam
+        from fastpipes.sam.pipeline import build_sam
         print(type(build_sam("tiny")).__name__)
     """, extra_path=str(tmp_path))
     assert r.returncode == 0, r.stderr

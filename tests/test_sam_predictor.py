@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fastpipes.errors import InputError
-from fastpipes.pipelines.sam import build_sam
-from fastpipes.pipelines.sam_predictor import SamPredictor, preprocess_shape, resize_longest
+from fastpipes.sam.pipeline import build_sam
+from fastpipes.sam.predictor import SamPredictor, preprocess_shape, resize_longest
 
 
 @pytest.fixture(scope="module")

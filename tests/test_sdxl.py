@@ -12,13 +12,13 @@ import fastpipes  # noqa: E402
 from fastpipes.errors import PassError, RecipeError  # noqa: E402
 from fastpipes.passes.base import PASSES, PassSpec  # noqa: E402
 from fastpipes.pipelines.base import find_adapter  # noqa: E402
-from fastpipes.pipelines.sdxl import psnr  # noqa: E402
-from fastpipes.pipelines.sdxl_build import (SdxlShape, build_sdxl, build_tokenizer,  # noqa: E402
+from fastpipes.sdxl.pipeline import psnr  # noqa: E402
+from fastpipes.sdxl.build import (SdxlShape, build_sdxl, build_tokenizer,  # noqa: E402
                                             clip_vocab, unet_config, vae_config)
 from fastpipes.recipe.load import load_recipe  # noqa: E402
 
 from fastpipes.bench.workloads import WorkloadSpec  # noqa: E402
-from fastpipes.bench.workloads.sdxl import SdxlWorkload  # noqa: E402
+from fastpipes.sdxl.bench import SdxlWorkload  # noqa: E402
 
 STEPS, SIDE = 2, 64
 

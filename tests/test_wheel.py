@@ -21,7 +21,7 @@ def test_wheel_ships_recipes_and_installed_package_finds_them(tmp_path):
     expected = {p.name for p in (ROOT / "recipes").glob("*.yaml")}
     assert expected and expected <= shipped
     # subpackages are listed by hand in pyproject.toml: the reference-model CLI must ship
-    assert "fastpipes/pipelines/llama_reference/__main__.py" in names
+    assert "fastpipes/llama/reference/__main__.py" in names
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, env={**os.environ, "PIP_NO_INDEX": "1"})

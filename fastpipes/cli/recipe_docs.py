@@ -14,7 +14,7 @@ import typing
 
 from fastpipes.passes.base import PASSES
 from fastpipes.passes.order import PASS_ORDER
-from fastpipes.pipelines.base import ADAPTERS
+from fastpipes.families import ADAPTERS
 from fastpipes.recipe.schema import (FAMILY_COMPONENTS, SECTIONS, PrecisionClass, RecipeHeader,
                                      Requires)
 from fastpipes.recipe.validate import type_name

@@ -17,7 +17,7 @@ import argparse
 from fastpipes.cli.bench import key_value
 from fastpipes.errors import InputError
 from fastpipes.run import AmgConfig, run_llama, run_sam, run_sdxl
-from fastpipes.run.sam import parse_boxes, parse_points
+from fastpipes.sam.run import parse_boxes, parse_points
 
 FAMILY_HELP = {
     "sam": "segment images (point / box prompts, a per-image prompt file, or everything)",

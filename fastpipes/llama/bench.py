@@ -16,8 +16,8 @@ import torch
 
 from fastpipes.bench.workloads.base import Workload, WorkloadSpec, register_workload
 from fastpipes.errors import BenchmarkError
-from fastpipes.pipelines.llama import LLAMA_SHAPES, LlamaAdapter, build_llama, decode_weight_bytes
-from fastpipes.pipelines.llama_reference import (REFERENCE_MODELS, heldout_batches,
+from fastpipes.llama.pipeline import LLAMA_SHAPES, LlamaAdapter, build_llama, decode_weight_bytes
+from fastpipes.llama.reference import (REFERENCE_MODELS, heldout_batches,
                                                  heldout_tokens, reference_dir, teacher_forced)
 
 

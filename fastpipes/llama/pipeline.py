@@ -1,7 +1,7 @@
 """Llama via transformers: builders at real shapes and the adapter (components, attention,
 example inputs, teacher-forced fidelity and its bars per precision class).
 
->>> from fastpipes.pipelines.llama import build_llama
+>>> from fastpipes.llama.pipeline import build_llama
 >>> model = build_llama("tiny")            # seeded random weights; or "llama-3.2-1b", a local dir
 >>> out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False)
 """
@@ -16,8 +16,8 @@ import torch.nn as nn
 from fastpipes.errors import InputError
 from fastpipes.pipelines.base import (Adapter, AttentionSite, Bar, Fidelity, judge, register_adapter,
                                       seeded_generator)
-from fastpipes.pipelines.hf_dir import load_causal_lm, transformers_version
-from fastpipes.pipelines.llama_reference import (REFERENCE_MODELS, perplexity, reference_dir,
+from fastpipes.llama.hf_dir import load_causal_lm, transformers_version
+from fastpipes.llama.reference import (REFERENCE_MODELS, perplexity, reference_dir,
                                                  top1_agreement)
 from fastpipes.recipe.schema import Family, PrecisionClass
 
@@ -96,7 +96,7 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
     (e.g. ``cuda``) the tensors are made and initialised there, never on the CPU.
 
     `quantize` (a recipe's weight-only quantize section) loads a directory layer by layer
-    straight into quantized layers (pipelines/quantized_load.py): the FP32 model never
+    straight into quantized layers (llama/quantized_load.py): the FP32 model never
     exists whole. Named shapes ignore it (their random weights are made, not loaded).
     """
     from transformers import LlamaForCausalLM
@@ -105,7 +105,7 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
         name_or_path = reference_dir(str(name_or_path))
     path = Path(str(name_or_path))
     if (path.exists() or "/" in str(name_or_path)) and str(name_or_path) not in LLAMA_SHAPES:
-        from fastpipes.pipelines.quantized_load import load_quantized_causal_lm, weight_only
+        from fastpipes.llama.quantized_load import load_quantized_causal_lm, weight_only
 
         if weight_only(quantize) and torch.device(device).type == "cpu":
             return load_quantized_causal_lm(path, quantize, dtype)

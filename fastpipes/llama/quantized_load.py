@@ -30,7 +30,7 @@ from fastpipes.passes.quantize import (FILE_FORMAT, QUANTIZED_AT_LOAD, QuantizeC
                                        _set_module, kernel_skips,
                                        load_quantized, quantize_linear, resolve_act_dtype,
                                        save_quantized, select_linears)
-from fastpipes.pipelines.hf_dir import _list, check_model_dir
+from fastpipes.llama.hf_dir import _list, check_model_dir
 
 ATTR = QUANTIZED_AT_LOAD
 _DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,

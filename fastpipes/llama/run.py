@@ -71,7 +71,7 @@ class LlamaJob(Job):
     input_fields: ClassVar[tuple[str, ...]] = ("prompts",)
 
     def check(self) -> None:
-        from fastpipes.pipelines.llama import LLAMA_SHAPES
+        from fastpipes.llama.pipeline import LLAMA_SHAPES
 
         self.check_model(tuple(LLAMA_SHAPES), "a local Hugging Face model directory with "
                                               "config.json, weights and a tokenizer")
@@ -84,7 +84,7 @@ class LlamaJob(Job):
     def context(self) -> int:
         """The model's max_position_embeddings (from its shape or config.json), read
         without building it; the bound's own maximum when the config does not say."""
-        from fastpipes.pipelines.llama import LLAMA_SHAPES
+        from fastpipes.llama.pipeline import LLAMA_SHAPES
 
         default = int(BOUNDS["prompt_tokens"].hi) + 1
         if self.random_weights:
@@ -118,7 +118,7 @@ class LlamaJob(Job):
         return items
 
     def build(self) -> LlamaPipe:
-        from fastpipes.pipelines.llama import build_llama, load_tokenizer
+        from fastpipes.llama.pipeline import build_llama, load_tokenizer
 
         if self.random_weights:
             model = build_llama(self.model, seed=self.seed, device=self.device)

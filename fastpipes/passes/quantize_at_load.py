@@ -1,5 +1,5 @@
 """The quantize pass on a model whose Linear layers were quantized while it was loaded
-(pipelines/quantized_load.py): it records them instead of quantizing again."""
+(llama/quantized_load.py): it records them instead of quantizing again."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -7,7 +7,7 @@ import torch.nn as nn
 from fastpipes.passes.base import PassContext
 
 # set on a model whose Linear layers were quantized while it was loaded
-# (pipelines/quantized_load.py): {"dtype", "group_size", "act_dtype", "layers", "how", ...}
+# (llama/quantized_load.py): {"dtype", "group_size", "act_dtype", "layers", "how", ...}
 QUANTIZED_AT_LOAD = "_fastpipes_quantized_at_load"
 
 

@@ -1,5 +1,6 @@
-"""Pipeline adapters. Importing this package registers every adapter."""
-from fastpipes.pipelines import generic, llama, sam, sdxl  # noqa: F401
+"""What every family's pipeline support builds on: the :class:`Adapter` contract, its
+registry and the fidelity helpers (``base``). The families themselves live in their own
+folders; :mod:`fastpipes.families` imports them all."""
 from fastpipes.pipelines.base import ADAPTERS, Adapter, AttentionSite, find_adapter
 
 __all__ = ["ADAPTERS", "Adapter", "AttentionSite", "find_adapter"]

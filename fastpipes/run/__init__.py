@@ -9,12 +9,12 @@ building block for your own Ray Data pipelines).
 ...                             checkpoint="sam_vit_b_01ec64.pth")  # doctest: +SKIP
 >>> print(summary)                                                  # doctest: +SKIP
 """
-from fastpipes.run.amg import AmgConfig, generate_masks
+from fastpipes.sam.amg import AmgConfig, generate_masks
 from fastpipes.run.base import Item, ItemResult, Job, Worker
 from fastpipes.run.jobs import RunSummary, run_job
-from fastpipes.run.llama import LlamaJob, run_llama
-from fastpipes.run.sam import SamJob, run_sam
-from fastpipes.run.sdxl import SdxlJob, run_sdxl
+from fastpipes.llama.run import LlamaJob, run_llama
+from fastpipes.sam.run import SamJob, run_sam
+from fastpipes.sdxl.run import SdxlJob, run_sdxl
 
 __all__ = ["AmgConfig", "Item", "ItemResult", "Job", "LlamaJob", "RunSummary", "SamJob",
            "SdxlJob", "Worker", "generate_masks", "run_job", "run_llama", "run_sam",

@@ -5,7 +5,7 @@ prompts over the image (and optionally over overlapping crops), decoded in batch
 image embedding per crop; masks kept when the model's predicted IoU and the mask's
 stability are high enough; duplicates removed by box NMS. The grid, crop, stability, box
 and RLE helpers are upstream's ``segment_anything.utils.amg`` (numpy + torch only); NMS is
-:mod:`fastpipes.run.nms`; decoding is fastpipes' own :class:`SamPredictor`, so an
+:mod:`fastpipes.sam.nms`; decoding is fastpipes' own :class:`SamPredictor`, so an
 accelerated ``Sam`` is used as it is.
 
 >>> pred = SamPredictor(build_sam("tiny"))                         # doctest: +SKIP
@@ -24,9 +24,9 @@ import torch
 
 from fastpipes.bounds import check_int
 from fastpipes.errors import InputError
-from fastpipes.pipelines.sam import sam_submodule
-from fastpipes.pipelines.sam_predictor import SamPredictor
-from fastpipes.run.nms import batched_nms, box_area
+from fastpipes.sam.pipeline import sam_submodule
+from fastpipes.sam.predictor import SamPredictor
+from fastpipes.sam.nms import batched_nms, box_area
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 
 from fastpipes.bench.workloads.base import Workload, register_workload
-from fastpipes.bench.workloads.sam_click import PROMPTS, ClickMixin
+from fastpipes.sam.click import PROMPTS, ClickMixin
 from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.pipelines.sam import SamShape, build_sam, sam_inputs, sam_of, smooth_images
-from fastpipes.pipelines.sam_predictor import SamPredictor
+from fastpipes.sam.pipeline import SamShape, build_sam, sam_inputs, sam_of, smooth_images
+from fastpipes.sam.predictor import SamPredictor
 
 
 @register_workload

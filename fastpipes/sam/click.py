@@ -20,9 +20,9 @@ import torch
 
 from fastpipes.errors import BenchmarkError
 from fastpipes.pipelines.base import Fidelity, judge
-from fastpipes.bench.workloads.sam_click_casts import weight_casts_per_call
-from fastpipes.pipelines.sam import SAM_BARS, SamShape, build_sam, mask_iou
-from fastpipes.pipelines.sam_predictor import SamPredictor
+from fastpipes.sam.click_casts import weight_casts_per_call
+from fastpipes.sam.pipeline import SAM_BARS, SamShape, build_sam, mask_iou
+from fastpipes.sam.predictor import SamPredictor
 from fastpipes.recipe.schema import PrecisionClass
 
 PROMPTS = ("point", "points", "box")

@@ -25,8 +25,8 @@ import torch.nn as nn
 
 from fastpipes.errors import FastpipesError, InputError
 from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, register_adapter, relative_error
-from fastpipes.pipelines.sam_predictor import SamPredictor as OurPredictor
-from fastpipes.pipelines.sam_predictor import preprocess_image
+from fastpipes.sam.predictor import SamPredictor as OurPredictor
+from fastpipes.sam.predictor import preprocess_image
 from fastpipes.recipe.schema import Family, PrecisionClass
 
 
@@ -318,7 +318,7 @@ def decode_masks(sam: nn.Module, emb: torch.Tensor, inputs: dict[str, torch.Tens
 @register_adapter
 class SamAdapter(Adapter):
     """segment-anything: ``Sam``, ``SamPredictor``, ``SamAutomaticMaskGenerator`` or
-    :class:`fastpipes.pipelines.sam_predictor.SamPredictor`.
+    :class:`fastpipes.sam.predictor.SamPredictor`.
 
     Its call is the image encoder on a batch (>99% of SAM's FLOPs); fidelity compares the
     embeddings and the masks each configuration decodes from them for the same prompts.

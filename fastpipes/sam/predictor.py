@@ -5,7 +5,7 @@ torch), normalises, pads and runs the image encoder once; ``predict`` decodes ma
 point / box / mask prompts given in original-image pixels. ``predict_batch`` encodes
 several images in one batch and decodes many prompts per image at once.
 
->>> from fastpipes.pipelines.sam import build_sam
+>>> from fastpipes.sam.pipeline import build_sam
 >>> pred = SamPredictor(build_sam("tiny"))
 >>> pred.set_image(np.zeros((60, 90, 3), np.uint8))
 >>> masks, scores, logits = pred.predict(np.array([[45, 30]]), np.array([1]))
@@ -181,7 +181,7 @@ class SamPredictor:
     def _decode_tensors(self, state: _ImageState, points, box_t, mask_t, multimask_output,
                         return_logits):
         """Prompt encoder -> mask decoder -> postprocess on prompts in model coordinates;
-        the three parts the click benchmark times one by one (bench/workloads/sam_click)."""
+        the three parts the click benchmark times one by one (sam/click)."""
         sparse, dense = self._prompt_encoder(points, box_t, mask_t)
         low_res, iou = self._mask_decoder(state, sparse, dense, multimask_output)
         return self._postprocess(state, low_res, iou, return_logits)

@@ -20,11 +20,11 @@ import numpy as np
 
 from fastpipes.bounds import check_float, check_int, read_capped
 from fastpipes.errors import InputError
-from fastpipes.run.amg import AmgConfig, generate_masks
+from fastpipes.sam.amg import AmgConfig, generate_masks
 from fastpipes.run.base import Item, Job
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir, atomic_write_lines
-from fastpipes.run.sam_io import (decode_rle, encode_rle, image_keys, list_images, load_image,
+from fastpipes.sam.image_io import (decode_rle, encode_rle, image_keys, list_images, load_image,
                                   mask_entry, png_bytes)
 
 # ---------------------------------------------------------------------------- prompts
@@ -157,7 +157,7 @@ class SamJob(Job):
     input_fields: ClassVar[tuple[str, ...]] = ("images", "prompt_file")
 
     def check(self) -> None:
-        from fastpipes.pipelines.sam import SamShape
+        from fastpipes.sam.pipeline import SamShape
 
         sources = [bool(self.points or self.boxes), bool(self.prompt_file), self.everything]
         if sum(sources) != 1:
@@ -203,8 +203,8 @@ class SamJob(Job):
         return items
 
     def build(self) -> Any:
-        from fastpipes.pipelines.sam import build_sam
-        from fastpipes.pipelines.sam_predictor import SamPredictor
+        from fastpipes.sam.pipeline import build_sam
+        from fastpipes.sam.predictor import SamPredictor
 
         sam = build_sam(self.model, self.checkpoint, seed=self.seed, device=self.device)
         return SamPredictor(sam)

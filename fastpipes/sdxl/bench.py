@@ -11,8 +11,8 @@ import torch
 
 from fastpipes.bench.workloads.base import Workload, WorkloadSpec, register_workload
 from fastpipes.errors import BenchmarkError
-from fastpipes.pipelines.sdxl import UnetInputs, unet_inputs, unet_step
-from fastpipes.pipelines.sdxl_build import SIZES, build_sdxl
+from fastpipes.sdxl.pipeline import UnetInputs, unet_inputs, unet_step
+from fastpipes.sdxl.build import SIZES, build_sdxl
 
 
 @register_workload

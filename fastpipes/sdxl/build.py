@@ -1,9 +1,9 @@
 """SDXL (diffusers) builders: random-weight pipelines at the real architecture, or a local
-diffusers directory. The adapter is in fastpipes.pipelines.sdxl.
+diffusers directory. The adapter is in fastpipes.sdxl.pipeline.
 
 Build a pipeline with seeded random weights (no hub access) or from a local directory::
 
-    from fastpipes.pipelines.sdxl import build_sdxl
+    from fastpipes.sdxl.pipeline import build_sdxl
     pipe = build_sdxl("tiny")                      # seconds; for tests
     pipe = build_sdxl("full")                      # SDXL base shapes: 2.57 B-parameter UNet
     pipe = build_sdxl(model="/path/to/sdxl-base")  # from_pretrained(local_files_only=True)

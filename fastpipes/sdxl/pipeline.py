@@ -1,6 +1,6 @@
 """SDXL (diffusers): the adapter (components, attention sites, example inputs, fidelity and
 its bars per precision class). Builders (``build_sdxl``, re-exported here) are in
-fastpipes.pipelines.sdxl_build. diffusers is imported inside functions only.
+fastpipes.sdxl.build. diffusers is imported inside functions only.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from fastpipes.errors import BenchmarkError, InputError
 from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, register_adapter
-from fastpipes.pipelines.sdxl_build import build_sdxl  # noqa: F401  (the usual entry point)
+from fastpipes.sdxl.build import build_sdxl  # noqa: F401  (the usual entry point)
 from fastpipes.recipe.schema import Family, PrecisionClass
 
 

@@ -43,7 +43,7 @@ class SdxlJob(Job):
     input_fields: ClassVar[tuple[str, ...]] = ("prompts",)
 
     def check(self) -> None:
-        from fastpipes.pipelines.sdxl_build import SIZES
+        from fastpipes.sdxl.build import SIZES
 
         self.check_model(SIZES, "a local diffusers SDXL directory with model_index.json")
         _check_settings(self.steps, self.guidance, self.width, self.height,
@@ -68,7 +68,7 @@ class SdxlJob(Job):
         return items
 
     def build(self) -> Any:
-        from fastpipes.pipelines.sdxl import build_sdxl
+        from fastpipes.sdxl.pipeline import build_sdxl
 
         if self.random_weights:
             pipe = build_sdxl(self.model, seed=self.seed, device=self.device)

@@ -11,21 +11,21 @@ as a normal Hugging Face directory in the fastpipes cache with a held-out split.
 - ``corpus``: the text; ``training``: the training loop;
 - ``fidelity``: held-out windows, teacher-forced logits, perplexity, top-1 agreement.
 
-From one command: ``python -m fastpipes.pipelines.llama_reference build`` (or ``info``).
+From one command: ``python -m fastpipes.llama.reference build`` (or ``info``).
 
->>> from fastpipes.pipelines.llama import build_llama
+>>> from fastpipes.llama.pipeline import build_llama
 >>> model = build_llama("trained-tiny")                                   # doctest: +SKIP
 >>> tokens = heldout_batches(heldout_tokens(reference_dir()), 256, n=32)  # doctest: +SKIP
 >>> perplexity(teacher_forced(model, tokens), tokens)                     # doctest: +SKIP
 """
-from fastpipes.pipelines.llama_reference.corpus import Corpus, encode, stdlib_corpus
-from fastpipes.pipelines.llama_reference.fidelity import (heldout_batches, heldout_tokens,
+from fastpipes.llama.reference.corpus import Corpus, encode, stdlib_corpus
+from fastpipes.llama.reference.fidelity import (heldout_batches, heldout_tokens,
                                                           perplexity, teacher_forced,
                                                           top1_agreement)
-from fastpipes.pipelines.llama_reference.models import (REFERENCE_MODELS, VOCAB, ReferenceSpec,
+from fastpipes.llama.reference.models import (REFERENCE_MODELS, VOCAB, ReferenceSpec,
                                                         build_reference, read_metadata,
                                                         reference_dir, spec_of, stored_dir)
-from fastpipes.pipelines.llama_reference.training import TrainConfig, train
+from fastpipes.llama.reference.training import TrainConfig, train
 
 __all__ = ["Corpus", "REFERENCE_MODELS", "ReferenceSpec", "TrainConfig", "VOCAB",
            "build_reference", "encode", "heldout_batches", "heldout_tokens", "perplexity",

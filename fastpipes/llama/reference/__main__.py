@@ -1,17 +1,17 @@
-"""python -m fastpipes.pipelines.llama_reference build [--force] [--steps N] [--max-minutes M] | info"""
+"""python -m fastpipes.llama.reference build [--force] [--steps N] [--max-minutes M] | info"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from fastpipes.pipelines.llama_reference.models import (REFERENCE_MODELS, is_current,
+from fastpipes.llama.reference.models import (REFERENCE_MODELS, is_current,
                                                         read_metadata, reference_dir, spec_of,
                                                         stored_dir, trained_for)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fastpipes.pipelines.llama_reference",
+    ap = argparse.ArgumentParser(prog="python -m fastpipes.llama.reference",
                                  description="Build or describe a reference Llama trained here "
                                              "(stored in the fastpipes cache, part 'models').")
     ap.add_argument("command", choices=["build", "info"])
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = read_metadata(path)
     if meta is None:
         print(f"{args.name}: not built yet (it goes to {path}); build it with: python -m "
-              f"fastpipes.pipelines.llama_reference build --name {args.name}")
+              f"fastpipes.llama.reference build --name {args.name}")
         return 1
     meta.pop("heldout_file_names", None)
     stale = "" if is_current(path, spec_of(args.name)) else \

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
-from fastpipes.pipelines.llama_reference.corpus import encode
-from fastpipes.pipelines.llama_reference.training import next_token_loss
+from fastpipes.llama.reference.corpus import encode
+from fastpipes.llama.reference.training import next_token_loss
 
 
 def heldout_tokens(path: str | Path) -> torch.Tensor:
@@ -23,7 +23,7 @@ def heldout_tokens(path: str | Path) -> torch.Tensor:
     file = Path(path) / "heldout.bin"
     if not file.is_file():
         raise InputError(f"{path} has no heldout.bin; expected a reference model directory "
-                         "(python -m fastpipes.pipelines.llama_reference build)")
+                         "(python -m fastpipes.llama.reference build)")
     return encode(file.read_bytes())
 
 

@@ -25,15 +25,15 @@ import torch
 
 from fastpipes.cache import part_dir, private_dir
 from fastpipes.errors import InputError
-from fastpipes.pipelines.llama_reference.corpus import encode, stdlib_corpus
-from fastpipes.pipelines.llama_reference.fidelity import (heldout_batches, perplexity,
+from fastpipes.llama.reference.corpus import encode, stdlib_corpus
+from fastpipes.llama.reference.fidelity import (heldout_batches, perplexity,
                                                           teacher_forced)
-from fastpipes.pipelines.llama_reference.training import TrainConfig, train
+from fastpipes.llama.reference.training import TrainConfig, train
 
 VOCAB = 272  # ByT5's 259 ids (3 special + 256 bytes), padded to a multiple of 16
 # how a user makes the training shorter, said before it starts (callers such as the
 # benchmark name their own option)
-SHORTEN = ("build it first with fewer steps: python -m fastpipes.pipelines.llama_reference "
+SHORTEN = ("build it first with fewer steps: python -m fastpipes.llama.reference "
            "build --steps N (or --max-minutes M)")
 METADATA = "reference.json"  # written last: a directory without it is incomplete
 HELDOUT_WINDOWS = 64  # windows of `context` bytes the stored held-out loss is measured on

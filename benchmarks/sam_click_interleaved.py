@@ -11,7 +11,8 @@ import time
 import torch
 
 import fastpipes
-from fastpipes.sam.click import click_prompts, seeded_features
+from fastpipes.sam.click import click_prompts
+from fastpipes.sam.inputs import seeded_features
 from fastpipes.sam.pipeline import build_sam
 from fastpipes.sam.predictor import SamPredictor
 

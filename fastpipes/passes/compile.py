@@ -58,6 +58,11 @@ from fastpipes.registry import did_you_mean
 
 
 
+# Inductor options whose name and type are known here: recipes that set only these (e.g.
+# freezing) are checked without importing Inductor, which an aot_inductor start never needs
+BOOL_OPTIONS = {"freezing", "max_autotune", "epilogue_fusion", "coordinate_descent_tuning"}
+
+
 class CompileMode(str, Enum):
     default = "default"
     reduce_overhead = "reduce-overhead"
@@ -122,8 +127,8 @@ class CompileConfig(Section):
         return out
 
     def _option_problems(self) -> list[tuple[str, str, str]]:
-        if not self.options:
-            return []
+        if all(k in BOOL_OPTIONS and isinstance(v, bool) for k, v in self.options.items()):
+            return []  # checked without importing Inductor (seconds of a warm start)
         try:  # lazily: importing Inductor takes seconds
             from torch._inductor import config
         except OSError as e:  # it sets up its cache directory on import

@@ -80,20 +80,22 @@ class Package:
     call, which a SAM click would pay)."""
 
     def __init__(self, path: Path, module: nn.Module):
-        compiled = torch._inductor.aoti_load_package(str(path))
+        # torch's own loader class, as torch._inductor.aoti_load_package makes it, without
+        # importing Inductor and Dynamo (seconds of a fresh process's start)
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
         live = dict(module.named_parameters(remove_duplicate=False))
         live.update(module.named_buffers(remove_duplicate=False))
         # _FOLDED_CONST_*: what Inductor folds from the weights (a transposed weight, a
         # fused bias), recomputed from the loaded ones at run time (see aot_options)
-        wanted = [f for f in compiled.get_constant_fqns() if not f.startswith(FOLDED)]
+        wanted = [f for f in loader.get_constant_fqns() if not f.startswith(FOLDED)]
         missing = [f for f in wanted if f not in live]
         if missing:
             raise FastpipesError(f"the package at {path} needs constants the module does not have: "
                             f"{', '.join(missing[:5])}")
-        compiled.load_constants({f: live[f] for f in wanted}, check_full_update=False,
-                                user_managed=True)
-        self.loader = compiled.loader
-        in_spec, out_spec = self.loader.get_call_spec()
+        # (constants, use_inactive, check_full_update, user_managed): no copy of the weights
+        loader.load_constants({f: live[f] for f in wanted}, False, False, True)
+        self.loader = loader
+        in_spec, out_spec = loader.get_call_spec()
         self.in_spec = pytree.treespec_loads(in_spec)
         self.out_spec = pytree.treespec_loads(out_spec)
 

@@ -35,6 +35,7 @@ from fastpipes.cache import open_part, trusted_file
 from fastpipes.errors import CacheError, FastpipesError
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect
+from fastpipes.passes.compile_runtime import COMPILE_TIME_ATTR
 
 PART = "aoti"
 FOLDED = "_FOLDED_CONST_"
@@ -144,7 +145,7 @@ class AotCall:
             return None
         self.packages[sig] = package
         seconds = time.perf_counter() - t0
-        self.module.__dict__.setdefault("_fastpipes_compile_time_s", seconds)
+        self.module.__dict__.setdefault(COMPILE_TIME_ATTR, seconds)
         self.report.extra.setdefault("compile_time_s", {}).setdefault(self.name, seconds)
         self.report.extra.setdefault("compile_cache", {})[self.name] = {"package": how}
         return package

@@ -3,7 +3,8 @@ layer's Linear shapes (q, k, v, o, gate, up, down), summed, per M, interleaved i
 
     PYTHONPATH=$PWD python benchmarks/woq_prefill_probe.py [--shape 1b|tiny] [--rows 8,32,...]
 
-Columns: FP32 nn.Linear; the packed int8/int4 kernels (BF16 activations); the dense prompt
+Columns: FP32 nn.Linear; a BF16 GEMM on a BF16 copy of the weight (what no dequantization
+can beat); the packed int8/int4 kernels (BF16 activations); the dense prompt
 path (kernels/woq_prefill.py) in BF16 and FP32; ratios are over FP32 in the same round.
 The FROM_ROWS thresholds of kernels/woq_prefill.py come from this table (docs/llama.md).
 """
@@ -25,9 +26,14 @@ def layer_shapes(name: str) -> list[tuple[int, int]]:
     return [(h, h), (kv, h), (kv, h), (h, h), (mlp, h), (mlp, h), (h, mlp)]  # (N, K)
 
 
+def lin_bf16(lin: torch.nn.Linear) -> torch.nn.Module:
+    w = lin.weight.detach().bfloat16()
+    return lambda x: torch.nn.functional.linear(x.bfloat16(), w)
+
+
 def variants(n: int, k: int) -> dict:
     lin = torch.nn.Linear(k, n, bias=False)
-    out = {"fp32": lin}
+    out = {"fp32": lin, "bf16_prebuilt": lin_bf16(lin)}  # the BF16 GEMM alone: the ceiling
     for kind, make in (("int8", lambda d: Int8WeightOnlyLinear.from_linear(lin, act_dtype=d)),
                        ("int4", lambda d: Int4WeightOnlyLinear.from_linear(lin, 128, d))):
         q = make("bfloat16")
@@ -38,7 +44,7 @@ def variants(n: int, k: int) -> dict:
 
 
 def call(v, x):
-    if isinstance(v, torch.nn.Module):
+    if not isinstance(v, tuple):
         return v(x)
     q, dtype = v  # force the path: 1 = every row count dense, 0 = never
     q.prompt_rows, q.prompt_dtype = (1, dtype) if dtype else (0, q.act_dtype)
@@ -50,10 +56,11 @@ def main() -> None:
     ap.add_argument("--shape", default="1b", choices=sorted(SHAPES))
     ap.add_argument("--rows", default="8,16,32,64,128,256,512")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated columns (fp32 is always run)")
     a = ap.parse_args()
     torch.manual_seed(0)
     layers = [variants(n, k) for n, k in layer_shapes(a.shape)]
-    names = list(layers[0])
+    names = [v for v in layers[0] if not a.only or v == "fp32" or v in a.only.split(",")]
     print("rows  " + "  ".join(f"{v:>16}" for v in names))
     with torch.no_grad():
         for m in map(int, a.rows.split(",")):

@@ -32,9 +32,11 @@ import torch
 # channels 2j and 2j + 1 in byte (k, j)
 INT4_BLOCK_N = 64
 BLOCK_ROWS = 2048  # output channels dequantized at a time (a multiple of INT4_BLOCK_N)
-# from how many rows the dense GEMM replaces the packed kernel, per weight kind (measured
-# on avx512-bf16 at the Llama-3.2-1B layer shapes: benchmarks/woq_prefill_probe.py)
-FROM_ROWS = {"int8": 64, "int4": 64}
+# from how many rows the dense GEMM replaces the packed kernel, per weight kind: where it
+# overtook the kernel on one Llama-3.2-1B decoder layer's shapes (benchmarks/woq_prefill_probe.py,
+# avx512-bf16, docs/llama.md "first token"). int4 pays for dequantizing 4-bit groups in
+# eager ops (several passes over the weight), int8 for one int8 -> BF16 copy
+FROM_ROWS = {"int8": 256, "int4": 1024}
 NEVER = 0  # prompt_rows of a layer that always runs its packed kernel
 
 

@@ -131,3 +131,50 @@ def test_the_decode_step_compiles_in_one_graph_with_no_detection_in_forward(monk
     torch.testing.assert_close(out, ref)
     assert torch.isfinite(prompt).all() and dense and set(dense) == {80}  # only the prompt
     torch._dynamo.reset()
+
+
+@pytest.fixture(scope="module")
+def trained_small(tmp_path_factory):
+    """A reference Llama trained here for 150 small steps (about a minute): sharp enough logits
+    for top-1 agreement to mean something, vocab 272 (the int4 lm_head has a tail block)."""
+    pytest.importorskip("transformers")
+    from fastpipes.llama import reference as ref
+
+    spec = ref.ReferenceSpec(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=176,
+                             context=64, steps=150, batch=8, train_bytes=256 << 10,
+                             heldout_bytes=32 << 10)
+    path = tmp_path_factory.mktemp("ref") / "prompt-test"
+    ref.build_reference(spec, path, progress=False)
+    return path, ref.heldout_batches(ref.heldout_tokens(path), 64, n=16)  # [16, 64]: 1024 rows
+
+
+@pytest.mark.slow  # trains a model: ~1 min on a quiet 2-core machine (-m slow)
+@pytest.mark.parametrize("dtype,gs", [("int8", 128), ("int4", 32)])
+def test_the_prompt_path_keeps_a_trained_model_within_its_class_bars(trained_small, dtype, gs,
+                                                                      monkeypatch):
+    """Teacher-forced on held-out text (every forward a prompt), the dense prompt path meets
+    the class's top-1 and perplexity bars, as the packed kernel does, and stays as close to
+    FP32 as the kernel does."""
+    import fastpipes
+    from fastpipes.llama.pipeline import LLAMA_BARS, build_llama
+    from fastpipes.llama.reference import perplexity, teacher_forced, top1_agreement
+    from fastpipes.recipe.schema import PrecisionClass
+
+    path, batches = trained_small
+    fp32 = teacher_forced(build_llama(str(path)), batches)
+    monkeypatch.setitem(P.FROM_ROWS, dtype, 2)  # every window (chunk of 8 x 64 rows): dense
+    got = {}
+    for how in ("auto", "kernel"):
+        model = build_llama(str(path))
+        fastpipes.accelerate(model, {"family": "llama", "quantize": {
+            "dtype": dtype, "group_size": gs, "prompt_path": how}})
+        assert all(q.prompt_rows == (2 if how == "auto" else 0) for q in model.modules()
+                   if hasattr(q, "prompt_rows"))
+        out = teacher_forced(model, batches)
+        got[how] = (top1_agreement(fp32, out),
+                    100 * (perplexity(out, batches) / perplexity(fp32, batches) - 1))
+    top1_bar, ppl_bar = LLAMA_BARS[PrecisionClass(dtype)]
+    for how, (top1, ppl) in got.items():
+        assert top1_bar.holds(top1) and ppl_bar.holds(ppl), (how, got)
+    assert got["auto"][0] >= got["kernel"][0] - 0.01, got
+    print(dtype, got)  # pytest -s: the numbers

@@ -68,7 +68,7 @@ def test_dynamic_mode_quantizes_weights_and_activations():
 def test_prompt_path_is_set_on_the_layers_and_reported(path):
     """auto: prompts of a few rows and more run a dense GEMM (the layer's prompt_rows, decided
     when it was built); kernel: every row count keeps the packed kernel. Same numbers."""
-    net, x = Net(), torch.randn(96, 128)
+    net, x = Net(), torch.randn(300, 128)  # more rows than int8's prompt_rows (256)
     report = fastpipes.accelerate(net, {"quantize": {"dtype": "int8", "prompt_path": path}})
     line = " ".join(report.passes[0].changes)
     if path == "kernel":

@@ -135,7 +135,7 @@ def test_the_decode_step_compiles_in_one_graph_with_no_detection_in_forward(monk
 
 @pytest.fixture(scope="module")
 def trained_small(tmp_path_factory):
-    """A reference Llama trained here for 150 small steps (about a minute): sharp enough logits
+    """A reference Llama trained here for 150 small steps (seconds): sharp enough logits
     for top-1 agreement to mean something, vocab 272 (the int4 lm_head has a tail block)."""
     pytest.importorskip("transformers")
     from fastpipes.llama import reference as ref
@@ -148,7 +148,7 @@ def trained_small(tmp_path_factory):
     return path, ref.heldout_batches(ref.heldout_tokens(path), 64, n=16)  # [16, 64]: 1024 rows
 
 
-@pytest.mark.slow  # trains a model: ~1 min on a quiet 2-core machine (-m slow)
+# trains a small model: ~5 s on a quiet 2-core machine (2 min under load 7)
 @pytest.mark.parametrize("dtype,gs", [("int8", 128), ("int4", 32)])
 def test_the_prompt_path_keeps_a_trained_model_within_its_class_bars(trained_small, dtype, gs,
                                                                       monkeypatch):

@@ -43,23 +43,20 @@ def test_int8_linear_matches_fp32(act, bias):
 
 @pytest.mark.parametrize("act", ["float32", "bfloat16"])
 @pytest.mark.parametrize("in_features", [256, 200])  # 200: K padded for the kernel
-def test_int8_prompt_rows_take_the_dense_path_with_the_kernels_arithmetic(act, in_features,
-                                                                        monkeypatch):
-    """Where the tier's plan is "dense" (tiers without int_mm), below its row count the int8
-    kernel runs; from it on, the dense GEMM on the converted weight: both compute
-    (x . w_int8) * scale, so they agree to rounding."""
-    from fastpipes.kernels import woq, woq_prefill
-    monkeypatch.setattr(woq_prefill, "plan", lambda: ("dense", "kernel"))
-    monkeypatch.setattr(woq, "PREFILL_ROWS", woq_prefill.FROM_ROWS["dense"])
+def test_int8_prompt_rows_take_the_dense_path_with_the_kernels_arithmetic(act, in_features):
+    """Below the layer's prompt_rows the int8 kernel runs; from it on, the dense GEMM on the
+    converted weight: both compute (x . w_int8) * scale, so they agree to rounding."""
+    from fastpipes.kernels import woq
     lin = _lin(k=in_features)
     q = Int8WeightOnlyLinear.from_linear(lin, act_dtype=act)
-    x = torch.randn(woq.PREFILL_ROWS, in_features)
+    assert q.prompt_rows >= 2  # decided when built (kernels/woq_prefill.py's prompt_plan)
+    x = torch.randn(q.prompt_rows, in_features)
     with torch.no_grad():
         dense = q(x)
         kernel = torch.cat([q(x[i:i + 1]) for i in range(len(x))])  # one row: the kernel
         w_int8, scales = woq.quantize_int8(lin.weight)
         exact = (x @ w_int8.float().t()) * scales + lin.bias
-    assert dense.shape == kernel.shape == (woq.PREFILL_ROWS, lin.out_features)
+    assert dense.shape == kernel.shape == (q.prompt_rows, lin.out_features)
     tol = 1e-5 if act == "float32" else 1e-2
     assert ((dense - exact).norm() / exact.norm()) < tol
     assert ((dense - kernel).norm() / kernel.norm()) < tol

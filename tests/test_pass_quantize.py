@@ -64,8 +64,25 @@ def test_dynamic_mode_quantizes_weights_and_activations():
     assert 0 < ((out - ref).norm() / ref.norm()) < 0.05
 
 
+@pytest.mark.parametrize("path", ["auto", "kernel"])
+def test_prompt_path_is_set_on_the_layers_and_reported(path):
+    """auto: prompts of a few rows and more run a dense GEMM (the layer's prompt_rows, decided
+    when it was built); kernel: every row count keeps the packed kernel. Same numbers."""
+    net, x = Net(), torch.randn(300, 128)  # more rows than int8's prompt_rows (256)
+    report = fastpipes.accelerate(net, {"quantize": {"dtype": "int8", "prompt_path": path}})
+    line = " ".join(report.passes[0].changes)
+    if path == "kernel":
+        assert net.up.prompt_rows == 0 and "packed kernel at every row count" in line
+    else:
+        assert 2 <= net.up.prompt_rows <= len(x) and "prompts: dense" in line
+    ref = Net()
+    with torch.no_grad():
+        assert ((net(x) - ref(x)).norm() / ref(x).norm()) < 0.03
+
+
 @pytest.mark.parametrize("bad, field", [({"dtype": "int4"}, "mode"),
-                                        ({"act_dtype": "bfloat16"}, "act_dtype")])
+                                        ({"act_dtype": "bfloat16"}, "act_dtype"),
+                                        ({"prompt_path": "kernel"}, "prompt_path")])
 def test_dynamic_mode_bad_combinations_are_recipe_errors(bad, field):
     net = Net()
     with pytest.raises(RecipeError, match=field):

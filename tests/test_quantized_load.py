@@ -105,6 +105,11 @@ def test_accelerate_records_layers_quantized_at_load(saved, tmp_path):
     assert report.applied == ["quantize"]
     assert report.extra["quantize"]["model"]["at_load"] is True
     assert "while loading" in str(report.to_dict())
+    assert "prompts: dense" in str(report.to_dict())  # layers built at load plan prompts too
+    model = load_llama(saved, {"name": "x", "family": "llama",
+                               "quantize": {"dtype": "int8", "cache_dir": str(tmp_path)}})
+    fastpipes.accelerate(model, {"quantize": {"dtype": "int8", "prompt_path": "kernel"}})
+    assert {m.prompt_rows for m in model.modules() if hasattr(m, "prompt_rows")} == {0}
     # another section than the model was loaded with: a warning, the layers as loaded
     model = load_llama(saved, {"name": "x", "family": "llama",
                                "quantize": {"dtype": "int8", "cache_dir": str(tmp_path)}})

@@ -67,11 +67,11 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
 
 
 ROWS = 4096  # output channels quantized at a time: temporaries stay small (lm_head: 128k rows)
-# A prompt (many rows) runs a GEMM the hardware accelerates instead of the row-wise packed
-# kernels, which ran a 512-token Llama-3.2-1B prefill at or below FP32 speed: which GEMM,
-# from how many rows, per CPU tier, is kernels/woq_prefill.py's choice. Decode (1 row per
-# sequence) keeps the packed kernels.
-PREFILL_ROWS = prefill.INT8_PREFILL_ROWS
+# A prompt (many rows) runs a dense GEMM the hardware accelerates instead of the row-wise
+# packed kernels, which ran a 512-token Llama-3.2-1B prefill at or below FP32 speed: from how
+# many rows, in which dtype, is decided once per layer when it is built
+# (kernels/woq_prefill.py's prompt_plan), into its prompt_rows / prompt_dtype. Decode (1 row
+# per sequence) keeps the packed kernels.
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +129,11 @@ def _act_dtype(act_dtype: str | torch.dtype) -> torch.dtype:
     return ACT_DTYPES[act_dtype] if isinstance(act_dtype, str) else act_dtype
 
 
+def _prompt(layer: nn.Module) -> str:
+    return (f", prompts from {layer.prompt_rows} rows on a dense {layer.prompt_dtype} GEMM"
+            if layer.prompt_rows else "")
+
+
 def _kernel_input(x2: torch.Tensor, dtype: torch.dtype, k_padded: int) -> torch.Tensor:
     """x2 [M, K] -> [M, k_padded] in `dtype`, starting on an aligned address."""
     return aligned(pad_k(x2.to(dtype), k_padded))
@@ -150,6 +155,7 @@ class Int8WeightOnlyLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.k_padded = padded(in_features, INT8_K_MULTIPLE)
         self.act_dtype = act_dtype
+        self.prompt_rows, self.prompt_dtype = prefill.prompt_plan("int8", act_dtype)
         self.register_buffer("weight", torch.empty(out_features, self.k_padded, dtype=torch.int8))
         self.register_buffer("scales", torch.empty(out_features, dtype=act_dtype))
         self.register_buffer("bias", torch.empty(out_features, dtype=act_dtype) if bias else None)
@@ -168,19 +174,16 @@ class Int8WeightOnlyLinear(nn.Module):
         return _rows_apply(self, x, self._matmul)
 
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
-        path = prefill.int8_path(x2.shape[0])
-        if path == "int_mm":  # a prompt: per-row int8 activations x the stored int8 weight
-            return prefill.int8_int_mm(x2[:, :self.in_features], self.weight, self.scales)
-        if path == "dense":  # the converted weight on the dense GEMM; scale in FP32 as the kernel
-            w = self.weight[:, :self.in_features].to(self.act_dtype)
-            return F.linear(x2.to(self.act_dtype), w).float() * self.scales.float()
+        if self.prompt_rows and x2.shape[0] >= self.prompt_rows:  # a prompt: the dense GEMM
+            return prefill.int8_dense(x2, self.weight, self.scales, self.in_features,
+                                      self.prompt_dtype)
         return torch.ops.aten._weight_int8pack_mm(
             _kernel_input(x2, self.act_dtype, self.k_padded), aligned(self.weight), self.scales)
 
     def extra_repr(self) -> str:
         pad = f" (padded to {self.k_padded})" if self.k_padded != self.in_features else ""
         return (f"in_features={self.in_features}{pad}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, act_dtype={self.act_dtype}")
+                f"bias={self.bias is not None}, act_dtype={self.act_dtype}{_prompt(self)}")
 
 
 class Int4WeightOnlyLinear(nn.Module):
@@ -199,6 +202,7 @@ class Int4WeightOnlyLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.group_size, self.act_dtype = group_size, act_dtype
         self.k_padded = padded(in_features, group_size)
+        self.prompt_rows, self.prompt_dtype = prefill.prompt_plan("int4", act_dtype)
         # packed: two 4-bit values per byte, [N, k_padded // 2] uint8 (the kernel's own layout)
         self.register_buffer("weight", torch.empty(out_features, self.k_padded // 2,
                                                    dtype=torch.uint8))
@@ -251,9 +255,9 @@ class Int4WeightOnlyLinear(nn.Module):
         return _rows_apply(self, x, self._matmul)
 
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
-        if prefill.int4_path(x2.shape[0]) == "bf16_blocks":  # a prompt: BF16 GEMM per block
-            return prefill.int4_bf16_blocks(x2, self.weight, self.scales_and_zeros,
-                                            self.k_padded, self.group_size)
+        if self.prompt_rows and x2.shape[0] >= self.prompt_rows:  # a prompt: the dense GEMM
+            return prefill.int4_dense(x2, self.weight, self.scales_and_zeros, self.k_padded,
+                                      self.group_size, self.prompt_dtype)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
             _kernel_input(x2, self.act_dtype, self.k_padded), self.weight, self.group_size,
             self.scales_and_zeros)
@@ -262,7 +266,7 @@ class Int4WeightOnlyLinear(nn.Module):
         pad = f" (padded to {self.k_padded})" if self.k_padded != self.in_features else ""
         return (f"in_features={self.in_features}{pad}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, group_size={self.group_size}, "
-                f"act_dtype={self.act_dtype}")
+                f"act_dtype={self.act_dtype}{_prompt(self)}")
 
 
 class Int8DynamicLinear(nn.Module):

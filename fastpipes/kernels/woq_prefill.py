@@ -1,87 +1,74 @@
 """Prompt (prefill) GEMMs for the weight-only quantized layers: many rows at once.
 
 The packed WOQ kernels (kernels/woq.py) are GEMV kernels: they work a few rows at a time and
-re-read the weight for each, so a 512-token prompt runs at or below FP32 speed. From a few
-rows on, a GEMM the hardware accelerates does better, and which one depends on the CPU
-tier (:func:`plan`, measured on avx512-bf16, docs/llama.md "first token"):
+re-read the weight for each, so a 512-token prompt runs at or below FP32 speed. From
+``rows`` rows on, a layer instead dequantizes its weight, ``BLOCK_ROWS`` output channels at a
+time (never the whole layer: the 128256 x 2048 lm_head would be 525 MB in BF16), into the
+dtype of a dense GEMM the hardware runs fast, and runs that GEMM (``dense``):
 
-- int8 weights: ``int_mm``: the activations are quantized per row at run time (as
-  :class:`~fastpipes.kernels.woq.Int8DynamicLinear` does) and multiplied by the int8 weight
-  as it is stored (``aten._int_mm``, VNNI / AMX int8: no copy of the weight at all).
-- int4 weights: ``bf16_blocks``: the weight is dequantized into BF16 ``BLOCK_ROWS`` output
-  channels at a time (never the whole layer: the 128256 x 2048 lm_head would be 525 MB) and
-  each block runs the BF16 GEMM (AVX512-BF16 / AMX). The packed layout is read directly
-  (:func:`unpack_int4_t`); :func:`int4_layout_ok` checks it once per process against the
-  kernel's own packing, so a PyTorch that packs differently falls back to the kernel.
-- ``kernel``: the packed kernel, as for one row (tiers without a fast GEMM of that kind).
+- the GEMM dtype is the layer's activation dtype where the CPU has native BF16 (AMX,
+  AVX512-BF16): a BF16-activation layer stays in its class (its packed kernel rounds the
+  activations to BF16 too), and an FP32-activation one gets an FP32 GEMM;
+- FP32 on CPUs without native BF16 (AVX2: BF16 GEMMs are 100-500x slower there), which is
+  closer to FP32 than the BF16 kernel, never further.
+
+No path quantizes the activations: that is W8A8 (:class:`~fastpipes.kernels.woq.Int8DynamicLinear`,
+``mode: dynamic``), another precision class. :func:`prompt_plan` decides once, when a layer is
+built; its forward only compares the row count with the stored ``prompt_rows`` (no hardware
+detection in forward: a compiled decode step traces it without a graph break).
+
+int4's packed layout is read directly (:func:`unpack_int4_t`); :func:`int4_layout_ok` checks
+it once per process against the kernel's own packing, so a PyTorch that packs differently
+keeps the kernel.
 """
 from __future__ import annotations
 
 import functools
 
 import torch
-import torch.nn.functional as F
 
 # the AVX-512 int4 packing: output channels in blocks of 64; a block's byte (k, j) holds
 # channel j (low nibble) and 32 + j (high nibble); a tail block of n < 64 channels holds
 # channels 2j and 2j + 1 in byte (k, j)
 INT4_BLOCK_N = 64
 BLOCK_ROWS = 2048  # output channels dequantized at a time (a multiple of INT4_BLOCK_N)
-# from how many rows each path replaces the packed kernel (measured on avx512-bf16: int_mm
-# wins from 2 rows on; the int4 dequantization pays from about 64)
-FROM_ROWS = {"int_mm": 2, "dense": 32, "bf16_blocks": 64}
-INT8_PREFILL_ROWS = FROM_ROWS["int_mm"]
-INT4_PREFILL_ROWS = FROM_ROWS["bf16_blocks"]
-
-# tier -> (int8 path, int4 path); other tiers: int8 converts its weight to the activation
-# dtype for the dense GEMM (the path before int_mm), int4 keeps the packed kernel
-# Empty for now: both new paths change numerics beyond weight-only (int_mm quantizes the
-# activations to int8, bf16_blocks rounds FP32 activations to BF16), and neither their first-token
-# gain nor their fidelity on the trained reference model has been measured on a quiet machine
-# (issue 25). Until they are, every tier keeps the paths before them; the candidates are
-# {"amx": ("int_mm", "bf16_blocks"), "avx512-bf16": ("int_mm", "bf16_blocks")}.
-_PLANS: dict[str, tuple[str, str]] = {}
-_DEFAULT_PLAN = ("dense", "kernel")
+# from how many rows the dense GEMM replaces the packed kernel, per weight kind: where it
+# overtook the kernel on one Llama-3.2-1B decoder layer's shapes (benchmarks/woq_prefill_probe.py,
+# avx512-bf16, docs/llama.md "first token"). int4 pays for dequantizing 4-bit groups in
+# eager ops (several passes over the weight), int8 for one int8 -> BF16 copy
+FROM_ROWS = {"int8": 256, "int4": 1024}
+NEVER = 0  # prompt_rows of a layer that always runs its packed kernel
 
 
-@functools.lru_cache(maxsize=None)
-def plan() -> tuple[str, str]:
-    """(int8 path, int4 path) for prompts on this machine, from its CPU tier.
+def prompt_plan(kind: str, act_dtype: torch.dtype, bf16_native: bool | None = None
+                ) -> tuple[int, torch.dtype]:
+    """(prompt_rows, GEMM dtype) of a weight-only layer of `kind` ("int8" | "int4") with
+    `act_dtype` activations: from prompt_rows rows on it runs the dense GEMM in that dtype
+    (:data:`NEVER`: always the packed kernel). `bf16_native` defaults to this machine's."""
+    if bf16_native is None:
+        from fastpipes.hardware import detect
 
-    Called from layers' forward: with no tier plans there is nothing to detect, and Dynamo
-    cannot trace hardware detection (os.stat), so a compiled decode would break. Whoever
-    fills _PLANS must resolve the plan when the layer is built, not here."""
-    if not _PLANS:
-        return _DEFAULT_PLAN
-    from fastpipes.hardware import detect
-
-    int8, int4 = _PLANS.get(detect().tier, _DEFAULT_PLAN)
-    return int8, (int4 if int4_layout_ok() else "kernel")
-
-
-def _path(name: str, rows: int) -> str:
-    return name if name != "kernel" and rows >= FROM_ROWS[name] else "kernel"
+        bf16_native = detect().bf16_native
+    if kind == "int4" and not int4_layout_ok():
+        return NEVER, act_dtype
+    dtype = act_dtype if bf16_native else torch.float32
+    return FROM_ROWS[kind], dtype
 
 
-def int8_path(rows: int) -> str:
-    """How an int8 weight-only layer multiplies `rows` rows: int_mm | dense | kernel."""
-    return _path(plan()[0], rows)
-
-
-def int4_path(rows: int) -> str:
-    """How an int4 weight-only layer multiplies `rows` rows: bf16_blocks | kernel."""
-    return _path(plan()[1], rows)
-
-
-def int8_int_mm(x2: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """x2 [M, K] float, weight [N, k_padded] int8 (zero columns past K), scales [N] ->
-    [M, N] FP32: per-row int8 activations x the int8 weight, int32 accumulation."""
-    x2 = x2.float()
-    x_scale = (x2.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-8)  # [M, 1]
-    x_int8 = torch.round(x2 / x_scale).clamp_(-127, 127).to(torch.int8)
-    x_int8 = F.pad(x_int8, (0, weight.shape[1] - x_int8.shape[1]))
-    acc = torch._int_mm(x_int8, weight.t())  # [M, N] int32
-    return acc.float().mul_(x_scale).mul_(scales.float())
+def int8_dense(x2: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, k: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """x2 [M, K] float, weight [N, k_padded] int8, scales [N] -> [M, N] FP32:
+    (x . w_int8) * scale, as the int8 kernel computes, on the dense `dtype` GEMM."""
+    xd = x2[:, :k].to(dtype)
+    n = weight.shape[0]
+    out = torch.empty(x2.shape[0], n, dtype=torch.float32)
+    block = torch.empty(min(n, BLOCK_ROWS), k, dtype=dtype)  # reused: no page faults per block
+    for s in range(0, n, BLOCK_ROWS):
+        e = min(n, s + BLOCK_ROWS)
+        w = block[:e - s]
+        w.copy_(weight[s:e, :k])  # int8 -> dtype, exact (|q| <= 128)
+        out[:, s:e] = torch.mm(xd, w.t())
+    return out.mul_(scales.float())
 
 
 def unpack_int4_t(packed: torch.Tensor, k: int) -> torch.Tensor:
@@ -104,46 +91,39 @@ def unpack_int4_t(packed: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def dequantize_int4_t(packed: torch.Tensor, scales_and_zeros: torch.Tensor, k: int,
-                      group_size: int) -> torch.Tensor:
-    """[k, R] BF16 weight (transposed) of packed rows [R, k/2] with their
-    scales_and_zeros [k / group_size, R, 2]: (q - 8) * scale + zero, as the kernel computes.
-
-    Full 64-channel blocks are dequantized in the packing's own order ([blocks, k, 64]: two
-    contiguous halves per byte row, no strided writes), then laid out as [k, R] in one copy.
-    """
-    r = packed.shape[0]
-    full = r // INT4_BLOCK_N * INT4_BLOCK_N
-    if full != r:  # a tail block (out_features % 64): the plain unpacking
-        return _scale_t(unpack_int4_t(packed, k).to(torch.bfloat16), scales_and_zeros, group_size)
-    nb, g = r // INT4_BLOCK_N, k // group_size
-    p = packed.view(nb, k, 32)
-    u = torch.cat([p & 15, p >> 4], dim=-1).to(torch.bfloat16)  # [nb, k, 64]
-    sz = scales_and_zeros.float().view(g, nb, 1, INT4_BLOCK_N, 2).transpose(0, 1)
-    scale = sz[..., 0].to(torch.bfloat16).contiguous()  # [nb, G, 1, 64]
-    offset = (sz[..., 1] - 8.0 * sz[..., 0]).to(torch.bfloat16).contiguous()
-    u.view(nb, g, group_size, INT4_BLOCK_N).mul_(scale).add_(offset)
-    return u.transpose(0, 1).reshape(k, r)
+                      group_size: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """[k, R] weight (transposed) in `dtype` of packed rows [R, k/2] with their
+    scales_and_zeros [k / group_size, R, 2]: (q - 8) * scale + zero, as the kernel computes
+    (for tests and checks; :func:`int4_dense` leaves the offset to the activations)."""
+    scale, offset = _scale_offset(scales_and_zeros)
+    u = unpack_int4_t(packed, k).view(k // group_size, group_size, -1)  # [G, gs, R]
+    w = torch.mul(u, scale.to(dtype).unsqueeze(1))
+    return w.add_(offset.to(dtype).unsqueeze(1)).view(k, -1)
 
 
-def _scale_t(u: torch.Tensor, scales_and_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
+def _scale_offset(scales_and_zeros: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[G, R] scale and offset (zero - 8 * scale, the weight of q = 0) in FP32."""
     sz = scales_and_zeros.float()
-    scale = sz[..., 0].unsqueeze(1)  # [G, 1, R]
-    offset = (sz[..., 1] - 8.0 * sz[..., 0]).unsqueeze(1)
-    u.view(u.shape[0] // group_size, group_size, -1).mul_(scale.to(u.dtype)).add_(
-        offset.to(u.dtype))
-    return u
+    return sz[..., 0], sz[..., 1] - 8.0 * sz[..., 0]
 
 
-def int4_bf16_blocks(x2: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor,
-                     k_padded: int, group_size: int) -> torch.Tensor:
-    """x2 [M, K] -> [M, N] BF16, dequantizing BLOCK_ROWS output channels at a time."""
-    xb = F.pad(x2.to(torch.bfloat16), (0, k_padded - x2.shape[1]))
-    n = packed.shape[0]
-    out = torch.empty(x2.shape[0], n, dtype=torch.bfloat16)
+def int4_dense(x2: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor,
+               k_padded: int, group_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """x2 [M, K] -> [M, N] FP32 on the dense `dtype` GEMM, dequantizing BLOCK_ROWS output
+    channels at a time.
+
+    w[n, k] = q * scale[g, n] + offset[g, n] (g = k // group_size): the GEMM gets only
+    q * scale (one pass over the block), and the offsets are added as
+    x's per-group sums [M, G] @ offset [G, N], a GEMM G / K the size of the big one."""
+    m, n, g = x2.shape[0], packed.shape[0], k_padded // group_size
+    xd = torch.nn.functional.pad(x2.to(dtype), (0, k_padded - x2.shape[1]))  # [M, k_padded]
+    scale, offset = _scale_offset(scales_and_zeros)  # [G, N] each
+    out = xd.float().view(m, g, group_size).sum(-1) @ offset  # [M, N]
+    scale = scale.to(dtype).unsqueeze(1)  # [G, 1, N]
     for s in range(0, n, BLOCK_ROWS):
         e = min(n, s + BLOCK_ROWS)
-        w_t = dequantize_int4_t(packed[s:e], scales_and_zeros[:, s:e], k_padded, group_size)
-        out[:, s:e] = torch.mm(xb, w_t)
+        u = unpack_int4_t(packed[s:e], k_padded).view(g, group_size, e - s)
+        out[:, s:e] += torch.mm(xd, torch.mul(u, scale[..., s:e]).view(k_padded, e - s))
     return out
 
 
@@ -161,6 +141,5 @@ def int4_layout_ok() -> bool:
         return False
 
 
-__all__ = ["plan", "int8_path", "int4_path", "int8_int_mm", "int4_bf16_blocks",
-           "unpack_int4_t", "dequantize_int4_t", "int4_layout_ok", "INT8_PREFILL_ROWS",
-           "INT4_PREFILL_ROWS", "BLOCK_ROWS", "FROM_ROWS"]
+__all__ = ["prompt_plan", "int8_dense", "int4_dense", "unpack_int4_t", "dequantize_int4_t",
+           "int4_layout_ok", "BLOCK_ROWS", "FROM_ROWS", "NEVER"]

@@ -58,12 +58,20 @@ class ActDtype(str, Enum):
     bfloat16 = "bfloat16"
 
 
+class PromptPath(str, Enum):
+    # prompts (a few rows and more) on a dense GEMM, in the activation dtype where the CPU
+    # has native BF16, else FP32 (kernels/woq_prefill.py); one row keeps the packed kernel
+    auto = "auto"
+    kernel = "kernel"  # every row count on the packed kernel (slower prompts, the old path)
+
+
 @dataclass(frozen=True)
 class QuantizeConfig(Section):
     dtype: QuantDtype = QuantDtype.int8
     mode: QuantMode = QuantMode.weight_only
     group_size: int = 128  # int4 only: input features per (scale, zero) pair
     act_dtype: ActDtype = ActDtype.auto  # auto = bfloat16 (fastest packed kernels on CPU)
+    prompt_path: PromptPath = PromptPath.auto  # weight-only on CPU: the GEMM prompts run on
     components: list[str] = field(default_factory=list)  # [] = the adapter's default
     targets: list[str] = field(default_factory=list)  # fnmatch on module names; [] = all Linear
     exclude: list[str] = field(default_factory=list)  # fnmatch patterns left in FP32
@@ -82,6 +90,9 @@ class QuantizeConfig(Section):
         if self.mode == QuantMode.dynamic and self.act_dtype != ActDtype.auto:
             out.append(("act_dtype", f"mode dynamic quantizes activations to int8 itself; "
                         f"act_dtype {self.act_dtype.value} does not apply", "auto"))
+        if self.mode == QuantMode.dynamic and self.prompt_path != PromptPath.auto:
+            out.append(("prompt_path", "mode dynamic runs every row count on its int8 GEMM; "
+                        f"prompt_path {self.prompt_path.value} does not apply", "auto"))
         if self.min_features < 0:
             out.append(("min_features", f"must be >= 0, got {self.min_features}", "an int >= 0"))
         return out
@@ -181,6 +192,94 @@ def _release(ctx: PassContext, layers, refs: Counter) -> None:
                 ctx.release(t)
 
 
+def _prompts(layers, cfg: QuantizeConfig) -> str:
+    """Apply `cfg.prompt_path` to weight-only layers; what their prompts run on, in words."""
+    woq = [q for q in layers if hasattr(q, "prompt_rows")]
+    if cfg.prompt_path == PromptPath.kernel:
+        for q in woq:
+            q.prompt_rows = 0  # woq_prefill.NEVER
+    plans = sorted({(q.prompt_rows, str(q.prompt_dtype).removeprefix("torch.")) for q in woq})
+    return "; prompts: " + ", ".join(
+        f"dense {dt} GEMM from {rows} rows" if rows else "the packed kernel at every row count"
+        for rows, dt in plans) if plans else ""
+
+
+def _replace(ctx: PassContext, cfg: QuantizeConfig, comp: str, model: nn.Module,
+             linears: dict[str, nn.Linear], dtype: str, act: str) -> tuple[str, Path | None]:
+    """Quantize `linears` in place (or load them from the cache file); how, in words."""
+    key = fingerprint(linears, dtype, cfg.group_size, act)
+    cache = Path(cfg.cache_dir) / f"{comp}-{dtype}-{key}.safetensors" if cfg.cache_dir else None
+    # a weight shared with a layer that stays (a tied lm_head) is not the layer's to release
+    refs = Counter(id(t) for m in model.modules() for t in m.parameters(recurse=False))
+    if cache is not None and cache.exists() and _from_cache(ctx, comp, model, cache, key,
+                                                            list(linears)):
+        _release(ctx, linears.values(), refs)
+        return f"loaded from {cache}", cache
+    for name, lin in linears.items():
+        q = quantize_linear(lin, dtype, cfg.group_size, act, keep_nibbles=cache is not None)
+        _set_module(model, name, q)
+        _release(ctx, [lin], refs)  # low_memory: the FP32 original leaves memory now
+    if cache is None:
+        return "quantized", None
+    try:
+        save_quantized(model, cache, key)
+        return f"quantized, saved to {cache}", cache
+    except OSError as e:  # the quantized model is fine; only the cache is lost
+        ctx.warn(f"{comp}: could not save quantized weights to {cache} ({e}); "
+                 "the next start quantizes again")
+        return "quantized", cache
+
+
+def _record(ctx: PassContext, cfg: QuantizeConfig, comp: str, model: nn.Module, linears: dict,
+            skipped: dict, dtype: str, act: str, how: str, cache: Path | None) -> None:
+    """The Report's line and extra["quantize"][comp] for a component just quantized."""
+    before = sum(_bytes(m.weight) + _bytes(m.bias) for m in linears.values())
+    quantized = {n: model.get_submodule(n) for n in linears}
+    padded = {n: (q.in_features, q.k_padded) for n, q in quantized.items()
+              if getattr(q, "k_padded", q.in_features) != q.in_features}
+    after = sum(_bytes(b) for q in quantized.values() for b in q.buffers())
+    what = ("int8 weights + per-row int8 activations (dynamic W8A8)" if dtype == "int8_dynamic"
+            else f"{dtype} weight-only" + (f" (group {cfg.group_size})" if dtype == "int4" else "")
+            + f", {act} activations")
+    line = (f"{len(linears)} Linear -> {what}; weights {before / 2**20:.1f} MiB -> "
+            f"{after / 2**20:.1f} MiB ({how})" + _prompts(quantized.values(), cfg))
+    if padded:
+        line += (f"; in_features zero-padded for the kernel in {len(padded)}: "
+                 + _names(f"{n} {k}->{kp}" for n, (k, kp) in padded.items()))
+    if skipped:
+        line += f"; {len(skipped)} left in FP32: " + _names(skipped)
+    ctx.change(comp, line)
+    ctx.report.extra.setdefault("quantize", {})[comp] = {
+        "layers": len(linears), "bytes_before": before, "bytes_after": after,
+        "dtype": dtype, "act_dtype": act, "cache": str(cache) if cache else None,
+        "skipped": dict(skipped), "padded": {n: list(kk) for n, kk in padded.items()}}
+
+
+def _quantize_cpu(ctx: PassContext, cfg: QuantizeConfig, comp: str, model: nn.Module,
+                  dtype: str, act: str) -> tuple[int, bool]:
+    """(1 if `comp` was quantized (or already was, at load) else 0, whether the kernel
+    refused any targeted layer)."""
+    if at_load(ctx, comp, model, dtype, cfg.group_size, act):
+        prompts = _prompts(model.modules(), cfg)
+        if prompts:
+            ctx.change(comp, prompts.removeprefix("; "))
+        return 1, False
+    targeted = select_linears(model, cfg)
+    skipped = kernel_skips(targeted, dtype)
+    linears = {n: m for n, m in targeted.items() if n not in skipped}
+    if skipped:
+        ctx.warn(f"{comp}: {len(skipped)} Linear layer(s) left in FP32, the {dtype} kernel "
+                 f"cannot take them: " + _names(f"{n} ({why})" for n, why in skipped.items()))
+    if not linears:
+        ctx.change(comp, "no Linear layer matched targets/exclude/min_features: left as is"
+                   if not skipped else f"none of the {len(skipped)} targeted Linear layers "
+                   f"fits the {dtype} kernel: left as is")
+        return 0, bool(skipped)
+    how, cache = _replace(ctx, cfg, comp, model, linears, dtype, act)
+    _record(ctx, cfg, comp, model, linears, skipped, dtype, act, how, cache)
+    return 1, bool(skipped)
+
+
 @register_pass("quantize", QuantizeConfig,
                "int8/int4 Linear layers: weight-only (WOQ) or int8 dynamic (W8A8)")
 def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
@@ -195,63 +294,8 @@ def apply(ctx: PassContext, cfg: QuantizeConfig) -> None:
             continue
         if dev.type != "cpu":
             raise SkipPass(f"the WOQ kernels used here are CPU and CUDA kernels; {comp} is on {dev}")
-        if at_load(ctx, comp, model, dtype, cfg.group_size, act):
-            done += 1
-            continue
-        targeted = select_linears(model, cfg)
-        skipped = kernel_skips(targeted, dtype)
-        linears = {n: m for n, m in targeted.items() if n not in skipped}
-        any_skipped |= bool(skipped)
-        if skipped:
-            ctx.warn(f"{comp}: {len(skipped)} Linear layer(s) left in FP32, the {dtype} kernel "
-                     f"cannot take them: " + _names(f"{n} ({why})" for n, why in skipped.items()))
-        if not linears:
-            ctx.change(comp, "no Linear layer matched targets/exclude/min_features: left as is"
-                       if not skipped else f"none of the {len(skipped)} targeted Linear layers "
-                       f"fits the {dtype} kernel: left as is")
-            continue
-        before = sum(_bytes(m.weight) + _bytes(m.bias) for m in linears.values())
-        key = fingerprint(linears, dtype, cfg.group_size, act)
-        cache = Path(cfg.cache_dir) / f"{comp}-{dtype}-{key}.safetensors" if cfg.cache_dir else None
-        # a weight shared with a layer that stays (a tied lm_head) is not the layer's to release
-        refs = Counter(id(t) for m in model.modules() for t in m.parameters(recurse=False))
-        if cache is not None and cache.exists() and _from_cache(ctx, comp, model, cache, key,
-                                                                list(linears)):
-            how = f"loaded from {cache}"
-            _release(ctx, linears.values(), refs)
-        else:
-            for name, lin in linears.items():
-                q = quantize_linear(lin, dtype, cfg.group_size, act, keep_nibbles=cache is not None)
-                _set_module(model, name, q)
-                _release(ctx, [lin], refs)  # low_memory: the FP32 original leaves memory now
-            how = "quantized"
-            if cache is not None:
-                try:
-                    save_quantized(model, cache, key)
-                    how += f", saved to {cache}"
-                except OSError as e:  # the quantized model is fine; only the cache is lost
-                    ctx.warn(f"{comp}: could not save quantized weights to {cache} ({e}); "
-                             "the next start quantizes again")
-        quantized = {n: model.get_submodule(n) for n in linears}
-        padded = {n: (q.in_features, q.k_padded) for n, q in quantized.items()
-                  if getattr(q, "k_padded", q.in_features) != q.in_features}
-        after = sum(_bytes(b) for q in quantized.values() for b in q.buffers())
-        what = ("int8 weights + per-row int8 activations (dynamic W8A8)" if dynamic else
-                 f"{dtype} weight-only" + (f" (group {cfg.group_size})" if dtype == "int4" else "")
-                 + f", {act} activations")
-        line = (f"{len(linears)} Linear -> {what}; weights {before / 2**20:.1f} MiB -> "
-                f"{after / 2**20:.1f} MiB ({how})")
-        if padded:
-            line += (f"; in_features zero-padded for the kernel in {len(padded)}: "
-                     + _names(f"{n} {k}->{kp}" for n, (k, kp) in padded.items()))
-        if skipped:
-            line += f"; {len(skipped)} left in FP32: " + _names(skipped)
-        ctx.change(comp, line)
-        ctx.report.extra.setdefault("quantize", {})[comp] = {
-            "layers": len(linears), "bytes_before": before, "bytes_after": after,
-            "dtype": dtype, "act_dtype": act, "cache": str(cache) if cache else None,
-            "skipped": dict(skipped), "padded": {n: list(kk) for n, kk in padded.items()}}
-        done += 1
+        n, skipped = _quantize_cpu(ctx, cfg, comp, model, dtype, act)
+        done, any_skipped = done + n, any_skipped or skipped
     if not done:
         raise SkipPass("no Linear layer matched in any component" + (
             f"; the {dtype} kernel cannot take the targeted ones (see warnings)"

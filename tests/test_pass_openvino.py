@@ -144,7 +144,7 @@ def test_static_shapes_refuse_another_shape_and_dynamic_accepts_it():
 
 @needs_openvino
 def test_sdxl_pipeline_runs_through_openvino_and_refuses_another_resolution():
-    from fastpipes.pipelines.sdxl_build import build_sdxl
+    from fastpipes.sdxl.build import build_sdxl
 
     ref, pipe = build_sdxl("tiny"), build_sdxl("tiny")
     fastpipes.accelerate(pipe, "sdxl_openvino")

@@ -26,6 +26,7 @@ import torch.nn as nn
 from fastpipes.cache import trusted_file
 from fastpipes.errors import CacheError
 from fastpipes.fingerprint import content_hash, machine_fingerprint, shapes, structure_signature
+from fastpipes.passes.openvino_convert import shared_core
 
 
 def _version(dist: str) -> str:
@@ -74,7 +75,7 @@ def load(ov: Any, root: Path, stem: str) -> tuple[Any, dict, str]:
     except (OSError, ValueError, AttributeError) as e:
         return None, {}, f"cache entry {stem} cannot be read ({e}); converting again"
     meta = recorded.get("meta")
-    return (ov.Core().read_model(str(root / f"{stem}.xml")),
+    return (shared_core(ov).read_model(str(root / f"{stem}.xml")),
             meta if isinstance(meta, dict) else {}, "")
 
 

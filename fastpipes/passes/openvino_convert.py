@@ -13,6 +13,7 @@ output (a tensor, a tuple, a diffusers/transformers output class).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -184,6 +185,20 @@ def compress(nncf: Any, model: Any, weights: str, group_size: int) -> Any:
     return nncf.compress_weights(model, mode=mode, **extra)
 
 
+@functools.cache
+def shared_core(ov: Any) -> Any:
+    """The process's one ``openvino.Core``, kept until the process ends (hence cached).
+
+    Why one: OpenVINO's CPU plugin (2026.4.1) gives the thread that creates a CPU engine (one
+    per Core) an alternate signal stack of its own and, when that engine is released, puts back
+    the stack it found. Engines released in the order they were made (pipelines dropped, the
+    candidates recipe="auto" tried) leave the thread's alternate stack in freed memory, and the
+    next signal Python handles (SIGTERM, Ctrl-C: CPython's handlers run on that stack) ends the
+    process with SIGSEGV, without a traceback. One Core makes one engine, released at exit
+    (docs/passes/openvino.md, tests/test_pass_openvino_sigterm.py)."""
+    return ov.Core()
+
+
 def compile_model(ov: Any, model: Any, precision: str, static_shapes: list | None) -> Any:
     """Compile for the CPU with `precision` ("bf16"/"f32") as the inference precision, one
     stream (latency), torch's thread count; `static_shapes` fixes the input shapes."""
@@ -192,4 +207,4 @@ def compile_model(ov: Any, model: Any, precision: str, static_shapes: list | Non
         model.reshape({p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, static_shapes)})
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
               "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(torch.get_num_threads())}
-    return ov.Core().compile_model(model, "CPU", config)
+    return shared_core(ov).compile_model(model, "CPU", config)

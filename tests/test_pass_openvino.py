@@ -202,3 +202,19 @@ def test_builtin_recipes_that_use_openvino_say_they_need_it():
     names = [n for n in available() if load_recipe(n).section("openvino") is not None]
     assert {"sam_openvino_bf16", "sam_openvino_int8", "sdxl_openvino"} <= set(names)
     assert all(load_recipe(n).requires.openvino for n in names)
+
+
+@needs_openvino
+def test_click_bench_extras_of_a_converted_decoder_leave_out_only_its_inner_parts():
+    # the decoder's transformer and upscaling run inside one OpenVINO model: no PyTorch
+    # module of theirs is called, so they have no time (as for a compiled decoder)
+    spec = WorkloadSpec("sam", size="tiny", options={"workload": "click"})
+    wl = get_workload(spec)
+    pipe = wl.build()
+    fastpipes.accelerate(pipe, "sam_openvino_bf16")
+    extra = wl.extra_metrics(pipe, wl.inputs(pipe))
+    assert all(extra[f"click_{p}_ms"] > 0 for p in ("prompt_encoder", "mask_decoder",
+                                                    "postprocess", "wall"))
+    assert {f"click_{k}_{m}_ms" for k in ("point", "points", "box")
+            for m in ("single", "multi")} <= set(extra)
+    assert not {"click_transformer_ms", "click_upscaling_ms"} & set(extra)

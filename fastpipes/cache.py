@@ -6,7 +6,8 @@ Location: ``$FASTPIPES_CACHE_DIR``, else ``~/.cache/fastpipes``. Inside it:
 - ``inductor/``  Inductor's on-disk caches (FX graphs, AOTAutograd entries, generated C++
                  and its .so files) for components compiled with ``compile.cache: true``;
 - ``artifacts/`` torch's portable cache bundles (``torch.compiler.save_cache_artifacts``),
-                 one per compiled component, hot-loaded before its first call.
+                 one per compiled component, hot-loaded before its first call;
+- ``openvino/``  components converted to OpenVINO IR (fastpipes.passes.openvino_cache).
 
 Everything here can be deleted at any time (``fastpipes cache clear``): the next start is
 then a cold one, nothing else changes. A directory fastpipes makes here holds :data:`MARKER`;
@@ -49,6 +50,7 @@ PARTS = {
     "aoti": "ahead-of-time compiled packages (compile.backend: aot_inductor), with checksums",
     "models": "reference models trained here (python -m fastpipes.llama.reference)",
     "weights": "weight-only quantized layers of models loaded from a directory with a recipe",
+    "openvino": "components converted to OpenVINO IR by the openvino pass",
 }
 
 

@@ -9,7 +9,8 @@
 - in a part without the marker (made by a fastpipes older than the marker, or a directory
   that was there before), only entries with fastpipes' own names and layout are removed
   (:data:`OWN`: ``auto/<hex key>.json``, ``artifacts/<component>-<hex>.bin``, Inductor's
-  own directories, ``models/llama-<name>``); the part itself goes once it is empty;
+  own directories, ``models/llama-<name>``,
+  ``openvino/<component>-<hex>.xml|bin|json``); the part itself goes once it is empty;
 - a part that is a symbolic link or a plain file, and every other entry, is kept, and
   clear names each one it kept and why (CacheError: the command exits non-zero).
 
@@ -72,6 +73,9 @@ OWN: dict[str, Callable[[Path], bool]] = {
     # layers quantized while a model directory loads (fastpipes.llama.quantized_load)
     "weights": lambda p: _plain_file(p) and bool(
         re.fullmatch(r"\.?load-[\w.-]+\.safetensors(\.\d+\.tmp)?", p.name)),
+    # converted components (fastpipes.passes.openvino_cache)
+    "openvino": lambda p: _plain_file(p) and bool(
+        re.fullmatch(r"[\w-]+-[0-9a-f]{20}(\.tmp)?\.(xml|bin|json)", p.name)),
 }
 assert set(OWN) == set(PARTS), "every cache part says what of it is fastpipes' own"
 

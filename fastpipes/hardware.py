@@ -17,13 +17,15 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from fastpipes.openvino_probe import openvino_unavailable
+
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "avx_vnni")
 # optional packages: (distribution name, import name)
 OPTIONAL_PACKAGES = (("segment-anything", "segment_anything"), ("diffusers", "diffusers"),
                      ("transformers", "transformers"), ("safetensors", "safetensors"),
                      ("intel-extension-for-pytorch", "intel_extension_for_pytorch"),
-                     ("torchvision", "torchvision"))
+                     ("torchvision", "torchvision"), ("openvino", "openvino"), ("nncf", "nncf"))
 
 
 def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
@@ -319,4 +321,6 @@ def unmet_requirements(requires, info: MachineInfo, device: str = "cpu") -> list
         out.append(info.low_precision_note("fp16"))
     if requires.ipex and (why := ipex_unavailable()):
         out.append(f"the recipe needs Intel Extension for PyTorch, which does not import here: {why}")
+    if getattr(requires, "openvino", False) and (why := openvino_unavailable()):
+        out.append(f"the recipe needs OpenVINO, which does not import here: {why}")
     return out

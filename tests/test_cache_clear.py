@@ -72,17 +72,21 @@ def test_an_older_fastpipes_cache_without_markers_is_cleared_whole(tmp_path, mon
     root = tmp_path / "old"
     for rel in (f"auto/{KEY}.json", "artifacts/image_encoder-0123456789abcdef0123.bin",
                 "inductor/fxgraph/x/y", "inductor/c7/c7abcdefghijklmnopqrstuvwxyz.cpp",
-                "models/llama-trained-tiny/reference.json", "models/.llama-trained-tiny.lock"):
+                "models/llama-trained-tiny/reference.json", "models/.llama-trained-tiny.lock",
+                "openvino/unet-0123456789abcdef0123.xml", "openvino/unet-0123456789abcdef0123.bin",
+                "openvino/unet-0123456789abcdef0123.json"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
     monkeypatch.setenv("FASTPIPES_CACHE_DIR", str(root))
     removed = clear()
-    assert sorted(p.name for p in removed) == ["artifacts", "auto", "inductor", "models"]
+    assert sorted(p.name for p in removed) == ["artifacts", "auto", "inductor", "models",
+                                               "openvino"]
     assert list(root.iterdir()) == []
 
 
 @pytest.mark.parametrize("rel", ["auto/k.json", "artifacts/firmware.bin", "inductor/notes",
-                                 "inductor/py/script.sh", "models/llama-x/weights.bin"])
+                                 "inductor/py/script.sh", "models/llama-x/weights.bin",
+                                 "openvino/model.xml"])
 def test_entries_that_only_resemble_the_old_layout_are_kept(tmp_path, monkeypatch, rel):
     root = tmp_path / "c"
     (root / rel).parent.mkdir(parents=True)

@@ -25,7 +25,7 @@ FAMILY_PARTS = {
 LAYERS = [
     ["fastpipes._version", "fastpipes.errors", "fastpipes.bounds", "fastpipes.registry",
      "fastpipes.hardware", "fastpipes.cache", "fastpipes.cache_clear", "fastpipes.fingerprint",
-     "fastpipes.report", "fastpipes.snapshot"],
+     "fastpipes.report", "fastpipes.snapshot", "fastpipes.openvino_probe"],
     ["fastpipes.recipe"],
     ["fastpipes.kernels"],
     ["fastpipes.passes"],

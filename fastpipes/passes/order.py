@@ -15,9 +15,11 @@ from fastpipes.recipe.schema import Recipe
 #  - precision before memory_format: a dtype cast would otherwise re-lay out tensors.
 #  - kv_cache (static cache for generate) just before compile: shapes become static.
 #  - compile last: it must trace the final modules.
+#  - openvino after all: it converts FP32 components no other pass may touch (its preflight
+#    refuses overlaps), so its place only keeps it out of the others' way.
 PASS_ORDER: tuple[str, ...] = (
     "ipex", "attention", "fuse_qkv", "quantize", "precision", "memory_format", "kv_cache",
-    "compile",
+    "compile", "openvino",
 )
 
 

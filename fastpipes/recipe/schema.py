@@ -85,6 +85,7 @@ class Requires:
     native_fp16: bool = False  # FP16 matmul in hardware (AMX-FP16 / AVX512-FP16 / GPU)
     device: Device = Device.any
     ipex: bool = False  # Intel Extension for PyTorch imports (torch 2.8.*; `make ipex-env`)
+    openvino: bool = False  # OpenVINO imports (`pip install 'fastpipes[openvino]'`)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ then click, click, click).
 
 ``fastpipes bench sam --workload click --iters 30`` times ``SamPredictor.predict`` per
 configuration; its extras break a click into its parts (prompt encoder, mask decoder, and
-for an uncompiled decoder its two-way transformer and upscaling, postprocess) with the
-Python overhead as the wall time minus the parts, and time the other click kinds (single /
-multimask, box) of the same configuration. Fidelity: mask IoU against FP32 eager's masks
+for a decoder that runs eagerly in PyTorch its two-way transformer and upscaling,
+postprocess) with the Python overhead as the wall time minus the parts, and time the other
+click kinds (single / multimask, box) of the same configuration. Fidelity: mask IoU against FP32 eager's masks
 decoded from the same embedding for the same prompts.
 """
 from __future__ import annotations
@@ -82,9 +82,11 @@ class _PartTimer:
 
 def _decoder_split(pred: SamPredictor, click: Callable[[], Any], iters: int) -> dict[str, float]:
     """Median ms of the eager decoder's two-way transformer and output upscaling (forward
-    hooks); {} for a compiled decoder, whose parts run fused in one graph."""
+    hooks); {} for a decoder that runs as one graph, where these parts are not PyTorch calls:
+    compiled (torch.compile fuses them), or converted (the openvino pass replaces the
+    decoder's ``forward`` with a call of its OpenVINO model)."""
     md = pred.model.mask_decoder
-    if getattr(md, "_compiled_call_impl", None) is not None:
+    if getattr(md, "_compiled_call_impl", None) is not None or "forward" in vars(md):
         return {}
     times: dict[str, list[float]] = {"transformer": [], "upscaling": []}
     handles = []
@@ -99,7 +101,8 @@ def _decoder_split(pred: SamPredictor, click: Callable[[], Any], iters: int) -> 
     finally:
         for h in handles:
             h.remove()
-    return {f"click_{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}
+    # a part that never ran as a module (another pass replaced it) has no time to report
+    return {f"click_{k}_ms": statistics.median(v) * 1e3 for k, v in times.items() if v}
 
 
 def click_breakdown(pred: SamPredictor, prompt: dict, multimask: bool, iters: int) -> dict[str, float]:

@@ -159,7 +159,7 @@ FLAGS = (
          "[{\"points\": [[x, y]], \"labels\": [1]}, {\"box\": [x0, y0, x1, y1]}], \"*\": [...]}"),
     Flag("--everything", action="store_true",
          help="automatic mask generation: a grid of point prompts, deduplicated"),
-    *(Flag(flag, type=type(getattr(_AMG, name)), default=getattr(_AMG, name),
+    *(Flag(flag, type=type(getattr(_AMG, name)), default=getattr(_AMG, name), dest=name,
            metavar="N" if isinstance(getattr(_AMG, name), int) else "X",
            help=f"--everything: {text} (default {getattr(_AMG, name):g})")
       for flag, name, text in AMG_FLAGS),
@@ -195,7 +195,7 @@ class SamJob(Job):
 
     @classmethod
     def run_cli(cls, flags: dict[str, Any], common: dict[str, Any]) -> RunSummary:
-        amg = {name: flags.pop(flag.lstrip("-").replace("-", "_")) for flag, name, _ in AMG_FLAGS}
+        amg = {name: flags.pop(name) for _, name, _ in AMG_FLAGS}
         return run_sam(**flags, amg=amg, **{**common, "model": common["model"] or "vit_b"})
 
     def check(self) -> None:

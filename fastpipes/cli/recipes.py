@@ -9,11 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from fastpipes.errors import FastpipesError, RecipeError
+from fastpipes.recipe.schema import FAMILY_COMPONENTS, GENERIC
 
 
 def add_parser(sub) -> None:
-    from fastpipes.recipe.schema import FAMILY_COMPONENTS
-
     p = sub.add_parser("recipes", help="list, show, validate or start recipes")
     rs = p.add_subparsers(dest="recipes_command", metavar="ACTION", required=True)
     ls = rs.add_parser("list", help="built-in and FASTPIPES_RECIPE_PATH recipes")
@@ -191,7 +190,7 @@ def run_new(args) -> int:
     starter = STARTER.format(
         name=args.name, name_yaml=_scalar(args.name), base_text=repr(args.base), file=out,
         description=json.dumps(f"{args.base} with my changes"), base_yaml=_scalar(base_ref),
-        family=base.family if base.family != "generic" else "sam",
+        family=base.family if base.family != GENERIC else "sam",
         body="\n".join(f"# {line}" for line in text.splitlines()))
     # written next to `out` (so a relative base resolves as it will there), validated, then
     # moved into place: a starter that does not validate is never left behind

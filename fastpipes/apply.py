@@ -29,7 +29,7 @@ def apply_recipe(pipe: Any, rec: Recipe, strict: bool = False,
     hw = detect()
     found = check(rec, adapter, hw, strict)
     found.raise_if_any()
-    report = Report(recipe=rec.name, family=adapter.family.value, adapter=adapter.name,
+    report = Report(recipe=rec.name, family=adapter.family, adapter=adapter.name,
                     components=list(adapter.components()), warnings=list(found.warnings))
 
     snapshot = Snapshot(adapter.components().values(), adapter.state_objects())

@@ -296,7 +296,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
         inputs = example_inputs if example_inputs is not None else adapter.example_inputs()
         target = AutoTarget.from_adapter(adapter, inputs)
     device = str(adapter.device())
-    candidates = candidate_recipes(adapter.family.value, hw, cfg, device)
+    candidates = candidate_recipes(adapter.family, hw, cfg, device)
     key = decision_key(adapter.components(), [target.name, inputs], candidates, hw)
     timer = measure or (lambda call: time_call(call, cfg.iters))
 
@@ -311,7 +311,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
         say(f"using the cached decision {key} ({decision.winner or 'none: FP32 kept'}); "
             "`fastpipes cache clear auto` measures again")
     else:
-        say(f"{len(candidates)} candidate(s) for this {adapter.family.value} pipeline on this "
+        say(f"{len(candidates)} candidate(s) for this {adapter.family} pipeline on this "
             f"{hw.tier} CPU, likeliest first: {', '.join(candidates) or 'none'}")
         decision = _measure_candidates(pipe, adapter, target, cfg, timer, candidates, key, say)
         if cfg.cache and not decision.storable:
@@ -324,7 +324,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
                 note(f"the decision could not be saved ({e}); it is applied, but the next "
                      "call searches again")
     if decision.winner is None:
-        report = Report(recipe="auto (none: FP32 kept)", family=adapter.family.value,
+        report = Report(recipe="auto (none: FP32 kept)", family=adapter.family,
                         adapter=adapter.name, components=list(adapter.components()))
     else:
         report, snapshot = apply_recipe(pipe, _load(decision.winner), strict, adapter)

@@ -19,7 +19,7 @@ from typing import Any
 
 from fastpipes.hardware import TIER_CEILINGS_2T, unmet_requirements
 from fastpipes.recipe.load import available, builtin_dir, load_recipe
-from fastpipes.recipe.schema import AutoConfig
+from fastpipes.recipe.schema import GENERIC, AutoConfig
 
 # dynamic int8 quantizes activations on every call: it has realized about half of its
 # ceiling ratio (SAM vit_b: 2.68x on avx512-bf16, 2.33x on amx, benchmarks/RESULTS.md)
@@ -60,7 +60,7 @@ def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
             if path.parent.resolve() != builtin:
                 continue
             rec = load_recipe(path)
-            if (rec.family.value in (family, "generic")
+            if (rec.family in (family, GENERIC)
                     and rec.precision_class.rank <= cfg.max_class.rank
                     and not unmet_requirements(rec.requires, hardware, device)):
                 prior = expected_speedup(rec.precision_class.value, hardware.tier,
@@ -69,7 +69,7 @@ def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
                                          family in MEMORY_BOUND)
                 # on a tie, a base recipe before the ones that extend it: a derived
                 # recipe (e.g. *_click) adds work aimed at another workload
-                ranked.append((rec.family.value != family, -prior, len(rec.chain), name))
+                ranked.append((rec.family != family, -prior, len(rec.chain), name))
     names = [name for *_, name in sorted(ranked)]
     return names + [c for c in cfg.candidates if c not in names]
 

@@ -14,7 +14,7 @@ def test_each_pass_dropped_then_each_alone():
     assert names == ["sam_fp32_fast without attention", "sam_fp32_fast without compile",
                      "sam_fp32_fast attention only", "sam_fp32_fast compile only"]
     dropped = load_recipe(ablations(rec)[1])
-    assert list(dropped.sections) == ["attention"] and dropped.family.value == "sam"
+    assert list(dropped.sections) == ["attention"] and dropped.family == "sam"
     only = load_recipe(ablations(rec)[3])
     assert list(only.sections) == ["compile"] and only.section("compile").options == {"freezing": True}
     assert ablations(load_recipe({"memory_format": {}})) == []  # one pass: nothing to ablate

@@ -1,10 +1,17 @@
 """Builders make their modules on the device asked (`meta` stands in for a GPU here: the
 same code path makes and draws every weight there, without allocating memory), and the
-`cuda` tests run only where a CUDA device is present (marker `cuda`)."""
+`cuda` tests run only where a CUDA device is present (marker `cuda`).
+
+Every registered family is covered: its bench pipeline and its run pipeline are built on
+`meta` from the family registry, so a new family is tested here without an edit."""
 import pytest
 import torch
 
-from fastpipes.pipelines.base import seeded_generator
+from fastpipes.family import FAMILIES
+from fastpipes.pipelines.base import find_adapter, seeded_generator
+
+# the model library each family needs to build (a family not listed needs only torch)
+NEEDS = {"sdxl": "diffusers", "llama": "transformers"}
 
 
 def _devices(module: torch.nn.Module) -> set[str]:
@@ -43,15 +50,35 @@ def test_build_sdxl_on_meta_device():
         assert _devices(getattr(pipe, name)) == {"meta"}, name
 
 
-def test_workloads_build_on_the_spec_device(monkeypatch):
+def _components_on(adapter) -> dict[str, set[str]]:
+    parts = adapter.components()
+    assert parts, f"{adapter.name}: no components to check"
+    return {name: _devices(module) for name, module in parts.items()}
+
+
+@pytest.mark.parametrize("family", [n for n, f in FAMILIES.items() if f.bench])
+def test_every_family_builds_its_bench_pipeline_on_the_spec_device(family):
     """bench builds where --device says (it used to build on the CPU and only report CUDA)."""
     from fastpipes.bench.workloads.base import WorkloadSpec, get_workload
 
-    for family in ("sam", "llama", "sdxl"):
-        pytest.importorskip({"sam": "torch", "llama": "transformers", "sdxl": "diffusers"}[family])
-        pipe = get_workload(WorkloadSpec(family, size="tiny", device="meta")).build()
-        module = pipe.unet if family == "sdxl" else pipe
-        assert _devices(module) == {"meta"}, family
+    pytest.importorskip(NEEDS.get(family, "torch"))
+    wl = get_workload(WorkloadSpec(FAMILIES.get(family).cli_name, size="tiny", device="meta"))
+    pipe = wl.build()
+    devices = _components_on(wl.adapter(pipe))
+    assert all(d == {"meta"} for d in devices.values()), (family, devices)
+
+
+@pytest.mark.parametrize("family", [n for n, f in FAMILIES.items() if f.run])
+def test_every_family_builds_its_run_pipeline_on_the_job_device(family, tmp_path):
+    """``fastpipes run FAMILY --random-weights --model tiny --device meta`` builds there."""
+    from fastpipes.family import resolve
+
+    pytest.importorskip(NEEDS.get(family, "torch"))
+    job_class = resolve(FAMILIES.get(family), "run")
+    job = job_class(out=str(tmp_path), model="tiny", random_weights=True, device="meta")
+    pipe = job.build()
+    devices = _components_on(find_adapter(job.target(pipe)))
+    assert all(d == {"meta"} for d in devices.values()), (family, devices)
 
 
 @pytest.mark.cuda

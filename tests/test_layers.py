@@ -2,10 +2,12 @@
 
 Layers, lowest first (a module may import its own layer or any lower one, never a higher):
 errors / registry / hardware / cache / fingerprint / report / snapshot -> recipe -> kernels
--> passes -> families (pipelines: the adapter contract; sam / sdxl / llama / generic: one folder
-each) -> api / apply / auto -> bench / run -> cli. A family's folder spans layers: its
-pipeline and adapter sit in the families layer, its benchmark workload in bench's and its run
-job in run's (``FAMILY_PARTS``); a module's layer is that of its longest listed prefix.
+-> passes -> families (family: the description type and registry; pipelines: the adapter
+contract; sam / sdxl / llama / generic: one folder each) -> api / apply / auto -> bench / run
+-> cli. A family's folder spans layers: its description, pipeline and adapter sit in the
+families layer, its benchmark workload in bench's and its run job in run's (``FAMILY_PARTS``,
+read from the registered descriptions, so a new family needs no edit here unless its folder has
+more engine-layer modules); a module's layer is that of its longest listed prefix.
 Imports are read from the source, inside functions too (an import hidden in a function to
 dodge a circle is an upward arrow all the same); only ``if TYPE_CHECKING:`` blocks are exempt.
 """
@@ -14,13 +16,22 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from fastpipes.families import FAMILIES as REGISTERED
+
 PACKAGE = Path(__file__).resolve().parents[1] / "fastpipes"
-FAMILIES = ["fastpipes.sam", "fastpipes.sdxl", "fastpipes.llama", "fastpipes.generic"]
-# the parts of a family's folder that belong to an engine's layer
+FAMILIES = [f.build.__module__ for _, f in REGISTERED.items()]  # each folder's package
+
+
+def _hook_modules(hook: str) -> list[str]:
+    return [ref.partition(":")[0] for _, f in REGISTERED.items() if (ref := getattr(f, hook))]
+
+
+# the parts of a family's folder that belong to an engine's layer: its bench workload and run
+# job, and the modules only they use
 FAMILY_PARTS = {
-    "bench": [f"{f}.bench" for f in FAMILIES] + ["fastpipes.sam.click", "fastpipes.sam.click_casts"],
-    "run": [f"{f}.run" for f in FAMILIES if f != "fastpipes.generic"]
-    + ["fastpipes.sam.amg", "fastpipes.sam.nms", "fastpipes.sam.image_io"],
+    "bench": _hook_modules("bench") + ["fastpipes.sam.click", "fastpipes.sam.click_casts"],
+    "run": _hook_modules("run") + ["fastpipes.sam.amg", "fastpipes.sam.nms",
+                                   "fastpipes.sam.image_io"],
 }
 LAYERS = [
     ["fastpipes._version", "fastpipes.errors", "fastpipes.bounds", "fastpipes.registry",
@@ -29,7 +40,7 @@ LAYERS = [
     ["fastpipes.recipe"],
     ["fastpipes.kernels"],
     ["fastpipes.passes"],
-    ["fastpipes.pipelines", "fastpipes.families", *FAMILIES],
+    ["fastpipes.family", "fastpipes.pipelines", "fastpipes.families", *FAMILIES],
     ["fastpipes.api", "fastpipes.apply", "fastpipes.auto", "fastpipes.auto_order",
      "fastpipes.auto_search"],
     ["fastpipes.bench", *FAMILY_PARTS["bench"]],

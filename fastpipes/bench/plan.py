@@ -10,7 +10,8 @@ from fastpipes.bench.result import BASELINE
 from fastpipes.errors import FastpipesError
 from fastpipes.hardware import detect, unmet_requirements, wrong_device
 from fastpipes.recipe.load import available, load_recipe
-from fastpipes.recipe.schema import Family
+from fastpipes.family import with_hook
+from fastpipes.recipe.schema import GENERIC
 
 AUTO = "auto"  # --recipes auto: accelerate(pipe, "auto") searched inside the worker
 
@@ -30,10 +31,16 @@ class Planned:
     precision_class: str | None = None  # declared by the recipe (the row shows the applied one)
 
 
+def _recipe_family(command: str) -> str:
+    """The family whose recipes fit `command`'s benchmark ("toy": generic)."""
+    families = with_hook("bench")
+    return families[command].name if command in families else command
+
+
 def _family_matches(recipe_family: str, family: str) -> bool:
-    if family in Family.__members__:
-        return recipe_family == family
-    return recipe_family == Family.generic.value  # e.g. the toy workload: generic recipes only
+    """Whether a recipe of `recipe_family` is one of `family`'s built-in candidates: its own
+    family's (the toy benchmark's own are the generic recipes)."""
+    return recipe_family == _recipe_family(family)
 
 
 def _plan_one(spec: Any, family: str, overrides: list[str], info: Any, device: str,
@@ -47,9 +54,9 @@ def _plan_one(spec: Any, family: str, overrides: list[str], info: Any, device: s
     except FastpipesError as e:
         return Planned(label, source=str(spec) if not isinstance(spec, Mapping) else "<api>",
                        run=False, failed=True, reason=f"cannot load recipe: {e}")
-    if rec.family.value not in (Family.generic.value, family):
+    if rec.family not in (GENERIC, _recipe_family(family)):
         return Planned(rec.name, source=rec.source, run=False, failed=True,
-                       reason=f"recipe {rec.name!r} is for {rec.family.value} pipelines, not "
+                       reason=f"recipe {rec.name!r} is for {rec.family} pipelines, not "
                               f"{family}")
     unmet = unmet_requirements(rec.requires, info, device)
     note = "; ".join(unmet)
@@ -84,7 +91,7 @@ def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = 
     else:
         for name, path in sorted(available().items()):
             try:
-                rec_family = load_recipe(path).family.value
+                rec_family = load_recipe(path).family
             except FastpipesError:
                 continue  # a broken unrelated recipe must not stop this benchmark
             if _family_matches(rec_family, family):

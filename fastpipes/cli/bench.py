@@ -12,14 +12,7 @@ import shlex
 import sys
 from typing import Any
 
-from fastpipes.bench.workloads import WORKLOADS
-
-FAMILY_HELP = {
-    "sam": "Segment Anything: image encoder + prompt encoder + mask decoder",
-    "sdxl": "Stable Diffusion XL: UNet steps, VAE decode, text encoders",
-    "llama": "Llama (transformers generate): prefill + decode tokens",
-    "toy": "a tiny seeded conv+MLP (smoke runs of the harness; no model library needed)",
-}
+from fastpipes.family import resolve, with_hook
 
 
 def _boolean(text: str) -> bool:
@@ -117,8 +110,9 @@ def add_parser(subparsers) -> None:
                                   description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     families = bench.add_subparsers(dest="family", metavar="FAMILY", required=True)
-    for family, workload in WORKLOADS.items():
-        p = families.add_parser(family, help=FAMILY_HELP.get(family, workload.__doc__ or ""))
+    for name, family in with_hook("bench").items():
+        workload = resolve(family, "bench")
+        p = families.add_parser(name, help=family.help)
         add_common(p)
         # each family option (Workload.OPTIONS) is also a flag: --prompt-len 64
         for key, (typ, text) in workload.OPTIONS.items():
@@ -140,7 +134,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             raise BenchmarkError("bad --option: " + "; ".join(
                 f"{p.key}: {p.message}" if p.key else p.message for p in problems))
         opts.update(parsed)
-    for key in WORKLOADS.get(args.family).OPTIONS:
+    for key in resolve(with_hook("bench")[args.family], "bench").OPTIONS:
         value = getattr(args, f"opt_{key}", None)
         if value is not None:
             opts[key] = value
@@ -166,65 +160,70 @@ def _empty_arguments(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark, print the table, write the files asked for. Exit 1 if any failed."""
-    from rich.console import Console
-
-    from fastpipes.bench import WorkloadSpec, run_benchmark
-    from fastpipes.bench.outputs import check_outputs, write_outputs
-    from fastpipes.bench.plan import plan
-    from fastpipes.bench.render import profiles, table
-    from fastpipes.errors import FastpipesError
+def _problems(args: argparse.Namespace, outputs: dict[str, str | None]) -> list[str]:
+    """What is wrong with the arguments themselves, each as one line; every output path is
+    tried before hours of measurements, not after."""
+    from fastpipes.bench.outputs import check_outputs
     from fastpipes.hardware import check_device
-
-    outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
-    # an empty value must not quietly mean "the default"; every output path is tried
-    # before hours of measurements, not after
     from fastpipes.recipe.load import parse_overrides
 
     problems = _empty_arguments(args) + check_outputs(outputs) + [
         f"--set: {p}" for p in parse_overrides(args.overrides)[1]]  # e.g. two of one key
     if problems:
-        for p in problems:
-            print(f"fastpipes bench: {p}", file=sys.stderr)
-        print("fastpipes bench: nothing was run", file=sys.stderr)
-        return 2
+        return problems + ["nothing was run"]
     problem = check_device(args.device)
-    if problem:  # every worker would fail the same way: say it once, before anything runs
-        print(f"fastpipes bench: --device {args.device}: {problem}", file=sys.stderr)
-        return 2
-    console = Console()
-    if not console.is_terminal:  # logs and files: no folding of a wide table
-        console = Console(width=220)
-    try:
-        options = _options(args)
-    except FastpipesError as e:
-        print(f"fastpipes bench: {e}", file=sys.stderr)
-        return 2
-    spec = WorkloadSpec(family=args.family, size=args.size, model=args.model,
-                        device=args.device, batch_size=args.batch_size, seed=args.seed,
-                        options=options)
+    # every worker would fail the same way: say it once, before anything runs
+    return [f"--device {args.device}: {problem}"] if problem else []
+
+
+def _recipes(args: argparse.Namespace) -> tuple[list[str] | None, list[str]]:
+    """The recipes of --recipes and --ablate (None: the family's built-in ones), each loaded
+    first, and the problems found (a typo must not cost an FP32 baseline run first)."""
+    from fastpipes.bench.plan import plan
+    from fastpipes.errors import FastpipesError
+    from fastpipes.recipe.ablate import ablations
+    from fastpipes.recipe.load import load_recipe
+
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
     if args.ablate:
-        from fastpipes.recipe.ablate import ablations
-        from fastpipes.recipe.load import load_recipe
-
         try:
             base = load_recipe(args.ablate, args.overrides)
         except FastpipesError as e:
-            print(f"fastpipes bench: --ablate: {e}", file=sys.stderr)
-            return 2
+            return None, [f"--ablate: {e}"]
         recipes = (recipes or []) + [args.ablate] + ablations(base)
-    if recipes:  # a typo in --recipes must not cost an FP32 baseline run first
-        bad = [p for p in plan(args.family, recipes, args.overrides, device=args.device)
-               if p.failed]
-        if bad:
-            for p in bad:
-                print(f"fastpipes bench: {p.name}: {p.reason}", file=sys.stderr)
-            print("fastpipes bench: nothing was run; fix --recipes / --set "
-                  "(see: fastpipes recipes list)", file=sys.stderr)
-            return 2
+    bad = [p for p in plan(args.family, recipes, args.overrides, device=args.device)
+           if p.failed] if recipes else []
+    return recipes, [f"{p.name}: {p.reason}" for p in bad] + (
+        ["nothing was run; fix --recipes / --set (see: fastpipes recipes list)"] if bad else [])
+
+
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        print(f"fastpipes bench: {line}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, write the files asked for. Exit 1 if any failed."""
+    from rich.console import Console
+
+    from fastpipes.bench import WorkloadSpec, run_benchmark
+    from fastpipes.bench.outputs import write_outputs
+    from fastpipes.bench.render import profiles, table
+    from fastpipes.errors import FastpipesError
+
+    outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
+    problems = _problems(args, outputs)  # an empty value must not quietly mean "the default"
+    if problems:
+        _say(problems)
+        return 2
     try:
+        spec = WorkloadSpec(family=args.family, size=args.size, model=args.model,
+                            device=args.device, batch_size=args.batch_size, seed=args.seed,
+                            options=_options(args))
+        recipes, problems = _recipes(args)
+        if problems:
+            _say(problems)
+            return 2
         result = run_benchmark(spec, recipes, overrides=args.overrides, iters=args.iters,
                                warmup=args.warmup, threads=args.threads, max_time=args.max_time,
                                run_all=args.run_all, warm_start=args.warm_start,
@@ -232,18 +231,20 @@ def run(args: argparse.Namespace) -> int:
                                profile=args.profile, progress=not args.quiet,
                                command="fastpipes " + shlex.join(sys.argv[1:]))
     except FastpipesError as e:
-        print(f"fastpipes bench: {e}", file=sys.stderr)
+        _say([str(e)])
         return 2
+    console = Console()
+    if not console.is_terminal:  # logs and files: no folding of a wide table
+        console = Console(width=220)
     console.print(table(result))
     if args.profile:
         console.print(profiles(result), markup=False, highlight=False)
     wrote, failed = write_outputs(result, outputs)
     for line in wrote:
         console.print(line)
-    for line in failed:
-        print(f"fastpipes bench: {line}", file=sys.stderr)
+    _say(failed)
     if result.interrupted:
-        print("fastpipes bench: interrupted; the rows measured so far were kept"
-              + (" and written (marked interrupted)" if wrote else ""), file=sys.stderr)
+        _say(["interrupted; the rows measured so far were kept"
+              + (" and written (marked interrupted)" if wrote else "")])
         return 130
     return 1 if failed or any(c.status in ("failed", "cut") for c in result.configs) else 0

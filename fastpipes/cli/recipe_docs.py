@@ -35,9 +35,12 @@ def _default(f: dataclasses.Field) -> str:
 
 def _table(cls: type) -> list[str]:
     hints = typing.get_type_hints(cls)
+    # a registry, not a type: the families registered (fastpipes/families.py)
+    named = {"family": "one of: " + ", ".join(FAMILY_COMPONENTS)} if cls is RecipeHeader else {}
     rows = ["| key | type | default |", "|---|---|---|"]
     for f in dataclasses.fields(cls):
-        rows.append(f"| `{f.name}` | {type_name(hints[f.name])} | `{_default(f)}` |")
+        kind = named.get(f.name) or type_name(hints[f.name])
+        rows.append(f"| `{f.name}` | {kind} | `{_default(f)}` |")
     return rows
 
 
@@ -56,7 +59,7 @@ def generate() -> str:
         "one mapping (YAML would keep only the last copy); two `--set` overrides of the same "
         "key, or of a key and a section around it (`compile=3` with `compile.mode=default`); "
         "and, in a recipe that names its `family`, a `components` entry that family does not "
-        "have (" + "; ".join(f"{f.value}: {', '.join(c)}" for f, c in FAMILY_COMPONENTS.items())
+        "have (" + "; ".join(f"{f}: {', '.join(c)}" for f, c in FAMILY_COMPONENTS.items() if c)
         + "). A file that is not a recipe at all (not a mapping, or none of its keys a recipe "
         "key) is named as such; nothing of its content is shown.",
         "",
@@ -87,7 +90,7 @@ def bars_table() -> str:
     for name, cls in ADAPTERS.items():
         if cls.BARS:
             cells = ["<br>".join(str(b) for b in cls.BARS[c]) for c in classes]
-            out.append(f"| {cls.family.value} ({name}) | " + " | ".join(cells) + " |")
+            out.append(f"| {cls.family} ({name}) | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 

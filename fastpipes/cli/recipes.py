@@ -9,15 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from fastpipes.errors import FastpipesError, RecipeError
+from fastpipes.recipe.schema import FAMILY_COMPONENTS, GENERIC
 
 
 def add_parser(sub) -> None:
-    from fastpipes.recipe.schema import Family
-
     p = sub.add_parser("recipes", help="list, show, validate or start recipes")
     rs = p.add_subparsers(dest="recipes_command", metavar="ACTION", required=True)
     ls = rs.add_parser("list", help="built-in and FASTPIPES_RECIPE_PATH recipes")
-    families = [f.value for f in Family]  # an unknown family is an error, not an empty table
+    families = FAMILY_COMPONENTS.names()  # an unknown family is an error, not an empty table
     ls.add_argument("--family", choices=families, metavar="FAMILY",
                     help=f"only this family: {', '.join(families)}")
     ls.set_defaults(func=run_list)
@@ -68,7 +67,7 @@ def run_list(args) -> int:
         except FastpipesError as e:  # one broken file must not hide the others
             t.add_row(name, "?", "?", "[red]invalid[/]", cut(_first_problem(e)))
             continue
-        if args.family and r.family.value != args.family:
+        if args.family and r.family != args.family:
             continue
         device = "cuda" if info.cuda_devices else "cpu"
         unmet = unmet_requirements(r.requires, info, device)
@@ -77,7 +76,7 @@ def run_list(args) -> int:
             fit = "[red]needs CUDA[/]" if device == "cpu" else "[red]other device[/]"
         if r.requires.ipex and ipex_unavailable():
             fit, no_ipex = "[red]no IPEX[/]", ipex_unavailable()
-        t.add_row(name, r.family.value, r.precision_class.value, fit,
+        t.add_row(name, r.family, r.precision_class.value, fit,
                   cut(" ".join(r.description.split())))
     console.print(t)  # and the notes wrapped at the terminal's width, between words
     say = lambda text: console.print(escape(text), highlight=False)  # noqa: E731
@@ -123,7 +122,7 @@ def run_validate(args) -> int:
             print(f"{f}: INVALID\n{e}", file=sys.stderr)
             continue
         passes = ", ".join(n for n in r.sections) or "no passes"
-        print(f"{f}: ok (recipe {r.name!r}, family {r.family.value}, passes: {passes})")
+        print(f"{f}: ok (recipe {r.name!r}, family {r.family}, passes: {passes})")
     return 1 if bad else 0
 
 
@@ -191,7 +190,7 @@ def run_new(args) -> int:
     starter = STARTER.format(
         name=args.name, name_yaml=_scalar(args.name), base_text=repr(args.base), file=out,
         description=json.dumps(f"{args.base} with my changes"), base_yaml=_scalar(base_ref),
-        family=base.family.value if base.family.value != "generic" else "sam",
+        family=base.family if base.family != GENERIC else "sam",
         body="\n".join(f"# {line}" for line in text.splitlines()))
     # written next to `out` (so a relative base resolves as it will there), validated, then
     # moved into place: a starter that does not validate is never left behind

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from fastpipes.pipelines.base import Adapter, Bar, register_adapter
-from fastpipes.recipe.schema import Family, PrecisionClass
+from fastpipes.pipelines.base import Adapter, Bar
+from fastpipes.recipe.schema import PrecisionClass
 
 _ERR = "relative L2 error of the outputs"
 GENERIC_BARS = {
@@ -20,10 +20,9 @@ GENERIC_BARS = {
 }
 
 
-@register_adapter
 class GenericAdapter(Adapter):
     name = "generic"
-    family = Family.generic
+    family = "generic"
     description = "any torch.nn.Module, as one component named 'model'"
     priority = -100  # the last resort: family adapters match first
     BARS = GENERIC_BARS

@@ -23,36 +23,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fastpipes.bench.workloads.base import Workload, WorkloadSpec, register_workload
+from fastpipes.bench.workloads.base import Workload, WorkloadSpec
 from fastpipes.errors import BenchmarkError
+from fastpipes.generic.toy import SIZES
 
-# size -> (channels, image side, hidden width)
-SIZES = {"tiny": (8, 16, 64), "small": (32, 64, 256), "full": (64, 128, 1024)}
-
-
-class ToyNet(nn.Module):
-    def __init__(self, channels: int, side: int, hidden: int, classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, stride=2)
-        self.mlp = nn.Sequential(nn.Linear(channels * (side // 2) ** 2, hidden), nn.GELU(),
-                                 nn.Linear(hidden, classes))
-
-    graph_break = False  # set by the workload's graph_break option
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, 3, H, W]
-        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))  # [B, C, H/2, W/2]
-        if self.graph_break:
-            torch._dynamo.graph_break()
-        return self.mlp(x.flatten(1))  # [B, classes]
-
-
-@register_workload
 class ToyWorkload(Workload):
     """Fidelity is the generic adapter's: relative error of the logits, by class bars."""
 
-    family = "toy"
     unit = "images"
     bound = "compute"
     OPTIONS = {"raise_in_run": (bool, "every run raises (a crashing configuration)"),
@@ -73,8 +50,7 @@ class ToyWorkload(Workload):
                 f"{self.side}x{self.side} input, hidden {self.hidden}), batch {self.spec.batch_size}")
 
     def build(self) -> nn.Module:
-        torch.manual_seed(self.spec.seed)
-        net = ToyNet(self.channels, self.side, self.hidden).eval().to(self.spec.device)
+        net = super().build()
         net.graph_break = bool(self.spec.options.get("graph_break"))
         return net
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from fastpipes.bench.workloads.base import Workload, WorkloadSpec, register_workload
+from fastpipes.bench.workloads.base import Workload, WorkloadSpec
 from fastpipes.errors import BenchmarkError
-from fastpipes.llama.pipeline import LLAMA_SHAPES, LlamaAdapter, build_llama, decode_weight_bytes
+from fastpipes.family import BuildSpec
+from fastpipes.llama.pipeline import LLAMA_SHAPES, LlamaAdapter, decode_weight_bytes
 from fastpipes.llama.reference import (REFERENCE_MODELS, heldout_batches,
                                                  heldout_tokens, reference_dir, teacher_forced)
 
@@ -41,9 +42,7 @@ class _Clock:
         pass
 
 
-@register_workload
 class LlamaWorkload(Workload):
-    family = "llama"
     unit = "tokens"
     bound = "memory"
     OPTIONS = {"prompt_len": (int, "prompt tokens (default 32)"),
@@ -113,10 +112,9 @@ class LlamaWorkload(Workload):
         return (f"{Path(self.model_name).name}{built}{weights}: {self.prompt_len} prompt + "
                 f"{self.new_tokens} new tokens, greedy, batch {self.spec.batch_size}")
 
-    def build(self) -> Any:
-        return build_llama(str(self._dir()) if self.trained_here else self.model_name,
-                           seed=self.spec.seed,
-                           dtype=getattr(torch, self.build_dtype), device=self.spec.device)
+    def build_spec(self) -> BuildSpec:
+        return replace(super().build_spec(),
+                       model=str(self._dir()) if self.trained_here else self.model_name)
 
     def build_for(self, recipe: Any) -> Any:
         """A directory with a weight-only recipe is quantized layer by layer while it is read
@@ -126,9 +124,8 @@ class LlamaWorkload(Workload):
             return self.build()
         from fastpipes.recipe.load import load_recipe
 
-        return build_llama(str(self._dir()) if self.trained_here else self.model_name,
-                           seed=self.spec.seed, dtype=getattr(torch, self.build_dtype),
-                           quantize=load_recipe(recipe).section("quantize"))
+        quantize = load_recipe(recipe).section("quantize")
+        return self.description.build(replace(self.build_spec(), quantize=quantize))
 
     def inputs(self, pipe: Any) -> dict[str, Any]:
         inputs = LlamaAdapter(pipe).example_inputs(self.prompt_len, self.new_tokens,

@@ -14,12 +14,12 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
-from fastpipes.pipelines.base import (Adapter, AttentionSite, Bar, Fidelity, judge, register_adapter,
+from fastpipes.pipelines.base import (Adapter, AttentionSite, Bar, Fidelity, judge,
                                       seeded_generator)
 from fastpipes.llama.hf_dir import load_causal_lm, transformers_version
 from fastpipes.llama.reference import (REFERENCE_MODELS, perplexity, reference_dir,
                                                  top1_agreement)
-from fastpipes.recipe.schema import Family, PrecisionClass
+from fastpipes.recipe.schema import PrecisionClass
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -202,10 +202,9 @@ def compare_logits(ref: torch.Tensor, out: torch.Tensor, prompt_len: int) -> dic
             "fp32_top1_margin_median": margin}
 
 
-@register_adapter
 class LlamaAdapter(Adapter):
     name = "llama"
-    family = Family.llama
+    family = "llama"
     description = "transformers LlamaForCausalLM (or a llama-like *ForCausalLM), or a "\
                   "text-generation pipeline holding one"
     priority = 10

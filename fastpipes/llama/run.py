@@ -18,7 +18,7 @@ import torch
 
 from fastpipes.bounds import BOUNDS, check_float, check_int, read_capped
 from fastpipes.errors import InputError
-from fastpipes.run.base import Item, Job, job_recipe
+from fastpipes.run.base import Flag, Item, Job, job_recipe
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir, atomic_write_lines
 from fastpipes.run.prompts import read_prompts
@@ -69,6 +69,22 @@ class LlamaJob(Job):
     family: ClassVar[str] = "llama"
     result_file: ClassVar[str] = "completions.jsonl"
     input_fields: ClassVar[tuple[str, ...]] = ("prompts",)
+    SUMMARY: ClassVar[str] = "complete prompts"
+    MODEL_HELP: ClassVar[str] = ("a local Hugging Face model directory with a tokenizer (with "
+                                 "--random-weights: tiny, llama-3.2-1b or llama-2-7b)")
+    FLAGS: ClassVar[tuple[Flag, ...]] = (
+        Flag("--prompts", required=True, metavar="FILE",
+             help="one prompt per line, or JSON lines with prompt and optional seed, "
+                  "max_new_tokens"),
+        Flag("--max-new-tokens", type=int, default=128),
+        Flag("--sample", action="store_true",
+             help="sample (seeded per prompt) instead of greedy decoding"),
+        Flag("--temperature", type=float, default=0.8),
+        Flag("--top-p", type=float, default=0.95))
+
+    @classmethod
+    def run_cli(cls, flags: dict[str, Any], common: dict[str, Any]) -> RunSummary:
+        return run_llama(**flags, **common)
 
     def check(self) -> None:
         from fastpipes.llama.pipeline import LLAMA_SHAPES
@@ -118,17 +134,17 @@ class LlamaJob(Job):
         return items
 
     def build(self) -> LlamaPipe:
-        from fastpipes.llama.pipeline import build_llama, load_tokenizer
+        from fastpipes.llama.pipeline import load_tokenizer
 
         if self.random_weights:
-            model = build_llama(self.model, seed=self.seed, device=self.device)
+            model = self.build_pipeline(model=self.model, seed=self.seed)
             tok = ByteTokenizer(model.config.bos_token_id, model.config.eos_token_id)
         else:
             path = Path(self.model).expanduser()
             # a weight-only recipe on CPU: quantized layer by layer while the directory is read
             quantize = None if self.recipe in ("auto", "none") or self.device != "cpu" else \
                 job_recipe(self).section("quantize")
-            model = build_llama(str(path), device=self.device, quantize=quantize)
+            model = self.build_pipeline(model=str(path), quantize=quantize)
             tok = load_tokenizer(path)
             if tok is None:
                 raise InputError(f"{path} has no tokenizer (tokenizer.json or "

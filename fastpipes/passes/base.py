@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from fastpipes.recipe.schema import SECTIONS, Section
 from fastpipes.registry import Registry
 
-if TYPE_CHECKING:  # imports flow one way: pipelines import passes, not the reverse
+if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
     from fastpipes.hardware import MachineInfo
-    from fastpipes.pipelines.base import Adapter
+    from fastpipes.passes.structure import PipelineStructure
     from fastpipes.recipe.schema import Recipe
     from fastpipes.report import Report
     from fastpipes.snapshot import Snapshot
@@ -70,7 +70,7 @@ class PassContext:
     """What a pass sees: the pipeline, its adapter, the machine, the recipe and the report."""
 
     pipe: Any
-    adapter: "Adapter"
+    adapter: "PipelineStructure"
     hardware: "MachineInfo"
     recipe: "Recipe"
     report: "Report"

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from fastpipes.errors import ConflictError, HardwareError, PreflightError, Problem
 from fastpipes.hardware import unmet_requirements, wrong_device
 from fastpipes.passes.order import conflicts, ordered
-from fastpipes.recipe.schema import Family, PrecisionClass, Recipe
+from fastpipes.recipe.schema import GENERIC, PrecisionClass, Recipe
 
 if TYPE_CHECKING:
     from fastpipes.hardware import MachineInfo
-    from fastpipes.pipelines.base import Adapter
+    from fastpipes.passes.structure import PipelineStructure
 
 # what accelerate() leaves on each component it changed the numerics of (a module
 # attribute, so a failed accelerate's snapshot restore removes it again)
@@ -33,7 +33,7 @@ class Target:
     """What a recipe is about to be applied to; handed to each section's ``preflight``."""
 
     recipe: Recipe
-    adapter: "Adapter"
+    adapter: "PipelineStructure"
     hardware: "MachineInfo"
 
     def problem(self, key: str, message: str, allowed: str = "") -> Problem:
@@ -72,7 +72,8 @@ def _reaccelerated(target: Target) -> list[Problem]:
     return out
 
 
-def mark_numerics(adapter: "Adapter", recipe: Recipe, applied: list[str]) -> None:
+def mark_numerics(adapter: "PipelineStructure", recipe: Recipe,
+                  applied: list[str]) -> None:
     """Record, on each component, the numerics-changing passes just applied to it."""
     comps = adapter.components()
     target = Target(recipe, adapter, None)  # type: ignore[arg-type]
@@ -110,16 +111,16 @@ class Preflight:
         raise kind(self.problems, recipe=self.recipe.name)
 
 
-def check(recipe: Recipe, adapter: "Adapter", hardware: "MachineInfo",
+def check(recipe: Recipe, adapter: "PipelineStructure", hardware: "MachineInfo",
           strict: bool = False) -> Preflight:
     """Everything that stops `recipe` on this pipeline and machine, and what to warn about."""
     target = Target(recipe, adapter, hardware)
     found = Preflight(recipe)
-    if recipe.family not in (Family.generic, adapter.family):
+    if recipe.family not in (GENERIC, adapter.family):
         found.other.append(target.problem(
-            "family", f"the recipe is for {recipe.family.value} pipelines, but this is a "
-                      f"{adapter.family.value} pipeline ({adapter.name})",
-            f"a {adapter.family.value} or generic recipe (fastpipes recipes list)"))
+            "family", f"the recipe is for {recipe.family} pipelines, but this is a "
+                      f"{adapter.family} pipeline ({adapter.name})",
+            f"a {adapter.family} or generic recipe (fastpipes recipes list)"))
     found.conflicts += conflicts(recipe) + _reaccelerated(target)
     for name in ordered(recipe):
         section = recipe.sections[name]

@@ -12,30 +12,16 @@ Third-party libraries are imported lazily inside adapters' methods.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn as nn
 
 from fastpipes.errors import UnsupportedPipelineError
-from fastpipes.recipe.schema import Family, PrecisionClass
+from fastpipes.passes.structure import AttentionSite  # noqa: F401  (re-exported: adapters name it here)
+from fastpipes.recipe.schema import GENERIC, PrecisionClass
 from fastpipes.registry import Registry
-
-
-@dataclass
-class AttentionSite:
-    """A group of attention modules of one kind inside one component.
-
-    ``kind`` selects the attention pass's handler: "sam_relpos" (segment-anything
-    image-encoder Attention), "diffusers" (diffusers Attention + processors), "hf"
-    (transformers attn_implementation), ...
-    """
-
-    kind: str
-    component: str
-    modules: list[tuple[str, nn.Module]] = field(default_factory=list)
-    owner: Any = None  # the object the handler configures (e.g. a transformers model)
 
 
 # ---- fidelity: bars per precision class, and the verdict --------------------------------------
@@ -94,10 +80,15 @@ def relative_error(reference: torch.Tensor, output: torch.Tensor) -> float:
 # ---- the adapter contract --------------------------------------------------------------------
 
 class Adapter:
-    """Base class of pipeline adapters. Subclasses set the ClassVars and override methods."""
+    """Base class of pipeline adapters. Subclasses set the ClassVars and override methods.
+
+    Its structural part (components, attention sites, entry points, setters) is what the
+    passes see: :class:`fastpipes.passes.structure.PipelineStructure`. The rest exercises and
+    judges the pipeline (example inputs, one call, the fidelity view and the bars).
+    """
 
     name: ClassVar[str] = "adapter"
-    family: ClassVar[Family] = Family.generic
+    family: ClassVar[str] = GENERIC  # the recipe family it serves (fastpipes/family.py)
     description: ClassVar[str] = ""
     priority: ClassVar[int] = 0  # higher is tried first
     # the family's fidelity bars, stated per precision class before any run

@@ -21,26 +21,15 @@ from typing import Any
 from fastpipes.registry import Registry
 
 
-class Family(str, Enum):
-    """Which pipeline family a recipe is written for; ``generic`` recipes fit any model
-    (any ``torch.nn.Module``, seen by fastpipes as one component named ``model``)."""
+GENERIC = "generic"  # the family of recipes that fit any model (any ``torch.nn.Module``)
 
-    sam = "sam"
-    sdxl = "sdxl"
-    llama = "llama"
-    generic = "generic"
-
-
-# The component names a family's pipelines can have (what its adapter in fastpipes.pipelines
-# offers; tests/test_recipe_validate.py checks the adapters against this). A recipe that names
-# its family is checked against it when it loads, so `components: [nope]` fails `recipes
-# validate`, not accelerate(). generic recipes fit any model and are checked at accelerate().
-FAMILY_COMPONENTS: dict[Family, tuple[str, ...]] = {
-    Family.sam: ("image_encoder", "prompt_encoder", "mask_decoder"),
-    Family.sdxl: ("unet", "transformer", "vae", "vae_decoder", "text_encoder", "text_encoder_2",
-                  "text_encoder_3"),
-    Family.llama: ("model",),
-}
+# The pipeline families a recipe may name (``family:``), each with the component names its
+# pipelines can have: None for generic recipes, which fit any model (the model is one component
+# named ``model``) and are checked at accelerate(). Filled by the family descriptions
+# (fastpipes/family.py) as the passes fill SECTIONS, so the list of allowed families lives in
+# one place. A recipe that names its family is checked against it when it loads, so
+# `components: [nope]` fails `recipes validate`, not accelerate().
+FAMILY_COMPONENTS: Registry[tuple[str, ...] | None] = Registry("pipeline family")
 
 
 class PrecisionClass(str, Enum):
@@ -94,7 +83,7 @@ class RecipeHeader:
 
     name: str = ""
     description: str = ""
-    family: Family = Family.generic
+    family: str = GENERIC  # a registered family (FAMILY_COMPONENTS)
     base: str | None = None  # a built-in recipe name or a path relative to this file
     requires: Requires = field(default_factory=Requires)
     # keep the originals accelerate() needs to undo a failure on disk, not in memory: a cast
@@ -166,7 +155,7 @@ class Recipe:
 
     name: str
     description: str = ""
-    family: Family = Family.generic
+    family: str = GENERIC  # a registered family (FAMILY_COMPONENTS)
     requires: Requires = field(default_factory=Requires)
     low_memory: bool = False
     sections: dict[str, Section] = field(default_factory=dict)

@@ -19,8 +19,8 @@ from enum import Enum
 from typing import Any, Union
 
 from fastpipes.errors import Problem
-from fastpipes.recipe.schema import (FAMILY_COMPONENTS, HEADER_KEYS, SECTIONS, Family,
-                                     RecipeHeader, Section)
+from fastpipes.recipe.schema import (FAMILY_COMPONENTS, HEADER_KEYS, SECTIONS, RecipeHeader,
+                                     Section)
 from fastpipes.registry import did_you_mean
 
 
@@ -200,8 +200,10 @@ def check_recipe_mapping(raw: Any, file: str) -> list[Problem]:
     if not isinstance(raw, dict):
         return not_a_recipe(raw, file)
     out = check_interpolation(raw, file)
-    header = {k: v for k, v in raw.items() if k in HEADER_KEYS}
+    header = {k: v for k, v in raw.items() if k in HEADER_KEYS and k != "family"}
     check_mapping(RecipeHeader, header, "", file, out)
+    if "family" in raw:
+        check_family(raw["family"], file, out)
     allowed = list(HEADER_KEYS) + SECTIONS.names()
     for k, v in raw.items():
         if k in HEADER_KEYS:
@@ -214,16 +216,26 @@ def check_recipe_mapping(raw: Any, file: str) -> list[Problem]:
     return out
 
 
-def check_components(family: Family, sections: dict[str, Section]
+def check_family(value: Any, file: str, out: list[Problem]) -> None:
+    """A Problem in `out` unless `value` names a registered family (FAMILY_COMPONENTS, filled
+    by the family descriptions the way the passes fill SECTIONS)."""
+    names = FAMILY_COMPONENTS.names()
+    if not (isinstance(value, str) and value in names):
+        hint = did_you_mean(value, names) if isinstance(value, str) else ""
+        out.append(Problem(file, "family", f"unknown value {_show(value)}{hint}",
+                           "one of: " + ", ".join(names)))
+
+
+def check_components(family: str, sections: dict[str, Section]
                      ) -> list[tuple[str, str, str]]:
     """(key, message, allowed) for each component a section names that pipelines of
     `family` do not have (nothing for generic recipes, which fit any model)."""
-    known = FAMILY_COMPONENTS.get(family)
+    known = FAMILY_COMPONENTS.get(family) if family in FAMILY_COMPONENTS else None
     out = []
     for name, sec in sections.items() if known else ():
         for i, comp in enumerate(getattr(sec, "components", None) or []):
             if comp not in known:
-                out.append((f"{name}.components[{i}]", f"unknown {family.value} component "
+                out.append((f"{name}.components[{i}]", f"unknown {family} component "
                             f"{_show(comp)}{did_you_mean(comp, known)}", ", ".join(known)))
     return out
 

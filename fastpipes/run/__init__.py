@@ -8,6 +8,9 @@ building block for your own Ray Data pipelines).
 >>> summary = fastpipes.run_sam("photos/", "out/", everything=True, model="vit_b",
 ...                             checkpoint="sam_vit_b_01ec64.pth")  # doctest: +SKIP
 >>> print(summary)                                                  # doctest: +SKIP
+
+The command line finds each family's job through its description (fastpipes/family.py); the
+re-exports below are the Python API, not a registration.
 """
 from fastpipes.sam.amg import AmgConfig, generate_masks
 from fastpipes.run.base import Item, ItemResult, Job, Worker

@@ -15,16 +15,20 @@ import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, ContextManager
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager
 
 import torch
 
 from fastpipes.api import accelerate
 from fastpipes.bounds import first_nonfinite
 from fastpipes.errors import FastpipesError, InputError
+from fastpipes.family import FAMILIES, BuildSpec
 from fastpipes.recipe.load import load_recipe
-from fastpipes.recipe.schema import Family
+from fastpipes.recipe.schema import GENERIC
 from fastpipes.run.outdir import OutDir
+
+if TYPE_CHECKING:
+    from fastpipes.run.jobs import RunSummary
 
 @dataclass(frozen=True)
 class Item:
@@ -44,6 +48,27 @@ class ItemResult:
     record: dict = field(default_factory=dict)  # gathered by Job.finalize
     error: dict = field(default_factory=dict)  # {"type", "message", "input"}
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One ``fastpipes run FAMILY`` flag of a family's own, declared next to the job that
+    reads it (``Job.FLAGS``); cli/run.py turns each into an argparse argument. The fields are
+    argparse's; a `type` that raises InputError makes its message the usage error."""
+
+    name: str  # "--points-per-side"
+    help: str = ""
+    type: Callable[[str], Any] | None = None
+    default: Any = None
+    metavar: str | None = None
+    required: bool = False
+    action: str | None = None  # "store_true" / "store_false" for a switch
+    dest: str | None = None  # default: the name without dashes, "-" as "_"
+
+    @property
+    def key(self) -> str:
+        """Where its value lands (the argparse dest)."""
+        return self.dest or self.name.lstrip("-").replace("-", "_")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +92,17 @@ class Job:
     result_file: ClassVar[str] = ""  # what finalize() writes, for the summary
     # fields that say where the inputs are: each item's payload holds what was read there
     input_fields: ClassVar[tuple[str, ...]] = ()
+    # the command line (``fastpipes run FAMILY``): what it does (its --help description),
+    # what --model means, and the family's own flags; the common ones are cli/run.py's
+    SUMMARY: ClassVar[str] = ""
+    MODEL_HELP: ClassVar[str] = ""
+    FLAGS: ClassVar[tuple[Flag, ...]] = ()
+
+    @classmethod
+    def run_cli(cls, flags: dict[str, Any], common: dict[str, Any]) -> "RunSummary":
+        """Run the job the command line asks for: `flags` holds the values of :data:`FLAGS`
+        by key, `common` the settings every run command has (out, model, recipe, engine...)."""
+        raise NotImplementedError
 
     # -- what a family defines ----------------------------------------------------------
     def check(self) -> None:
@@ -78,6 +114,11 @@ class Job:
     def build(self) -> Any:
         """The FP32 pipeline (what process() calls)."""
         raise NotImplementedError
+
+    def build_pipeline(self, **spec: Any) -> Any:
+        """The family's FP32 pipeline from its one builder (fastpipes/family.py), made on the
+        job's device; `spec`: the other BuildSpec fields (model, size, seed, checkpoint...)."""
+        return FAMILIES.get(self.family).build(BuildSpec(device=self.device, **spec))
 
     def target(self, pipe: Any) -> Any:
         """What accelerate() is given (default: the pipeline itself)."""
@@ -163,8 +204,8 @@ def job_recipe(job: Job) -> Any:
             raise InputError("--recipe none applies nothing, so --set has nothing to change")
         return load_recipe({"name": "none (FP32 eager)", "family": job.family})
     rec = load_recipe(job.recipe, list(job.overrides))
-    if rec.family not in (Family.generic, Family(job.family)):
-        raise InputError(f"recipe {rec.name!r} is for {rec.family.value} pipelines, not "
+    if rec.family not in (GENERIC, job.family):
+        raise InputError(f"recipe {rec.name!r} is for {rec.family} pipelines, not "
                          f"{job.family}; pick a {job.family} or generic recipe "
                          "(fastpipes recipes list), or none for FP32 eager")
     return rec

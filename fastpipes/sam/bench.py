@@ -7,21 +7,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from fastpipes.bench.workloads.base import Workload, register_workload
+from fastpipes.bench.workloads.base import Workload
+from fastpipes.family import BuildSpec
 from fastpipes.sam.click import PROMPTS, ClickMixin
 from fastpipes.errors import BenchmarkError, InputError
 from fastpipes.sam.inputs import sam_inputs, smooth_images
-from fastpipes.sam.pipeline import SamShape, build_sam, sam_of
+from fastpipes.sam.pipeline import SamShape, sam_of
 from fastpipes.sam.predictor import SamPredictor
 
 
-@register_workload
 class SamWorkload(Workload):
     """SAM image encoder on a seeded batch of images (``--size tiny`` for tests)."""
 
-    family = "sam"
     unit = "images"
     bound = "compute"
     OPTIONS = {"checkpoint": (str, "a local SAM checkpoint (.pth) instead of random weights"),
@@ -67,8 +65,8 @@ class SamWorkload(Workload):
         return (f"SAM {self.model_name} image encoder, {shape.image_size}x{shape.image_size}, "
                 f"batch {self.spec.batch_size}")
 
-    def build(self) -> nn.Module:
-        return build_sam(self.model_name, self.spec.options.get("checkpoint"),
+    def build_spec(self) -> BuildSpec:
+        return BuildSpec(model=self.model_name, checkpoint=self.spec.options.get("checkpoint"),
                          seed=self.spec.seed, device=self.spec.device)
 
     def _images_uint8(self, size: int) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ from fastpipes.errors import BenchmarkError
 from fastpipes.pipelines.base import Fidelity, judge
 from fastpipes.sam.click_casts import weight_casts_per_call
 from fastpipes.sam.inputs import mask_iou, seeded_features
-from fastpipes.sam.pipeline import SAM_BARS, SamShape, build_sam
+from fastpipes.sam.pipeline import SAM_BARS, SamShape
 from fastpipes.sam.predictor import SamPredictor
 from fastpipes.recipe.schema import PrecisionClass
 
@@ -156,8 +156,7 @@ class ClickMixin:
                 f"{self.prompt_kind} prompt, {masks}, {w}x{h} picture, fixed seeded embedding")
 
     def build(self) -> SamPredictor:
-        return SamPredictor(build_sam(self.model_name, self.spec.options.get("checkpoint"),
-                                      seed=self.spec.seed).to(self.spec.device))
+        return SamPredictor(super().build())
 
     def inputs(self, pipe: SamPredictor) -> dict[str, Any]:
         pipe.set_features(seeded_features(pipe.model, self.spec.seed), self.original_size)

@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import FastpipesError, InputError
-from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, register_adapter, relative_error
-from fastpipes.recipe.schema import Family, PrecisionClass
+from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, relative_error
+from fastpipes.recipe.schema import PrecisionClass
 from fastpipes.sam.inputs import click, decode_masks, mask_iou, sam_inputs, seeded_features, smooth_images
 from fastpipes.sam.predictor import SamPredictor as OurPredictor
 
@@ -264,7 +264,6 @@ SAM_BARS = {
 
 
 # ----------------------------------------------------------------------------- adapter
-@register_adapter
 class SamAdapter(Adapter):
     """segment-anything: ``Sam``, ``SamPredictor``, ``SamAutomaticMaskGenerator`` or
     :class:`fastpipes.sam.predictor.SamPredictor`.
@@ -274,7 +273,7 @@ class SamAdapter(Adapter):
     """
 
     name = "sam"
-    family = Family.sam
+    family = "sam"
     description = "segment-anything Sam / SamPredictor / SamAutomaticMaskGenerator"
     priority = 10
     BARS = SAM_BARS

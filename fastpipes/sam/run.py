@@ -21,7 +21,7 @@ import numpy as np
 from fastpipes.bounds import check_float, check_int, read_capped
 from fastpipes.errors import InputError
 from fastpipes.sam.amg import AmgConfig, generate_masks
-from fastpipes.run.base import Item, Job
+from fastpipes.run.base import Flag, Item, Job
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir, atomic_write_lines
 from fastpipes.sam.image_io import (decode_rle, encode_rle, image_keys, list_images, load_image,
@@ -137,6 +137,39 @@ def _read_prompt_file(path: str) -> dict:
 
 
 # ---------------------------------------------------------------------------- the job
+_AMG = AmgConfig()
+# --everything's settings: (flag, AmgConfig field, what it means)
+AMG_FLAGS = (("--points-per-side", "points_per_side", "grid of N x N prompts"),
+             ("--points-per-batch", "points_per_batch", "prompts decoded at once"),
+             ("--pred-iou-thresh", "pred_iou_thresh",
+              "keep masks whose predicted IoU is above this"),
+             ("--stability-thresh", "stability_score_thresh",
+              "... and whose stability score is at least this"),
+             ("--box-nms-thresh", "box_nms_thresh",
+              "box IoU above which the lower-scoring mask is a duplicate"),
+             ("--crop-layers", "crop_n_layers", "also segment 2**i x 2**i crops, i = 1..N"))
+FLAGS = (
+    Flag("--images", required=True, metavar="DIR|GLOB",
+         help="a directory (PNG/JPEG, recursively), a quoted glob, or a file"),
+    Flag("--points", type=parse_points, metavar="X,Y[,L];...",
+         help="one prompt of these points on every image (label 1 foreground, 0 background)"),
+    Flag("--boxes", type=parse_boxes, metavar="X0,Y0,X1,Y1;...",
+         help="one prompt per box on every image"),
+    Flag("--prompts", metavar="FILE.json", help="per-image prompts: {\"name.jpg\": "
+         "[{\"points\": [[x, y]], \"labels\": [1]}, {\"box\": [x0, y0, x1, y1]}], \"*\": [...]}"),
+    Flag("--everything", action="store_true",
+         help="automatic mask generation: a grid of point prompts, deduplicated"),
+    *(Flag(flag, type=type(getattr(_AMG, name)), default=getattr(_AMG, name), dest=name,
+           metavar="N" if isinstance(getattr(_AMG, name), int) else "X",
+           help=f"--everything: {text} (default {getattr(_AMG, name):g})")
+      for flag, name, text in AMG_FLAGS),
+    Flag("--all-masks", action="store_true",
+         help="keep SAM's three candidate masks per prompt, not only the best"),
+    Flag("--no-png", action="store_false", dest="png",
+         help="masks only as RLE in masks.json (no PNG per mask)"),
+    Flag("--checkpoint", help="local SAM checkpoint (.pth) of --model"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class SamJob(Job):
     """Segment images: one of points/boxes (the same prompts on every image),
@@ -155,6 +188,15 @@ class SamJob(Job):
     family: ClassVar[str] = "sam"
     result_file: ClassVar[str] = "masks.json"
     input_fields: ClassVar[tuple[str, ...]] = ("images", "prompt_file")
+    SUMMARY: ClassVar[str] = ("segment images (point / box prompts, a per-image prompt file, "
+                              "or everything)")
+    MODEL_HELP: ClassVar[str] = "vit_b (default), vit_l or vit_h (tiny: a test shape)"
+    FLAGS: ClassVar[tuple[Flag, ...]] = FLAGS
+
+    @classmethod
+    def run_cli(cls, flags: dict[str, Any], common: dict[str, Any]) -> RunSummary:
+        amg = {name: flags.pop(name) for _, name, _ in AMG_FLAGS}
+        return run_sam(**flags, amg=amg, **{**common, "model": common["model"] or "vit_b"})
 
     def check(self) -> None:
         from fastpipes.sam.pipeline import SamShape
@@ -203,11 +245,10 @@ class SamJob(Job):
         return items
 
     def build(self) -> Any:
-        from fastpipes.sam.pipeline import build_sam
         from fastpipes.sam.predictor import SamPredictor
 
-        sam = build_sam(self.model, self.checkpoint, seed=self.seed, device=self.device)
-        return SamPredictor(sam)
+        return SamPredictor(self.build_pipeline(model=self.model, checkpoint=self.checkpoint,
+                                                seed=self.seed))
 
     def modules(self, pipe: Any) -> dict[str, Any]:
         return {"": pipe.model}

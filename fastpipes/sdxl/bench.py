@@ -9,19 +9,17 @@ from typing import Any
 
 import torch
 
-from fastpipes.bench.workloads.base import Workload, WorkloadSpec, register_workload
+from fastpipes.bench.workloads.base import Workload, WorkloadSpec
 from fastpipes.errors import BenchmarkError
 from fastpipes.sdxl.pipeline import UnetInputs, unet_inputs, unet_step
-from fastpipes.sdxl.build import SIZES, build_sdxl
+from fastpipes.sdxl.build import SIZES
 
 
-@register_workload
 class SdxlWorkload(Workload):
     """``run`` is one UNet forward on the guidance batch; fidelity is the PSNR of that noise
     prediction vs FP32 and of the image of the end-to-end run ``extra_metrics`` times (same
     seed, prompt and initial latents in every configuration)."""
 
-    family = "sdxl"
     unit = "steps"
     bound = "compute"
     OPTIONS = {"resolution": (int, "image side in pixels (default 512; 64 at --size tiny)"),
@@ -47,10 +45,6 @@ class SdxlWorkload(Workload):
         b = 2 * self.spec.batch_size
         return (f"{what}: UNet {self.resolution}x{self.resolution}, guidance batch {b}, "
                 f"latents {self.resolution // 8}x{self.resolution // 8}; end-to-end {self.steps} steps")
-
-    def build(self) -> Any:
-        return build_sdxl(self.spec.size, self.spec.model, seed=self.spec.seed,
-                          device=self.spec.device)
 
     def inputs(self, pipe: Any) -> UnetInputs:
         made = unet_inputs(pipe, self.resolution, self.spec.batch_size, self.spec.seed)

@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, register_adapter
+from fastpipes.pipelines.base import Adapter, AttentionSite, Bar
 from fastpipes.sdxl.build import build_sdxl  # noqa: F401  (the usual entry point)
-from fastpipes.recipe.schema import Family, PrecisionClass
+from fastpipes.recipe.schema import PrecisionClass
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,7 +104,6 @@ def _is_diffusion_pipeline(obj: Any) -> bool:
     return isinstance(denoiser, nn.Module) and isinstance(getattr(obj, "vae", None), nn.Module)
 
 
-@register_adapter
 class DiffusersAdapter(Adapter):
     """StableDiffusionXL(Img2Img|Inpaint)Pipeline and any DiffusionPipeline with a `unet` or
     `transformer` plus a `vae`.
@@ -114,7 +113,7 @@ class DiffusersAdapter(Adapter):
     """
 
     name = "diffusers"
-    family = Family.sdxl
+    family = "sdxl"
     description = "diffusers pipelines with a unet or transformer plus a vae (SDXL and variants)"
     priority = 10
     BARS = SDXL_BARS

@@ -18,12 +18,16 @@ import torch
 
 from fastpipes.bounds import BOUNDS, check_float, check_int
 from fastpipes.errors import InputError
-from fastpipes.run.base import Item, Job
+from fastpipes.run.base import Flag, Item, Job
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir
 from fastpipes.run.prompts import read_prompts
 
 PER_PROMPT = {"seed", "steps", "guidance", "width", "height", "negative_prompt"}
+
+
+SIZE_HELP = ("pixels, a multiple of 8 (default: the model's: 1024 for SDXL and --random-weights "
+             "full, 256 for small, 64 for tiny)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +45,24 @@ class SdxlJob(Job):
     family: ClassVar[str] = "sdxl"
     result_file: ClassVar[str] = "settings.json"
     input_fields: ClassVar[tuple[str, ...]] = ("prompts",)
+    SUMMARY: ClassVar[str] = "generate an image per prompt"
+    MODEL_HELP: ClassVar[str] = ("a local diffusers SDXL directory (with --random-weights: "
+                                 "tiny, small or full)")
+    FLAGS: ClassVar[tuple[Flag, ...]] = (
+        Flag("--prompts", required=True, metavar="FILE",
+             help="one prompt per line, or JSON lines with prompt and optional seed, steps, "
+                  "guidance, width, height, negative_prompt"),
+        Flag("--steps", type=int, default=30,
+             help="denoising steps per image (default 30; fewer is faster and rougher)"),
+        Flag("--guidance", type=float, default=5.0,
+             help="classifier-free guidance scale (default 5.0)"),
+        Flag("--width", type=int, help=SIZE_HELP),
+        Flag("--height", type=int, help=SIZE_HELP),
+        Flag("--negative-prompt", default=""))
+
+    @classmethod
+    def run_cli(cls, flags: dict[str, Any], common: dict[str, Any]) -> RunSummary:
+        return run_sdxl(**flags, **common)
 
     def check(self) -> None:
         from fastpipes.sdxl.build import SIZES
@@ -68,12 +90,10 @@ class SdxlJob(Job):
         return items
 
     def build(self) -> Any:
-        from fastpipes.sdxl.pipeline import build_sdxl
-
         if self.random_weights:
-            pipe = build_sdxl(self.model, seed=self.seed, device=self.device)
+            pipe = self.build_pipeline(size=self.model, seed=self.seed)
         else:
-            pipe = build_sdxl(model=str(Path(self.model).expanduser()), device=self.device)
+            pipe = self.build_pipeline(model=str(Path(self.model).expanduser()))
         pipe.set_progress_bar_config(disable=True)  # the job shows its own progress
         return pipe.to(self.device)
 

@@ -1,13 +1,10 @@
-"""Benchmark workloads, one per family (``fastpipes/<family>/bench.py``), registered in :data:`WORKLOADS` on import.
+"""Benchmark workloads: the contract (``base``). Each family's workload lives in its folder
+(``fastpipes/<family>/bench.py``) and is named by the family's description (fastpipes/family.py);
+:data:`WORKLOADS` reads them from the family registry.
 
 Model libraries (segment-anything, diffusers, transformers) are imported only when a
 workload builds its pipeline.
 """
-import fastpipes.generic.bench  # noqa: F401  (each family's workload registers on import)
-import fastpipes.llama.bench  # noqa: F401
-import fastpipes.sam.bench  # noqa: F401
-import fastpipes.sdxl.bench  # noqa: F401
-from fastpipes.bench.workloads.base import (WORKLOADS, Workload, WorkloadSpec, get_workload,
-                                            register_workload)
+from fastpipes.bench.workloads.base import WORKLOADS, Workload, WorkloadSpec, get_workload
 
-__all__ = ["WORKLOADS", "Workload", "WorkloadSpec", "get_workload", "register_workload"]
+__all__ = ["WORKLOADS", "Workload", "WorkloadSpec", "get_workload"]

@@ -1,20 +1,23 @@
 """The contract between the benchmark harness and a pipeline family.
 
-A family (SAM, SDXL, Llama) provides a Workload; the harness builds a fresh FP32 pipeline
-per configuration, applies the recipe with ``fastpipes.accelerate``, times ``run`` on the
+A family (SAM, SDXL, Llama) provides a Workload, named by its description's ``bench``
+reference (fastpipes/family.py); the harness builds a fresh FP32 pipeline with the family's
+builder per configuration, applies the recipe with ``fastpipes.accelerate``, times ``run`` on the
 same inputs, and compares each output with the FP32 eager output. What fidelity looks at
 and how it is judged is the family adapter's (``fidelity_view`` / ``compare`` with its
 bars per precision class); a workload adds only what a benchmark needs beyond that.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from fastpipes.errors import BenchmarkError
+from fastpipes.family import BuildSpec, FamilyDescription, resolve, with_hook
 from fastpipes.pipelines.base import Adapter, Fidelity, find_adapter
 from fastpipes.recipe.schema import PrecisionClass
-from fastpipes.registry import Registry, did_you_mean
+from fastpipes.registry import did_you_mean
 
 
 @dataclass
@@ -33,7 +36,6 @@ class WorkloadSpec:
 class Workload:
     """Subclass per family. Everything here must be deterministic for a given spec."""
 
-    family: ClassVar[str] = ""
     unit: ClassVar[str] = "items"  # what throughput counts: images | steps | tokens
     bound: ClassVar[str] = "compute"  # compute (vs a GEMM ceiling) | memory (vs bandwidth)
     # the family options this workload reads (`--option key=value`, or `--key value`):
@@ -54,6 +56,16 @@ class Workload:
             raise BenchmarkError(f"wrong {spec.family} option type: {', '.join(wrong)}")
         self.spec = spec
 
+    @property
+    def family(self) -> str:
+        """The ``fastpipes bench`` sub-command this workload serves (e.g. "toy")."""
+        return self.spec.family
+
+    @property
+    def description(self) -> FamilyDescription:
+        """The family this workload benchmarks (its builder and adapter)."""
+        return with_hook("bench")[self.spec.family]
+
     def describe(self) -> str:
         """One line: model, shapes, batch (shown in the report header)."""
         raise NotImplementedError
@@ -63,9 +75,16 @@ class Workload:
         (e.g. a reference model trained here) and return the spec the workers get."""
         return self.spec
 
+    def build_spec(self) -> BuildSpec:
+        """What the family's builder is asked for (the spec's model, size, seed and device)."""
+        s = self.spec
+        return BuildSpec(model=s.model, size=s.size, seed=s.seed, device=s.device,
+                         dtype=self.build_dtype)
+
     def build(self) -> Any:
-        """A fresh, unmodified FP32 eager pipeline (same weights every call: seeded)."""
-        raise NotImplementedError
+        """A fresh, unmodified FP32 eager pipeline (same weights every call: seeded), made
+        by the family's builder on the spec's device."""
+        return self.description.build(self.build_spec())
 
     def build_for(self, recipe: Any) -> Any:
         """The pipeline `recipe` (None: the FP32 baseline) is applied to: :meth:`build`,
@@ -124,15 +143,26 @@ def _fits(value: Any, typ: type) -> bool:
     return isinstance(value, typ)
 
 
-WORKLOADS: Registry[type[Workload]] = Registry("benchmark family")
+class _Workloads(Mapping):
+    """Sub-command name -> Workload class of every registered family with a ``bench``
+    reference, read from the family registry at each use (a family registered later is in
+    it); a class is imported when it is first looked up."""
+
+    def __getitem__(self, name: str) -> type[Workload]:
+        return resolve(with_hook("bench")[name], "bench")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(with_hook("bench"))
+
+    def __len__(self) -> int:
+        return len(with_hook("bench"))
 
 
-def register_workload(cls: type[Workload]) -> type[Workload]:
-    return WORKLOADS.add(cls.family, cls)
+WORKLOADS: Mapping[str, type[Workload]] = _Workloads()
 
 
 def get_workload(spec: WorkloadSpec) -> Workload:
     """The family's workload for `spec`; BenchmarkError for an unknown family or options."""
     if spec.family not in WORKLOADS:
         raise BenchmarkError(f"unknown family {spec.family!r}; allowed: {', '.join(WORKLOADS)}")
-    return WORKLOADS.get(spec.family)(spec)
+    return WORKLOADS[spec.family](spec)

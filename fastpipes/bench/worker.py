@@ -17,6 +17,9 @@ import time
 import traceback
 from typing import Any, Callable
 
+from fastpipes.files import atomic_file, atomic_write
+from fastpipes.timing import timed
+
 
 class Events:
     """Append-only JSON-lines log the parent tails for live progress."""
@@ -29,21 +32,6 @@ class Events:
         with open(self.path, "a") as f:
             f.write(json.dumps({"t": time.time(), "phase": phase, "step": self.step,
                                 "steps": self.steps}) + "\n")
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def _timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t0, out
 
 
 def _attempt(notes: list[str], what: str, fn: Callable, *args) -> Any:
@@ -99,8 +87,7 @@ def _save_reference(workload: Any, pipe: Any, inputs: Any, output: Any, path: st
     import torch
 
     value = _view(workload, pipe, inputs, output)
-    torch.save(value, path + ".tmp")
-    os.replace(path + ".tmp", path)  # recipe workers never see a half-written reference
+    atomic_file(path, lambda tmp: torch.save(value, tmp))  # never half a reference
 
 
 def _fidelity(workload: Any, pipe: Any, inputs: Any, output: Any, path: str,
@@ -166,13 +153,13 @@ def run_config(job: dict, events: Events) -> dict:
     workload = get_workload(spec)
     out["workload"] = {"family": spec.family, "description": workload.describe(),
                        "unit": workload.unit, "bound": workload.bound}
-    t_build, pipe = _timed(lambda: workload.build_for(job["recipe"]), spec.device)
+    t_build, pipe = timed(lambda: workload.build_for(job["recipe"]), spec.device)
     out["build_s"] = t_build
     inputs = workload.inputs(pipe)
     klass = "exact"  # FP32 eager; a recipe row is judged by its applied passes' class
     if job["recipe"] is not None:
         events("accelerate", 1)
-        out["accelerate_s"], report = _timed(lambda: _accelerate(
+        out["accelerate_s"], report = timed(lambda: _accelerate(
             workload, pipe, inputs, job["recipe"], job.get("auto_overrides"),
             lambda text: events(f"auto: {text}")), spec.device)
         out["report"] = report.to_dict()
@@ -186,18 +173,18 @@ def run_config(job: dict, events: Events) -> dict:
 
     counts = cache_counts()
     events("first call (compile)", 1)
-    out["first_call_s"], output = _timed(call, spec.device)
+    out["first_call_s"], output = timed(call, spec.device)
     out["cache_counts"] = {k: v - counts[k] for k, v in cache_counts().items()
                            if v - counts[k]}
     if job["kind"] == "warm":  # a second start: only what it costs to get going again
         return out
     for _ in range(job["warmup"]):
         events("warm-up", 1)
-        _timed(call, spec.device)
+        timed(call, spec.device)
     times = []
     for _ in range(job["iters"]):
         events("timed", 1)
-        t, output = _timed(call, spec.device)
+        t, output = timed(call, spec.device)
         times.append(t)
     median = statistics.median(times)
     out["latency_s"] = {"median": median, "min": min(times), "max": max(times), "runs": times}
@@ -250,10 +237,8 @@ def main(argv: list[str]) -> int:
                   "reason": f"{type(e).__name__} during {events.phase}: {e}".strip(),
                   "traceback": traceback.format_exc()}
     result["peak_rss_mb"] = peak_rss_mb()
-    tmp = job["result"] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, default=str)
-    os.replace(tmp, job["result"])  # the parent never reads a half-written result
+    # the parent never reads a half-written result
+    atomic_write(job["result"], json.dumps(result, default=str))
     return 0
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from fastpipes.errors import FastpipesError, RecipeError
+from fastpipes.files import atomic_file
 
 
 def add_parser(sub) -> None:
@@ -195,21 +195,17 @@ def run_new(args) -> int:
         body="\n".join(f"# {line}" for line in text.splitlines()))
     # written next to `out` (so a relative base resolves as it will there), validated, then
     # moved into place: a starter that does not validate is never left behind
+    def write_checked(tmp: Path) -> None:
+        tmp.write_text(starter, encoding="utf-8")
+        try:
+            load_recipe(str(tmp))
+        except RecipeError as e:  # name the file the user asked for, not the temporary one
+            raise RecipeError([replace(p, file=str(out)) if Path(p.file) == tmp else p
+                               for p in e.problems], recipe=e.recipe) from None
+
     try:
-        fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix=f".{out.stem}-", dir=out.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(starter)
+        atomic_file(out, write_checked, suffix=".yaml")
     except OSError as e:
         raise FastpipesError(f"cannot write {out}: {e.strerror}") from None
-    try:
-        load_recipe(tmp)
-        os.replace(tmp, out)
-    except RecipeError as e:  # name the file the user asked for, not the temporary one
-        raise RecipeError([replace(p, file=str(out)) if Path(p.file) == Path(tmp) else p
-                           for p in e.problems], recipe=e.recipe) from None
-    except OSError as e:
-        raise FastpipesError(f"cannot write {out}: {e.strerror}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     print(f"wrote {out} (inherits {base_ref}); validate with: fastpipes recipes validate {out}")
     return 0

@@ -33,6 +33,7 @@ from fastpipes.apply import apply_recipe
 from fastpipes.auto_order import candidate_recipes  # noqa: F401  (its home before)
 from fastpipes.auto_search import (Decision, Excluded, Trial, TrialStatus, _stderr, search,
                                    summary)
+from fastpipes.bounds import fits_type
 from fastpipes.cache import cache_dir, private_dir, untrusted
 from fastpipes.errors import CacheError, InputError
 from fastpipes.files import atomic_write
@@ -81,7 +82,7 @@ def decision_key(modules: dict[str, torch.nn.Module], inputs: Any, candidates: l
 
 
 def _number(value: Any) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    return value is None or fits_type(value, float)
 
 
 def _invalid(data: Any, key: str, candidates: list[str]) -> str:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from fastpipes.bench.result import CUT, FAILED
+from fastpipes.cache import CACHE_ENV, INDUCTOR_ENV
 
 WORKDIR_PREFIX = "fastpipes-bench-"
 OWNER_FILE = "owner.pid"
@@ -103,8 +104,8 @@ def _worker_env(cache: str | None = None) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     if cache:  # this configuration's own caches: its first start is a cold one
-        env["FASTPIPES_CACHE_DIR"] = cache
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache) / "inductor")
+        env[CACHE_ENV] = cache
+        env[INDUCTOR_ENV] = str(Path(cache) / "inductor")  # its inductor/ part (cache.PARTS)
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
         os.pathsep) if p])
     return env

@@ -17,6 +17,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+from fastpipes.bench.job import BenchJob
 from fastpipes.files import atomic_file, atomic_write
 from fastpipes.timing import timed
 
@@ -106,14 +107,14 @@ def peak_rss_mb() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def run_limits(job: dict, events: Events) -> dict:
+def run_limits(job: BenchJob, events: Events) -> dict:
     import torch
 
     from fastpipes.bench.limits import measure_limits
 
-    torch.set_num_threads(job["threads"])
+    torch.set_num_threads(job.threads)
     events("limits")
-    return {"limits": measure_limits(job["device"], quick=job.get("limits_quick", False)).to_dict()}
+    return {"limits": measure_limits(job.device, quick=job.limits_quick).to_dict()}
 
 
 def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
@@ -134,14 +135,14 @@ def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
                            say=say)
 
 
-def run_config(job: dict, events: Events) -> dict:
+def run_config(job: BenchJob, events: Events) -> dict:
     import torch
 
-    from fastpipes.bench.workloads import WorkloadSpec, get_workload
+    from fastpipes.bench.workloads import get_workload
 
-    spec = WorkloadSpec(**job["spec"])
-    torch.set_num_threads(job["threads"])
-    if job.get("profile"):
+    spec = job.spec
+    torch.set_num_threads(job.threads)
+    if job.profile:
         from fastpipes.bench.profile import enable_kernel_names
 
         enable_kernel_names()  # before anything compiles
@@ -153,84 +154,98 @@ def run_config(job: dict, events: Events) -> dict:
     workload = get_workload(spec)
     out["workload"] = {"family": spec.family, "description": workload.describe(),
                        "unit": workload.unit, "bound": workload.bound}
-    t_build, pipe = timed(lambda: workload.build_for(job["recipe"]), spec.device)
-    out["build_s"] = t_build
+    out["build_s"], pipe = timed(lambda: workload.build_for(job.recipe), spec.device)
     inputs = workload.inputs(pipe)
-    klass = "exact"  # FP32 eager; a recipe row is judged by its applied passes' class
-    if job["recipe"] is not None:
+    report = None
+    out["precision_class"] = "exact"  # FP32 eager; a recipe row: its applied passes' class
+    if job.recipe is not None:
         events("accelerate", 1)
         out["accelerate_s"], report = timed(lambda: _accelerate(
-            workload, pipe, inputs, job["recipe"], job.get("auto_overrides"),
+            workload, pipe, inputs, job.recipe, job.auto_overrides,
             lambda text: events(f"auto: {text}")), spec.device)
         out["report"] = report.to_dict()
-        klass = report.precision_class
-    out["precision_class"] = klass
+        out["precision_class"] = report.precision_class
 
     def call():
         return workload.run(pipe, inputs)
 
+    output = _calls(job, call, events, out)
+    if job.kind == "warm":  # a second start: only what it costs to get going again
+        return out
+    out["items"] = workload.items(inputs)
+    out["bytes_per_item"] = workload.bytes_per_item(pipe)
+    if report is not None:  # again: a pass can fall back at the first call (compile)
+        out["report"] = report.to_dict()
+    # after the timings: a failure here costs the row a number, not its measurements
+    events("extras", 1)
+    out["notes"] = _extras(job, workload, pipe, inputs, output, call, out)
+    if spec.device.startswith("cuda"):
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _calls(job: BenchJob, call: Callable[[], Any], events: Events, out: dict) -> Any:
+    """The first call (compile), then, unless this is a second start, the warm-up and the
+    timed calls; fills `out`'s timings and returns the last output."""
     from fastpipes.passes.compile_runtime import cache_counts
 
     counts = cache_counts()
     events("first call (compile)", 1)
-    out["first_call_s"], output = timed(call, spec.device)
+    out["first_call_s"], output = timed(call, job.device)
     out["cache_counts"] = {k: v - counts[k] for k, v in cache_counts().items()
                            if v - counts[k]}
-    if job["kind"] == "warm":  # a second start: only what it costs to get going again
-        return out
-    for _ in range(job["warmup"]):
+    if job.kind == "warm":
+        return output
+    for _ in range(job.warmup):
         events("warm-up", 1)
-        timed(call, spec.device)
+        timed(call, job.device)
     times = []
-    for _ in range(job["iters"]):
+    for _ in range(job.iters):
         events("timed", 1)
-        t, output = timed(call, spec.device)
+        t, output = timed(call, job.device)
         times.append(t)
     median = statistics.median(times)
     out["latency_s"] = {"median": median, "min": min(times), "max": max(times), "runs": times}
     # what the first call cost beyond a steady-state call: compilation, autotuning, lazy init
     out["compile_s"] = max(0.0, out["first_call_s"] - median)
-    out["items"] = workload.items(inputs)
-    out["bytes_per_item"] = workload.bytes_per_item(pipe)
-    if job["recipe"] is not None:  # again: a pass can fall back at the first call (compile)
-        out["report"] = report.to_dict()
+    return output
 
-    # after the timings: a failure here costs the row a number, not its measurements
-    events("extras", 1)
+
+def _extras(job: BenchJob, workload: Any, pipe: Any, inputs: Any, output: Any,
+            call: Callable[[], Any], out: dict) -> list[str]:
+    """Extra metrics, the profile, FLOPs and the reference (baseline) or fidelity (recipe)
+    into `out`; what failed, as notes."""
     notes: list[str] = []
     out["extra"] = _attempt(notes, "extra metrics", workload.extra_metrics, pipe, inputs) or {}
-    if job.get("profile"):
+    if job.profile:
         from fastpipes.bench.profile import flops_by_group, profile_call
 
         out["profile"] = _attempt(notes, "profile", profile_call, call)
-        if job["baseline"]:
+        if job.baseline:
             out["flops_by_group"] = _attempt(notes, "FLOPs by group", flops_by_group, call)
-    if job["baseline"]:
+    if job.baseline:
         # the FP32 work of one run: the same for every recipe
         out["flops"] = _attempt(notes, "FLOP count", workload.flops, pipe, inputs)
         _attempt(notes, "saving the FP32 reference output", _save_reference, workload, pipe,
-                 inputs, output, job["reference"])
-    elif os.path.exists(job["reference"]):
+                 inputs, output, job.reference)
+    elif os.path.exists(job.reference):
         fid = _attempt(notes, "fidelity", _fidelity, workload, pipe, inputs, output,
-                       job["reference"], klass)
+                       job.reference, out["precision_class"])
         if fid is not None:
             out["fidelity"] = {"metrics": {k: float(v) for k, v in fid.metrics.items()},
                                "ok": fid.ok, "thresholds": fid.thresholds,
                                "precision_class": fid.precision_class, "note": fid.note}
     else:
         notes.append("no fidelity: the FP32 baseline left no reference output")
-    out["notes"] = notes
-    if spec.device.startswith("cuda"):
-        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
+    return notes
 
 
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
-        job = json.load(f)
-    events = Events(job["events"], job.get("steps", 1))
+        job = BenchJob.from_json(f.read())
+    events = Events(job.events, job.steps)
     try:
-        result = run_limits(job, events) if job["kind"] == "limits" else run_config(job, events)
+        result = run_limits(job, events) if job.kind == "limits" else run_config(job, events)
         result["status"] = "ok"
     except BaseException as e:  # noqa: BLE001  (a failed configuration is a result)
         result = {"status": "failed", "phase": events.phase,
@@ -238,7 +253,7 @@ def main(argv: list[str]) -> int:
                   "traceback": traceback.format_exc()}
     result["peak_rss_mb"] = peak_rss_mb()
     # the parent never reads a half-written result
-    atomic_write(job["result"], json.dumps(result, default=str))
+    atomic_write(job.result, json.dumps(result, default=str))
     return 0
 
 

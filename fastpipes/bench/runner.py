@@ -121,22 +121,11 @@ def _execute(planned, configs, jobs, warm, wd, max_time, limits_job: BenchJob | 
 
 
 def run_benchmark(
-    spec: WorkloadSpec,
-    recipes: Iterable[str | Path | Mapping[str, Any]] | None = None,
-    *,
-    overrides: Iterable[str] = (),
-    iters: int = 5,
-    warmup: int = 1,
-    threads: int | None = None,
-    max_time: float | None = None,
-    run_all: bool = False,
-    warm_start: bool = True,
-    limits: bool = True,
-    limits_quick: bool = False,
-    baseline: bool = True,
-    profile: bool = False,
-    progress: bool = True,
-    command: str = "",
+    spec: WorkloadSpec, recipes: Iterable[str | Path | Mapping[str, Any]] | None = None, *,
+    overrides: Iterable[str] = (), iters: int = 5, warmup: int = 1, threads: int | None = None,
+    max_time: float | None = None, run_all: bool = False, warm_start: bool = True,
+    limits: bool = True, limits_quick: bool = False, baseline: bool = True,
+    profile: bool = False, progress: bool = True, command: str = "",
     workdir: str | Path | None = None,
 ) -> BenchResult:
     """Benchmark the FP32 eager baseline and `recipes` on `spec`'s workload.
@@ -165,39 +154,37 @@ def run_benchmark(
     >>> r.config("custom").speedup                                      # doctest: +SKIP
     """
     spec = check_arguments(spec, iters, warmup, threads, max_time, baseline)
-    info = detect()
-    threads = threads or torch.get_num_threads()
-    overrides = list(overrides)
+    info, threads, overrides = detect(), threads or torch.get_num_threads(), list(overrides)
     planned = plan(spec.family, recipes, overrides, run_all, info, spec.device, baseline)
-    configs = [ConfigResult(p.name, recipe_source=shown_source(p.source), baseline=p.baseline,
-                            status=NOT_RUN if not p.failed else FAILED, reason=p.reason,
-                            hardware_note=p.hardware_note, precision_class=p.precision_class)
-               for p in planned]
+    configs = [_row(p) for p in planned]
     wd, owned = make_workdir(workdir)
     Path(wd / "reference.pt").unlink(missing_ok=True)  # only this run's baseline is a reference
     job = BenchJob(kind="config", tag="", spec=spec, threads=threads, iters=iters,
                    warmup=warmup, profile=profile, reference=str(wd / "reference.pt"))
     jobs, warm = _jobs(planned, job, wd, overrides, warm_start)
-    limits_job = job.but(kind="limits", tag="limits", limits_quick=limits_quick) if limits else None
+    limits_job = (job.but(kind="limits", tag="limits", limits_quick=limits_quick) if limits
+                  else None)
     load = load_per_cpu()  # before our own workers load the machine
     measured, interrupted = _interruptible(lambda: _execute(
         planned, configs, jobs, warm, wd, max_time, limits_job, progress), wd, owned)
     limits_result, flops, workload_info = measured or (None, None, {})
-    workload_info = workload_info or _describe(spec)
     result = BenchResult(
-        workload=dict(workload_info, flops=flops, spec=asdict(spec)),
+        workload=dict(workload_info or _describe(spec), flops=flops, spec=asdict(spec)),
         settings={"iters": iters, "warmup": warmup, "threads": threads, "max_time_s": max_time,
                   "device": spec.device, "overrides": overrides, "profile": profile},
         machine=info.to_dict(), limits=limits_result, configs=configs,
         torch_version=torch.__version__, fastpipes_version=__version__,
         command=command or shlex.join(sys.argv), interrupted=interrupted,
-        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    )
-    _derive(result, flops, workload_info.get("unit", "items"), workload_info.get("bound", "compute"))
-    base = result.configs[0]
-    result.noise = noise_verdict(base.latency_s if base.ok else None, limits_result, info.tier,
-                                 threads, load)
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    _derive(result, flops, load, info.tier, threads)
     return result
+
+
+def _row(p: Planned) -> ConfigResult:
+    """A planned configuration's row, before it runs."""
+    return ConfigResult(p.name, recipe_source=shown_source(p.source), baseline=p.baseline,
+                        status=NOT_RUN if not p.failed else FAILED, reason=p.reason,
+                        hardware_note=p.hardware_note, precision_class=p.precision_class)
 
 
 def _interruptible(run: Callable[[], Any], wd: Path, owned: bool) -> tuple[Any, bool]:
@@ -222,10 +209,15 @@ def _raise_interrupted(signum, frame) -> None:
 
 # ---- assembling the result ----------------------------------------------------------------
 
-def _derive(result: BenchResult, flops: float | None, unit: str, bound: str) -> None:
-    """Unit, speedup over the baseline and shares of the measured machine limits, per row."""
+def _derive(result: BenchResult, flops: float | None, load: float | None, tier: str,
+            threads: int) -> None:
+    """Per row: unit, speedup over the baseline and shares of the measured machine limits;
+    then how noisy the run was."""
+    unit, bound = result.workload.get("unit", "items"), result.workload.get("bound", "compute")
     base = result.configs[0]
     base_median = base.latency_s["median"] if base.ok else None
+    result.noise = noise_verdict(base.latency_s if base.ok else None, result.limits, tier,
+                                 threads, load)
     for c in result.configs:
         c.unit = unit
         if not c.ok:

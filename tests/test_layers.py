@@ -1,7 +1,7 @@
 """The house: imports flow one way, and there is no circle.
 
 Layers, lowest first (a module may import its own layer or any lower one, never a higher):
-errors / registry / hardware / cache / fingerprint / report / snapshot / files / timing -> recipe -> kernels
+errors / registry / hardware / cache / fingerprint / report / snapshot / files / timing / progress -> recipe -> kernels
 -> passes -> families (pipelines: the adapter contract; sam / sdxl / llama / generic: one folder
 each) -> api / apply / auto -> bench / run -> cli. A family's folder spans layers: its
 pipeline and adapter sit in the families layer, its benchmark workload in bench's and its run
@@ -25,7 +25,8 @@ FAMILY_PARTS = {
 LAYERS = [
     ["fastpipes._version", "fastpipes.errors", "fastpipes.bounds", "fastpipes.registry",
      "fastpipes.hardware", "fastpipes.cache", "fastpipes.cache_clear", "fastpipes.fingerprint",
-     "fastpipes.report", "fastpipes.snapshot", "fastpipes.files", "fastpipes.timing"],
+     "fastpipes.report", "fastpipes.snapshot", "fastpipes.files", "fastpipes.timing",
+     "fastpipes.progress"],
     ["fastpipes.recipe"],
     ["fastpipes.kernels"],
     ["fastpipes.passes"],

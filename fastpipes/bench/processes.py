@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastpipes.bench import lifeline
 from fastpipes.bench.job import BenchJob
 from fastpipes.bench.result import CUT, FAILED
 from fastpipes.cache import CACHE_ENV, INDUCTOR_ENV
@@ -124,8 +125,6 @@ def _kill(proc: subprocess.Popen) -> None:
 def _start_worker(job_path: Path, log, cache: str | None) -> tuple[subprocess.Popen, int]:
     """The worker process, tied to this one (bench/lifeline.py), and the write end of its
     lifeline pipe: closing it, or this process dying, ends the worker."""
-    from fastpipes.bench import lifeline
-
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(

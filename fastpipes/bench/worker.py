@@ -17,8 +17,14 @@ import time
 import traceback
 from typing import Any, Callable
 
+from fastpipes.api import accelerate
+from fastpipes.auto import AutoTarget, accelerate_auto
 from fastpipes.bench.job import BenchJob
+from fastpipes.bench.limits import measure_limits
+from fastpipes.bench.profile import enable_kernel_names, flops_by_group, profile_call
+from fastpipes.bench.workloads import get_workload
 from fastpipes.files import atomic_file, atomic_write
+from fastpipes.passes.compile_runtime import cache_counts
 from fastpipes.timing import timed
 
 
@@ -110,8 +116,6 @@ def peak_rss_mb() -> float:
 def run_limits(job: BenchJob, events: Events) -> dict:
     import torch
 
-    from fastpipes.bench.limits import measure_limits
-
     torch.set_num_threads(job.threads)
     events("limits")
     return {"limits": measure_limits(job.device, quick=job.limits_quick).to_dict()}
@@ -122,9 +126,6 @@ def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
                 say: Callable[[str], None] | None = None) -> Any:
     """Apply `recipe`; "auto" searches with this workload's own timed call and fidelity
     bars, so it picks what this benchmark would rank first among faithful recipes."""
-    from fastpipes.api import accelerate
-    from fastpipes.auto import AutoTarget, accelerate_auto
-
     if recipe != "auto":
         return accelerate(pipe, recipe)
     target = AutoTarget(call=lambda: workload.run(pipe, inputs),
@@ -138,13 +139,9 @@ def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
 def run_config(job: BenchJob, events: Events) -> dict:
     import torch
 
-    from fastpipes.bench.workloads import get_workload
-
     spec = job.spec
     torch.set_num_threads(job.threads)
     if job.profile:
-        from fastpipes.bench.profile import enable_kernel_names
-
         enable_kernel_names()  # before anything compiles
     if spec.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -187,8 +184,6 @@ def run_config(job: BenchJob, events: Events) -> dict:
 def _calls(job: BenchJob, call: Callable[[], Any], events: Events, out: dict) -> Any:
     """The first call (compile), then, unless this is a second start, the warm-up and the
     timed calls; fills `out`'s timings and returns the last output."""
-    from fastpipes.passes.compile_runtime import cache_counts
-
     counts = cache_counts()
     events("first call (compile)", 1)
     out["first_call_s"], output = timed(call, job.device)
@@ -218,8 +213,6 @@ def _extras(job: BenchJob, workload: Any, pipe: Any, inputs: Any, output: Any,
     notes: list[str] = []
     out["extra"] = _attempt(notes, "extra metrics", workload.extra_metrics, pipe, inputs) or {}
     if job.profile:
-        from fastpipes.bench.profile import flops_by_group, profile_call
-
         out["profile"] = _attempt(notes, "profile", profile_call, call)
         if job.baseline:
             out["flops_by_group"] = _attempt(notes, "FLOPs by group", flops_by_group, call)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from fastpipes.errors import FastpipesError, RecipeError
 from fastpipes.files import atomic_file
+from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements, wrong_device
+from fastpipes.recipe import available, load_recipe
+from fastpipes.recipe.load import is_path_spec
+from fastpipes.recipe.schema import Family
 
 
 def add_parser(sub) -> None:
-    from fastpipes.recipe.schema import Family
-
     p = sub.add_parser("recipes", help="list, show, validate or start recipes")
     rs = p.add_subparsers(dest="recipes_command", metavar="ACTION", required=True)
     ls = rs.add_parser("list", help="built-in and FASTPIPES_RECIPE_PATH recipes")
@@ -42,9 +44,6 @@ def run_list(args) -> int:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements, wrong_device
-    from fastpipes.recipe import available, load_recipe
 
     info = detect()
     no_ipex = ""
@@ -103,8 +102,6 @@ def _first_problem(e: FastpipesError) -> str:
 
 
 def run_show(args) -> int:
-    from fastpipes.recipe import load_recipe
-
     r = load_recipe(args.name, args.overrides)
     print(f"# {r.name}: resolved from {' <- '.join(r.chain)}")
     print(r.to_yaml(), end="")
@@ -112,8 +109,6 @@ def run_show(args) -> int:
 
 
 def run_validate(args) -> int:
-    from fastpipes.recipe import load_recipe
-
     bad = 0
     for f in args.files:
         try:
@@ -159,8 +154,6 @@ def _base_for(base: str, out: Path) -> str:
     """`base` as the new file must write it. ``base:`` is resolved relative to the file
     naming it, so a path (relative to the working directory here) is rewritten relative to
     `out`'s directory, or absolute where there is no relative path; a name stays a name."""
-    from fastpipes.recipe.load import is_path_spec
-
     if not is_path_spec(base):
         return base
     path = Path(base).expanduser().resolve()
@@ -172,8 +165,6 @@ def _base_for(base: str, out: Path) -> str:
 
 def run_new(args) -> int:
     from omegaconf import OmegaConf
-
-    from fastpipes.recipe import load_recipe
 
     base = load_recipe(args.base)
     out = Path(args.output or f"{args.name}.yaml")

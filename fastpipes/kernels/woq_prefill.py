@@ -22,6 +22,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from fastpipes.hardware import detect
+
 # the AVX-512 int4 packing: output channels in blocks of 64; a block's byte (k, j) holds
 # channel j (low nibble) and 32 + j (high nibble); a tail block of n < 64 channels holds
 # channels 2j and 2j + 1 in byte (k, j)
@@ -53,8 +55,6 @@ def plan() -> tuple[str, str]:
     fills _PLANS must resolve the plan when the layer is built, not here."""
     if not _PLANS:
         return _DEFAULT_PLAN
-    from fastpipes.hardware import detect
-
     int8, int4 = _PLANS.get(detect().tier, _DEFAULT_PLAN)
     return int8, (int4 if int4_layout_ok() else "kernel")
 

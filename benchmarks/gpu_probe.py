@@ -172,7 +172,8 @@ def click(dev: str, dry: bool) -> dict:
     import numpy as np
 
     import fastpipes
-    from fastpipes.sam.pipeline import build_sam, smooth_images
+    from fastpipes.sam.inputs import smooth_images
+    from fastpipes.sam.pipeline import build_sam
     from fastpipes.sam.predictor import SamPredictor
 
     model = "tiny" if dry else "vit_b"

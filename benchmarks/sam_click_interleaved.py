@@ -3,6 +3,7 @@ precision/compile variants (issue 24). Ratios in one run; medians after a warm-u
 
     PYTHONPATH=$PWD python benchmarks/sam_click_interleaved.py tiny 200
     PYTHONPATH=$PWD python benchmarks/sam_click_interleaved.py vit_b 25
+    PYTHONPATH=$PWD python benchmarks/sam_click_interleaved.py tiny 200 compiled_fp32_dec,aot_fp32_dec
 """
 import statistics
 import sys
@@ -11,7 +12,8 @@ import time
 import torch
 
 import fastpipes
-from fastpipes.sam.click import click_prompts, seeded_features
+from fastpipes.sam.click import click_prompts
+from fastpipes.sam.inputs import seeded_features
 from fastpipes.sam.pipeline import build_sam
 from fastpipes.sam.predictor import SamPredictor
 
@@ -23,15 +25,21 @@ CONFIGS = {
     "compiled_cast_dec": {"precision": {"mode": "cast", "dtype": "bfloat16", **DEC},
                           "compile": {**DEC, "options": {"freezing": True}}},
     "compiled_fp32_dec": {"compile": {**DEC, "options": {"freezing": True}}},
+    # ahead of time (AOTInductor package): no Dynamo guards or frames per click
+    "aot_fp32_dec": {"compile": {**DEC, "backend": "aot_inductor"}},
+    "aot_cast_dec": {"precision": {"mode": "cast", "dtype": "bfloat16", **DEC},
+                     "compile": {**DEC, "backend": "aot_inductor"}},
 }
 
 
-def main(model: str, rounds: int) -> None:
+def main(model: str, rounds: int, only: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     size = {"tiny": (48, 64)}.get(model, (768, 1024))
     prompt = click_prompts("point", *size, seed=0)[0]
     preds = {}
     for name, overrides in CONFIGS.items():
+        if only and name != "fp32_eager" and name not in only:
+            continue
         pred = SamPredictor(build_sam(model, seed=0))
         if overrides is not None:
             fastpipes.accelerate(pred, overrides)
@@ -51,4 +59,4 @@ def main(model: str, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",") if len(sys.argv) > 3 else None)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,8 +31,8 @@ import torch
 from fastpipes._version import __version__
 from fastpipes.apply import apply_recipe
 from fastpipes.auto_order import candidate_recipes  # noqa: F401  (its home before)
-from fastpipes.auto_search import (Decision, Excluded, Trial, TrialStatus, _stderr, search,
-                                   summary)
+from fastpipes.auto_search import (Decision, Excluded, Slower, Trial, TrialStatus, _stderr,
+                                   search, summary)
 from fastpipes.bounds import fits_type
 from fastpipes.cache import cache_dir, private_dir, untrusted
 from fastpipes.errors import CacheError, InputError
@@ -49,8 +49,13 @@ from fastpipes.timing import median_time
 
 # 2: candidates keyed by their resolved content, not their names; 3: trials carry their
 # precision class and the bars they were held to; 4: likeliest first, untried trials carry
-# no precision class, and a "no winner" decision with untried candidates is never stored
-DECISION_VERSION = 4
+# no precision class, and a "no winner" decision with untried candidates is never stored;
+# 5: the calls users wait on (a SAM predictor's click) are timed too, and a candidate that
+# makes one slower is not chosen
+DECISION_VERSION = 5
+# a waited-on call counts as slower below this share of FP32's speed: the allowance for
+# timing noise, so a recipe that leaves the call alone is not rejected by chance
+WAIT_NOISE = 0.9
 
 
 # -- the cache key --------------------------------------------------------------------
@@ -96,8 +101,8 @@ def _invalid(data: Any, key: str, candidates: list[str]) -> str:
         if not (isinstance(t, dict) and _of_candidates(str(t.get("recipe")), candidates)
                 and t.get("status") in statuses and isinstance(t.get("reason", ""), str)
                 and all(_number(t.get(k)) for k in ("latency_s", "speedup"))
-                and isinstance(t.get("fidelity", {}), dict)
-                and all(_number(v) for v in t.get("fidelity", {}).values())):
+                and all(isinstance(t.get(k, {}), dict) and all(_number(v) for v in t.get(k, {}).values())
+                        for k in ("fidelity", "waits"))):
             return f"trial {t!r} is malformed or not of a candidate"
     winner = data.get("winner")
     if winner is None:
@@ -189,22 +194,34 @@ class AutoTarget:
     compare: Callable[[Any, Any, PrecisionClass], Fidelity]
     name: str = "adapter"  # part of the decision key: other bars, other decisions
     inputs: str = ""  # what the calls were given, in words
+    # other calls users wait on (Adapter.waited_calls: a SAM predictor's click), timed with
+    # FP32 and each candidate: one that makes any of them slower is not chosen
+    waited: dict[str, Callable[[], Any]] = field(default_factory=dict)
 
     @classmethod
     def from_adapter(cls, adapter: Any, inputs: Any) -> "AutoTarget":
+        waited = adapter.waited_calls(inputs)
         return cls(call=lambda: adapter.call(inputs),
                    view=lambda out, ref: adapter.fidelity_view(inputs, out, ref),
-                   compare=adapter.compare, inputs=adapter.describe_inputs(inputs))
+                   compare=adapter.compare, name="adapter" + "".join(f"+{w}" for w in waited),
+                   inputs=adapter.describe_inputs(inputs)
+                   + "".join(f"; then {w}" for w in waited), waited=waited)
 
 
 def _measure_candidates(pipe: Any, adapter: Any, target: AutoTarget, cfg: AutoConfig,
                         timer: Callable, candidates: list[str], key: str,
                         say: Callable[[str], None]) -> Decision:
     """The search on `pipe`: each candidate applied, timed, judged and undone."""
+    base_waits: dict[str, float] = {}
+
     def timed(reference: Any = None) -> tuple[float, Any]:
         with torch.no_grad():
             secs, out = timer(target.call)
             return secs, target.view(out, reference)
+
+    def waits() -> dict[str, float]:  # each waited-on call's seconds
+        with torch.no_grad():
+            return {name: timer(call)[0] for name, call in target.waited.items()}
 
     def trial(name: str, reference: Any) -> tuple[float, Fidelity]:
         rec = _load(name)
@@ -215,17 +232,26 @@ def _measure_candidates(pipe: Any, adapter: Any, target: AutoTarget, cfg: AutoCo
         try:
             secs, view = timed(reference)
             fid = target.compare(reference, view, PrecisionClass(report.precision_class))
+            speedups = {k: base_waits[k] / s for k, s in waits().items()}
         finally:
             snap.restore()
             torch._dynamo.reset()  # drop compiled code of the undone candidate
-        return secs, fid
+        slower = [f"{k} {x:.2f}x FP32" for k, x in speedups.items() if x < WAIT_NOISE]
+        if slower:
+            raise Slower(f"makes a call users wait on slower: {', '.join(slower)} (below "
+                         f"{WAIT_NOISE:g}x, the noise allowance)", secs, fid, speedups)
+        return secs, fid, speedups
 
     def ablated(winner: str) -> list[str]:  # the winner with each pass dropped
         return [v["name"] for v in ablations(_load(winner), with_alone=False)]
 
     def baseline() -> tuple[float, Any]:  # FP32 on the inputs: a bad input fails here
         try:
-            return timed()
+            secs, reference = timed()
+            base_waits.update(waits())
+            if base_waits:
+                say("FP32 " + ", ".join(f"{k}: {s:.3g} s" for k, s in base_waits.items()))
+            return secs, reference
         except (TypeError, ValueError, RuntimeError, IndexError, KeyError,
                 AttributeError) as e:
             raise InputError(f"the pipeline fails on its example inputs "

@@ -23,10 +23,22 @@ class TrialStatus(str, Enum):
     failed = "failed"  # could not be applied or run here
     over_budget = "over-budget"  # not tried: auto.budget_s was spent
     excluded = "excluded"  # not tried: its precision class is looser than auto.max_class
+    slower = "slower"  # a call users wait on (a SAM click) got slower than FP32's
 
 
 class Excluded(Exception):
     """A candidate that is not tried (the reason is the message)."""
+
+
+class Slower(Exception):
+    """A candidate that made one of the pipeline's waited-on calls slower than FP32's: it
+    was timed and judged (`secs`, `fidelity`), but is not chosen (the reason is the
+    message)."""
+
+    def __init__(self, message: str, secs: float, fidelity: Fidelity,
+                 waits: dict[str, float]):
+        super().__init__(message)
+        self.secs, self.fidelity, self.waits = secs, fidelity, waits
 
 
 @dataclass
@@ -39,6 +51,8 @@ class Trial:
     fidelity: dict[str, float] = field(default_factory=dict)  # the family's metrics
     bars: str = ""  # the bars it was held to
     reason: str = ""
+    # speedup over FP32 of each other call users wait on (AutoTarget.waited), e.g. "click"
+    waits: dict[str, float] = field(default_factory=dict)
 
     @property
     def tried(self) -> bool:
@@ -76,14 +90,16 @@ def _stderr(text: str) -> None:
 
 
 def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
-           trial: Callable[[str, Any], tuple[float, Fidelity]], budget_s: float,
+           trial: Callable[[str, Any], tuple[float, Fidelity, dict[str, float]]], budget_s: float,
            key: str, then: Callable[[str], list[str]] | None = None,
            say: Callable[[str], None] = _stderr) -> Decision:
     """Measure each candidate, in the order given; the fastest faithful one that beats FP32
     wins.
 
     `baseline()` -> (seconds, reference view); `trial(name, reference)` -> (seconds,
-    Fidelity by the candidate's class) and must leave the pipeline as it found it.
+    Fidelity by the candidate's class, {waited call: speedup}) and must leave the pipeline
+    as it found it; it raises :class:`Excluded` for a candidate it does not try and
+    :class:`Slower` for one that made a waited-on call slower.
     `then(winner)` names more candidates to try once the first round has a winner (the
     winner's ablations), within the same budget. The budget stops new trials only once
     one was tried, so the likeliest winner (listed first) is always measured. `say` gets
@@ -113,7 +129,7 @@ class _Round:
     """Trials appended to `trials`, each said before and after."""
 
     trials: list[Trial]
-    trial: Callable[[str, Any], tuple[float, Fidelity]]
+    trial: Callable[[str, Any], tuple[float, Fidelity, dict[str, float]]]
     reference: Any
     base_s: float
     start: float
@@ -132,14 +148,19 @@ class _Round:
             t = self._one(name)
             self.trials.append(t)
             got = (f"{t.latency_s:.3g} s, {t.speedup:.2f}x FP32, " if t.latency_s else "")
+            got += "".join(f"{call} {x:.2f}x FP32, " for call, x in t.waits.items())
             self.say(f"{name}: {got}{t.status.value}"
                      + (f" ({t.reason})" if t.status is not TrialStatus.ok else ""))
 
     def _one(self, name: str) -> Trial:
         try:
-            secs, fid = self.trial(name, self.reference)
+            secs, fid, waits = self.trial(name, self.reference)
         except Excluded as e:
             return Trial(name, TrialStatus.excluded, reason=str(e))
+        except Slower as e:
+            return Trial(name, TrialStatus.slower, e.fidelity.precision_class, e.secs,
+                         self.base_s / e.secs, dict(e.fidelity.metrics), e.fidelity.thresholds,
+                         str(e), e.waits)
         except Exception as e:  # a candidate that cannot run here is just not chosen
             first = (str(e).splitlines() or [""])[0]
             return Trial(name, TrialStatus.failed, reason=f"{type(e).__name__}: {first}")
@@ -147,7 +168,7 @@ class _Round:
         return Trial(name, TrialStatus.ok if ok else TrialStatus.unfaithful,
                      fid.precision_class, secs, self.base_s / secs, dict(fid.metrics),
                      fid.thresholds, fid.note if ok else
-                     f"misses its {fid.precision_class} bars: {fid.thresholds}")
+                     f"misses its {fid.precision_class} bars: {fid.thresholds}", waits)
 
 
 def summary(decision: Decision) -> list[str]:

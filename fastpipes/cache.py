@@ -46,6 +46,7 @@ PARTS = {
     "auto": "recipe='auto' decisions",
     "inductor": "Inductor FX-graph / AOTAutograd caches and compiled kernels",
     "artifacts": "portable torch.compile cache bundles (one per compiled component)",
+    "aoti": "ahead-of-time compiled packages (compile.backend: aot_inductor), with checksums",
     "models": "reference models trained here (python -m fastpipes.llama.reference)",
     "weights": "weight-only quantized layers of models loaded from a directory with a recipe",
 }

@@ -68,6 +68,8 @@ OWN: dict[str, Callable[[Path], bool]] = {
     "artifacts": lambda p: _plain_file(p) and bool(
         re.fullmatch(r"[\w-]+-[0-9a-f]{20}\.(bin|tmp)|\.[\w-]+-[0-9a-f]{20}\.bin\.\d+\.tmp",
                      p.name)),
+    "aoti": lambda p: _plain_file(p) and bool(
+        re.fullmatch(r"[\w-]+-[0-9a-f]{24}(\.tmp)?\.(pt2|json)", p.name)),
     "inductor": _inductor_entry,
     "models": _model_entry,
     # layers quantized while a model directory loads (fastpipes.llama.quantized_load)

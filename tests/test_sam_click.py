@@ -6,9 +6,10 @@ import torch
 
 import fastpipes
 from fastpipes.bench.workloads import WorkloadSpec, get_workload
-from fastpipes.sam.click import PROMPTS, click_prompts, seeded_features
+from fastpipes.sam.click import PROMPTS, click_prompts
 from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.sam.pipeline import build_sam, mask_iou
+from fastpipes.sam.inputs import mask_iou, seeded_features
+from fastpipes.sam.pipeline import build_sam
 from fastpipes.sam.predictor import SamPredictor
 
 SIZE = (96, 128)  # a 4:3 picture at the tiny encoder's 128 px

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import fastpipes
-from fastpipes.sam.click import click_prompts, seeded_features
+from fastpipes.sam.click import click_prompts
 from fastpipes.sam.click_casts import weight_casts_per_call
-from fastpipes.sam.pipeline import build_sam, mask_iou
+from fastpipes.sam.inputs import mask_iou, seeded_features
+from fastpipes.sam.pipeline import build_sam
 from fastpipes.sam.predictor import SamPredictor
 
 

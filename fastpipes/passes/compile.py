@@ -44,17 +44,24 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fastpipes.cache import inductor_location
 from fastpipes.bounds import TYPE_WORDS, fits_type
+from fastpipes.cache import inductor_location, open_part, part_dir
 from fastpipes.errors import Problem
 from fastpipes.hardware import import_ipex
 from fastpipes.passes.base import PassContext, register_pass
+from fastpipes.passes.compile_aot import PART as AOT_PART
+from fastpipes.passes.compile_aot import aot_options, install
 # compile_time_s is public API (docs/passes/compile.md) and stays importable from here
 from fastpipes.passes.compile_runtime import (CompileCache, FirstCall,  # noqa: F401
                                               compile_time_s, inductor_cache_dir)
 from fastpipes.recipe.schema import Section
 from fastpipes.registry import did_you_mean
 
+
+
+# Inductor options whose name and type are known here: recipes that set only these (e.g.
+# freezing) are checked without importing Inductor, which an aot_inductor start never needs
+BOOL_OPTIONS = {"freezing", "max_autotune", "epilogue_fusion", "coordinate_descent_tuning"}
 
 
 class CompileMode(str, Enum):
@@ -69,6 +76,9 @@ class CompileBackend(str, Enum):
     eager = "eager"  # dynamo tracing only: finds graph breaks, no speedup
     aot_eager = "aot_eager"  # + AOTAutograd: checks the traced graph, no speedup
     ipex = "ipex"  # registered by intel_extension_for_pytorch when it imports
+    # ahead of time: an AOTInductor package per input shape, reloaded in milliseconds by the
+    # next process (fastpipes/passes/compile_aot.py)
+    aot_inductor = "aot_inductor"
 
 
 class CompileFallback(str, Enum):
@@ -98,8 +108,28 @@ class CompileConfig(Section):
     def check(self) -> list[tuple[str, str, str]]:
         """Inductor option names and value types, at load time: torch would refuse a bad
         one only at the first compile, and passes some (e.g. ``freezing: maybe``) through."""
-        if not self.options:
+        return self._aot_problems() + self._option_problems()
+
+    def _aot_problems(self) -> list[tuple[str, str, str]]:
+        """What an ahead-of-time package cannot be: dynamic, CUDA-graphed, or frozen (its
+        weights are the live module's, loaded at each start, never baked in)."""
+        if self.backend is not CompileBackend.aot_inductor:
             return []
+        out = []
+        if self.dynamic:
+            out.append(("dynamic", "backend aot_inductor compiles one static package per input "
+                        "shape", "false or null"))
+        if self.mode in (CompileMode.reduce_overhead,):
+            out.append(("mode", "backend aot_inductor has no CUDA graphs", "default, max-autotune"))
+        if self.options.get("freezing"):
+            out.append(("options.freezing", "backend aot_inductor loads the live module's "
+                        "weights into the package at each start; freezing would bake them in",
+                        "false, or backend inductor"))
+        return out
+
+    def _option_problems(self) -> list[tuple[str, str, str]]:
+        if all(k in BOOL_OPTIONS and isinstance(v, bool) for k, v in self.options.items()):
+            return []  # checked without importing Inductor (seconds of a warm start)
         try:  # lazily: importing Inductor takes seconds
             from torch._inductor import config
         except OSError as e:  # it sets up its cache directory on import
@@ -200,6 +230,8 @@ def _call_of(module: nn.Module, component: str = "module"):
 
 @register_pass("compile", CompileConfig, "torch.compile of components (lazy, first call timed)")
 def apply(ctx: PassContext, cfg: CompileConfig) -> None:
+    if cfg.backend is CompileBackend.aot_inductor:
+        return _apply_aot(ctx, cfg)
     kw = compile_kwargs(cfg)  # options were checked at load time (CompileConfig.check)
     ignored = cfg.backend is not CompileBackend.inductor and (
         cfg.options or cfg.mode is not CompileMode.default)
@@ -225,3 +257,17 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
                        + (f"; compiled in the temporary {cache.where()} (see warnings)"
                           if cache and where.temporary else
                           f"; compiled artifacts cached in {cache.where()}" if cache else ""))
+
+
+def _apply_aot(ctx: PassContext, cfg: CompileConfig) -> None:
+    """backend aot_inductor: a package per component and input shape (compile_aot.py)."""
+    options = aot_options(cfg.options, cfg.mode.value)
+    if cfg.cache:
+        open_part(AOT_PART)  # a cache that cannot be used or trusted fails here, not at a call
+    for name, module in ctx.components("compile", cfg.components).items():
+        install(module, name, ctx.recipe.raw, options, ctx.report,
+                cfg.cache, cfg.fallback is CompileFallback.eager)
+        ctx.change(name, "compiled ahead of time (AOTInductor) at its first call per input "
+                   "shape" + (f"; packages cached in {part_dir(AOT_PART)}, reloaded by the next "
+                              "process" if cfg.cache else "; not cached (cache: false)"))
+

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn as nn
@@ -163,6 +163,12 @@ class Adapter:
             if isinstance(inputs, (tuple, list)):
                 return self.obj(*inputs)
             return self.obj(inputs)
+
+    def waited_calls(self, inputs: Any) -> dict[str, Callable[[], Any]]:
+        """Other calls users of this pipeline wait on besides :meth:`call`, by name (a SAM
+        predictor's click). recipe="auto" times each with FP32 and with every candidate,
+        and never picks one that makes any of them slower. None by default."""
+        return {}
 
     def fidelity_view(self, inputs: Any, output: Any, reference: Any = None) -> Any:
         """What fidelity compares of one call's output, made while this configuration is

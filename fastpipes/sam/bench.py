@@ -12,7 +12,8 @@ import torch.nn as nn
 from fastpipes.bench.workloads.base import Workload, register_workload
 from fastpipes.sam.click import PROMPTS, ClickMixin
 from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.sam.pipeline import SamShape, build_sam, sam_inputs, sam_of, smooth_images
+from fastpipes.sam.inputs import sam_inputs, smooth_images
+from fastpipes.sam.pipeline import SamShape, build_sam, sam_of
 from fastpipes.sam.predictor import SamPredictor
 
 

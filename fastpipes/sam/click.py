@@ -21,7 +21,8 @@ import torch
 from fastpipes.errors import BenchmarkError
 from fastpipes.pipelines.base import Fidelity, judge
 from fastpipes.sam.click_casts import weight_casts_per_call
-from fastpipes.sam.pipeline import SAM_BARS, SamShape, build_sam, mask_iou
+from fastpipes.sam.inputs import mask_iou, seeded_features
+from fastpipes.sam.pipeline import SAM_BARS, SamShape, build_sam
 from fastpipes.sam.predictor import SamPredictor
 from fastpipes.recipe.schema import PrecisionClass
 

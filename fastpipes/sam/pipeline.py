@@ -19,15 +19,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from fastpipes.errors import FastpipesError, InputError
 from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, register_adapter, relative_error
-from fastpipes.sam.predictor import SamPredictor as OurPredictor
-from fastpipes.sam.predictor import preprocess_image
 from fastpipes.recipe.schema import Family, PrecisionClass
+from fastpipes.sam.inputs import click, decode_masks, mask_iou, sam_inputs, seeded_features, smooth_images
+from fastpipes.sam.predictor import SamPredictor as OurPredictor
 
 
 # ----------------------------------------------------------------------------- loading
@@ -264,56 +263,6 @@ SAM_BARS = {
 }
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Intersection over union of two boolean masks (1.0 when both are empty)."""
-    inter = (a & b).sum().item()
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else inter / union
-
-
-def smooth_images(n: int, size: int, seed: int) -> list[np.ndarray]:
-    """`n` seeded size x size x 3 uint8 pictures: blocky noise upsampled, so masks are not
-    pure noise."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        out.append(np.kron(small, np.ones((size // 8, size // 8, 1), dtype=np.uint8)))
-    return out
-
-
-def sam_inputs(sam: nn.Module, images: list[np.ndarray], points: int, seed: int,
-               device: str = "cpu") -> dict[str, torch.Tensor]:
-    """The encoder batch of `images` and `points` positive point prompts per image.
-
-    Made under inference_mode like SamPredictor's: torch.compile guards on a tensor's
-    dispatch keys, so normal tensors here would compile a second graph for the predictor.
-    """
-    size = sam.image_encoder.img_size
-    with torch.inference_mode():
-        batch = torch.cat([preprocess_image(sam, im)[0] for im in images]).to(device)  # [B, 3, S, S]
-    g = torch.Generator().manual_seed(seed)
-    coords = torch.rand(len(images), points, 1, 2, generator=g) * size * 0.8 + size * 0.1
-    return {"images": batch, "point_coords": coords.to(device),  # [B, n, 1, 2] encoder pixels
-            "point_labels": torch.ones(len(images), points, 1, device=device)}
-
-
-def decode_masks(sam: nn.Module, emb: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Masks (bool, [B, n, 1, 256, 256] low-res > 0) from each image's point prompts."""
-    out = []
-    with torch.inference_mode():
-        for i in range(emb.shape[0]):
-            sparse, dense = sam.prompt_encoder(
-                points=(inputs["point_coords"][i], inputs["point_labels"][i]), boxes=None,
-                masks=None)
-            low, _ = sam.mask_decoder(image_embeddings=emb[i:i + 1],
-                                      image_pe=sam.prompt_encoder.get_dense_pe(),
-                                      sparse_prompt_embeddings=sparse,
-                                      dense_prompt_embeddings=dense, multimask_output=False)
-            out.append(low.float() > sam.mask_threshold)
-    return torch.stack(out)
-
-
 # ----------------------------------------------------------------------------- adapter
 @register_adapter
 class SamAdapter(Adapter):
@@ -388,6 +337,15 @@ class SamAdapter(Adapter):
     def call(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():
             return self.sam.image_encoder(inputs["images"])  # [B, 256, 64, 64]
+
+    def waited_calls(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """A predictor's (or mask generator's) users wait on each click, not only on the
+        encoder: ``click`` (prompt encoder + mask decoder on a set embedding, 3 masks). A
+        bare ``Sam`` has none: how it is called is the user's."""
+        if _is_sam(self.obj):
+            return {}
+        sam, emb = self.sam, seeded_features(self.sam, 0)
+        return {"click": lambda: click(sam, emb, inputs)}
 
     def fidelity_view(self, inputs: dict[str, torch.Tensor], output: torch.Tensor,
                       reference: dict | None = None) -> dict:

@@ -15,6 +15,7 @@ several images in one batch and decodes many prompts per image at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fastpipes.errors import InputError
+from fastpipes.sam import embeddings
 
 
 def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
@@ -124,6 +126,25 @@ class SamPredictor:
             raise InputError(f"original_size must be (height, width) >= 1, got {original_size}")
         input_size = preprocess_shape(h, w, self.model.image_encoder.img_size)
         self._state = _state(self.model, features.to(self.device), (h, w), input_size)
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The set image's embedding [1, C, h', w'] (upstream's name)."""
+        if self._state is None:
+            raise InputError("call set_image(image) before get_image_embedding()")
+        return self._state.features
+
+    def save_embedding(self, path: str | Path) -> Path:
+        """Keep the set image's embedding in a file, for :meth:`load_embedding` later (by
+        this or another process with the same checkpoint): clicks without the encoder."""
+        if self._state is None:
+            raise InputError("call set_image(image) before save_embedding()")
+        return embeddings.save(self.model, self._state.features, self._state.original_size, path)
+
+    def load_embedding(self, path: str | Path) -> None:
+        """Set the image from an embedding file saved by :meth:`save_embedding`; refused
+        (InputError) when another image encoder made it."""
+        features, size = embeddings.load(self.model, path)
+        self.set_features(features, size)
 
     def _to_model_coords(self, coords: np.ndarray, state: _ImageState) -> np.ndarray:
         (oh, ow), (nh, nw) = state.original_size, state.input_size

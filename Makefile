@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-slow bench-sam docs clean ipex-env test-ipex test-floor
+.PHONY: setup demo test test-slow collect-slow bench-sam docs clean ipex-env test-ipex test-floor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,14 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# the heavy checks (real shapes, end-to-end compiles): minutes each, run with the benchmarks
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# CI's guard against slow tests rotting unseen: they must at least collect (imports at the
+# top of their files resolve, markers and fixtures exist); seconds, nothing heavy runs
+collect-slow: setup
+	$(BIN)/python -m pytest -q --collect-only -m slow
 
 docs: setup
 	$(BIN)/python -m fastpipes.cli.recipe_docs > docs/recipe-reference.md

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +33,10 @@ from fastpipes.apply import apply_recipe
 from fastpipes.auto_order import candidate_recipes  # noqa: F401  (its home before)
 from fastpipes.auto_search import (Decision, Excluded, Slower, Trial, TrialStatus, _stderr,
                                    search, summary)
+from fastpipes.bounds import fits_type
 from fastpipes.cache import cache_dir, private_dir, untrusted
 from fastpipes.errors import CacheError, InputError
+from fastpipes.files import atomic_write
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect
 from fastpipes.families import find_adapter
@@ -45,6 +45,7 @@ from fastpipes.recipe.ablate import ablations, parse, rebuild
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import AutoConfig, PrecisionClass
 from fastpipes.report import Report
+from fastpipes.timing import median_time
 
 # 2: candidates keyed by their resolved content, not their names; 3: trials carry their
 # precision class and the bars they were held to; 4: likeliest first, untried trials carry
@@ -86,7 +87,7 @@ def decision_key(modules: dict[str, torch.nn.Module], inputs: Any, candidates: l
 
 
 def _number(value: Any) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    return value is None or fits_type(value, float)
 
 
 def _invalid(data: Any, key: str, candidates: list[str]) -> str:
@@ -155,10 +156,8 @@ def save_decision(decision: Decision, directory: Path) -> Path:
     path = directory / "auto" / f"{decision.key}.json"
     private_dir(directory)
     private_dir(path.parent)
-    tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps({**decision.to_dict(), "cached": False}, indent=2))
-        tmp.replace(path)  # atomic: a crash never leaves half a file
+        atomic_write(path, json.dumps({**decision.to_dict(), "cached": False}, indent=2))
     except OSError as e:
         raise CacheError(f"cannot write {path}: {e.strerror or e}") from None
     return path
@@ -175,17 +174,6 @@ def _of_candidates(name: str, candidates: list[str]) -> bool:
     """`name` is a candidate, or an ablation of one."""
     found = parse(name)
     return name in candidates or (found is not None and found[1] in candidates)
-
-
-def time_call(fn: Callable[[], Any], iters: int) -> tuple[float, Any]:
-    """(median seconds over `iters` calls after one warm-up call, last output)."""
-    out = fn()  # warm-up: compiles, fills caches
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 # -- accelerate(pipe, "auto") ----------------------------------------------------------
@@ -298,7 +286,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     device = str(adapter.device())
     candidates = candidate_recipes(adapter.family, hw, cfg, device)
     key = decision_key(adapter.components(), [target.name, inputs], candidates, hw)
-    timer = measure or (lambda call: time_call(call, cfg.iters))
+    timer = measure or (lambda call: median_time(call, cfg.iters, device))
 
     notes: list[str] = []  # cache trouble: warned, and listed in the report
 

@@ -26,6 +26,30 @@ from typing import Any, Iterable
 from fastpipes.errors import InputError
 
 
+# -- the type rule every check of user data shares ----------------------------------------
+
+# a plain type in the words an error's "allowed" uses
+TYPE_WORDS: dict[Any, str] = {bool: "true or false", int: "integer", float: "number",
+                              str: "string", type(None): "null", list: "list", dict: "mapping"}
+
+
+def fits_type(value: Any, tp: type, *, int_is_float: bool = True) -> bool:
+    """Whether user data `value` (YAML, JSON, a CLI option) is of plain type `tp`.
+
+    A bool is neither an int nor a number (``True`` would pass as 1); an int is a float
+    unless `int_is_float` is False (Inductor's own options: a float there is written
+    with a decimal point).
+
+    >>> fits_type(True, int), fits_type(3, float), fits_type(3, float, int_is_float=False)
+    (False, True, False)
+    """
+    if isinstance(value, bool) and tp in (int, float):
+        return False
+    if tp is float and int_is_float:
+        return isinstance(value, (int, float))
+    return isinstance(value, tp)
+
+
 @dataclass(frozen=True)
 class Bound:
     """Allowed values of one setting: lo..hi (both included, or lo excluded with
@@ -106,7 +130,7 @@ def check_int(name: str, value: Any, label: str | None = None, hi: int | None = 
     such as the model's context), else InputError naming `label` (default: the name),
     the value and the allowed range. Booleans and floats are not whole numbers."""
     b = _bound(name, hi)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not fits_type(value, int):
         raise _fail(b, label, value, extra)
     if value < b.lo or value > b.hi or value % b.multiple_of:
         raise _fail(b, label, value, extra)
@@ -117,7 +141,7 @@ def check_float(name: str, value: Any, label: str | None = None) -> float:
     """`value` as a float if it is a finite number within BOUNDS[name], else InputError
     (NaN and infinities are named as such)."""
     b = BOUNDS[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not fits_type(value, float):
         raise _fail(b, label, value)
     x = float(value)
     if not math.isfinite(x):

@@ -63,9 +63,12 @@ def _model_entry(p: Path) -> bool:
 
 # part -> is this entry of the part (made by a fastpipes without markers) fastpipes' own?
 OWN: dict[str, Callable[[Path], bool]] = {
-    "auto": lambda p: _plain_file(p) and bool(re.fullmatch(r"[0-9a-f]{24}\.(json|tmp)", p.name)),
+    # (a leftover temporary file: fastpipes.files.temporary_name, or an older fastpipes' .tmp)
+    "auto": lambda p: _plain_file(p) and bool(
+        re.fullmatch(r"[0-9a-f]{24}\.(json|tmp)|\.[0-9a-f]{24}\.json\.\d+\.tmp", p.name)),
     "artifacts": lambda p: _plain_file(p) and bool(
-        re.fullmatch(r"[\w-]+-[0-9a-f]{20}\.(bin|tmp)", p.name)),
+        re.fullmatch(r"[\w-]+-[0-9a-f]{20}\.(bin|tmp)|\.[\w-]+-[0-9a-f]{20}\.bin\.\d+\.tmp",
+                     p.name)),
     "aoti": lambda p: _plain_file(p) and bool(
         re.fullmatch(r"[\w-]+-[0-9a-f]{24}(\.tmp)?\.(pt2|json)", p.name)),
     "inductor": _inductor_entry,

@@ -313,10 +313,15 @@ def test_a_crafted_pickle_in_a_cache_others_can_write_never_runs(tmp_path, monke
         first = _mlp()
         fastpipes.accelerate(first, {"compile": {}})
         first(x)
-        for entry in _fxgraph_entries(cache):
-            entry.write_bytes(pickle.dumps(_Exploit(marker)))
+        entries = _fxgraph_entries(cache)
+        assert entries  # else nothing is poisoned and the test passes vacuously
+        crafted = pickle.dumps(_Exploit(marker))
+        for entry in entries:
+            entry.write_bytes(crafted)
         fastpipes.cache_clear.clear(["artifacts"])
         cache.chmod(0o777)
+        # the crafted entries are still there, where the next compile looks
+        assert all(e.read_bytes() == crafted for e in entries) and not marker.exists()
         torch._dynamo.reset()
         model = _mlp()
         ref = model(x)

@@ -36,13 +36,15 @@ def test_woq_kernels_match_their_dequantized_reference_at_llama_shapes(k, n):
 
 @pytest.mark.slow
 def test_sam_fp32_fast_on_vit_b_meets_the_exact_precision_bars():
-    from fastpipes.bench.workload import WorkloadSpec, get_workload
+    from fastpipes.bench.workloads import WorkloadSpec, get_workload
 
     wl = get_workload(WorkloadSpec("sam", model="vit_b"))
     ref_pipe, fast_pipe = wl.build(), wl.build()
     inputs = wl.inputs(ref_pipe)
-    reference = wl.comparable(ref_pipe, inputs, wl.run(ref_pipe, inputs))
+    reference = wl.view(ref_pipe, inputs, wl.run(ref_pipe, inputs))  # as the bench worker does
     report = fastpipes.accelerate(fast_pipe, "sam_fp32_fast")
     assert report.applied == ["attention", "compile"]
-    fid = wl.fidelity(reference, wl.comparable(fast_pipe, inputs, wl.run(fast_pipe, inputs)))
+    view = wl.view(fast_pipe, inputs, wl.run(fast_pipe, inputs), reference)
+    fid = wl.compare(fast_pipe, reference, view, report.precision_class)
+    assert report.precision_class == "exact"
     assert fid.ok, fid.metrics  # mask IoU >= 0.99 and embedding rel. error <= 1e-3

@@ -15,6 +15,7 @@ from typing import Callable
 
 from fastpipes.bench.render import markdown, plot
 from fastpipes.bench.result import BenchResult
+from fastpipes.files import atomic_file
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 KINDS = {"json": ".json", "markdown": ".md", "plot": ".png"}  # kind -> fallback suffix
@@ -87,14 +88,8 @@ def check_outputs(paths: dict[str, str | None]) -> list[str]:
 
 
 def _atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # same suffix: matplotlib's format
-    try:
-        write(tmp)
-        os.replace(tmp, path)  # never a half-written file at `path`
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    # never a half-written file at `path`; the same suffix: matplotlib picks its format by it
+    return atomic_file(path, write, suffix=path.suffix)
 
 
 def write_outputs(result: BenchResult, paths: dict[str, str | None]) -> tuple[list[str], list[str]]:

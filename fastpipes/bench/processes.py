@@ -18,7 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastpipes.bench import lifeline
+from fastpipes.bench.job import BenchJob
 from fastpipes.bench.result import CUT, FAILED
+from fastpipes.cache import CACHE_ENV, INDUCTOR_ENV
 
 WORKDIR_PREFIX = "fastpipes-bench-"
 OWNER_FILE = "owner.pid"
@@ -103,8 +106,8 @@ def _worker_env(cache: str | None = None) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     if cache:  # this configuration's own caches: its first start is a cold one
-        env["FASTPIPES_CACHE_DIR"] = cache
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache) / "inductor")
+        env[CACHE_ENV] = cache
+        env[INDUCTOR_ENV] = str(Path(cache) / "inductor")  # its inductor/ part (cache.PARTS)
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(
         os.pathsep) if p])
     return env
@@ -122,8 +125,6 @@ def _kill(proc: subprocess.Popen) -> None:
 def _start_worker(job_path: Path, log, cache: str | None) -> tuple[subprocess.Popen, int]:
     """The worker process, tied to this one (bench/lifeline.py), and the write end of its
     lifeline pipe: closing it, or this process dying, ends the worker."""
-    from fastpipes.bench import lifeline
-
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -149,24 +150,24 @@ def _read_events(path: Path, offset: int) -> tuple[list[dict], int]:
     return events, offset + len(complete)
 
 
-def run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> dict:
+def run_worker(job: BenchJob, workdir: Path, max_time: float | None, on_event) -> dict:
     """Run one job in a fresh process; the result dict (status ok | failed | cut)."""
-    tag = job["tag"]
-    job["events"] = str(workdir / f"{tag}.events.jsonl")
-    job["result"] = str(workdir / f"{tag}.result.json")
-    for stale in (job["events"], job["result"]):  # a reused workdir must not feed old files
+    tag = job.tag
+    job = job.but(events=str(workdir / f"{tag}.events.jsonl"),
+                  result=str(workdir / f"{tag}.result.json"))
+    for stale in (job.events, job.result):  # a reused workdir must not feed old files
         Path(stale).unlink(missing_ok=True)
     job_path = workdir / f"{tag}.job.json"
-    job_path.write_text(json.dumps(job))
+    job_path.write_text(job.to_json())
     log_path = workdir / f"{tag}.log"
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        proc, lifeline = _start_worker(job_path, log, job.get("cache"))
+        proc, lifeline = _start_worker(job_path, log, job.cache)
         offset, cut, phase = 0, False, "start-up"
 
         def drain() -> str:
             nonlocal offset
-            events, offset = _read_events(Path(job["events"]), offset)
+            events, offset = _read_events(Path(job.events), offset)
             for ev in events:
                 on_event(ev)
             return events[-1]["phase"] if events else phase
@@ -185,7 +186,7 @@ def run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> di
             os.close(lifeline)
         phase = drain()
     wall = time.monotonic() - t0
-    result_path = Path(job["result"])
+    result_path = Path(job.result)
     if cut:
         return {"status": CUT, "wall_s": wall,
                 "reason": f"cut: exceeded --max-time {max_time:g} s (during {phase}); "
@@ -198,8 +199,3 @@ def run_worker(job: dict, workdir: Path, max_time: float | None, on_event) -> di
     result["wall_s"] = wall
     return result
 
-
-def steps(job: dict) -> int:
-    if job["kind"] == "warm":
-        return 3
-    return 3 + (job["recipe"] is not None) + job["warmup"] + job["iters"]

@@ -1,14 +1,14 @@
 """Live progress of a benchmark: configuration, phase, step, elapsed and ETA.
 
 On a terminal: rich progress bars on stderr (one for the run, one for the configuration
-being measured). Elsewhere (logs, CI): one plain line per phase change.
+being measured). Elsewhere (logs, CI): plain lines (fastpipes.progress).
 """
 from __future__ import annotations
 
-import sys
-import time
 from contextlib import contextmanager
 from typing import Iterator
+
+from fastpipes.progress import Lines, bar, terminal
 
 
 class _Quiet:
@@ -18,25 +18,26 @@ class _Quiet:
 
 
 class _Lines(_Quiet):
-    """Plain lines for non-terminals: `[bench 1.2s] sdxl_bf16: timed 3/8`."""
+    """Plain lines for non-terminals: `[bench  1.2s] sdxl_bf16: timed 3/8`, one per phase
+    change and, within a long phase, one about every 10 s (fastpipes.progress)."""
 
     def __init__(self):
-        self.t0, self.name, self.phase = time.monotonic(), "", ""
-
-    def _say(self, text: str) -> None:
-        print(f"[bench {time.monotonic() - self.t0:6.1f}s] {text}", file=sys.stderr, flush=True)
+        self.lines, self.name, self.phase = Lines("bench"), "", ""
 
     def start(self, name: str, steps: int) -> None:
         self.name, self.phase = name, ""
-        self._say(f"{name}: starting worker")
+        self.lines.say(f"{name}: starting worker")
 
     def event(self, ev: dict) -> None:
+        text = f"{self.name}: {ev['phase']} ({ev['step']}/{ev['steps']})"
         if ev["phase"] != self.phase:
             self.phase = ev["phase"]
-            self._say(f"{self.name}: {self.phase} ({ev['step']}/{ev['steps']})")
+            self.lines.say(text)
+        else:
+            self.lines.tick(text)
 
     def finish(self, name: str, status: str) -> None:
-        self._say(f"{name}: {status}")
+        self.lines.say(f"{name}: {status}")
 
 
 class _Rich(_Quiet):
@@ -70,19 +71,15 @@ def make_progress(enabled: bool = True, total_steps: int | None = None) -> Itera
     if not enabled:
         yield _Quiet()
         return
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
+    console = terminal()
+    if console is None:
         yield _Lines()
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
-    # a slow refresh: the parent shares the CPU with the worker being timed
-    with Progress(*columns, console=console, transient=False,
-                  refresh_per_second=2) as progress:
+    with bar(console, *columns) as progress:
         yield _Rich(progress, total_steps)

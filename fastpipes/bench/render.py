@@ -244,41 +244,10 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     noise = noise_of(r)
     fig, ax = plt.subplots(figsize=(11, 1.9 + 0.55 * len(configs) + 0.5 * noise["noisy"]))
     for y, c in enumerate(configs):
-        fid = c.fidelity
-        if c.baseline:
-            color, hatch = "#7f7f7f", None
-        elif fid is not None and fid["ok"] is False:
-            color, hatch = "#d62728", "//"
-        elif fid is not None:
-            color, hatch = "#2ca02c", None
-        else:
-            color, hatch = "#1f77b4", None
         if c.ok:
-            spread = speedup_range(r, c) if c.speedup is not None else None
-            xerr = ([[max(speed[y] - spread[0], 0)], [max(spread[1] - speed[y], 0)]]
-                    if spread else None)
-            ax.barh(y, speed[y], color=color, hatch=hatch, edgecolor="black", linewidth=0.6,
-                    xerr=xerr, capsize=3, error_kw={"elinewidth": 0.8})
-            label = f"{speed[y]:.2f}x" if c.speedup is not None else "no baseline"
-            if fid is not None:
-                # every metric (up to 3): which one broke the threshold is not known here
-                shown = ", ".join(f"{k}={fmt_num(v)}" for k, v in list(fid["metrics"].items())[:3])
-                mark = verdict(fid).replace("FAIL", "FIDELITY FAIL")
-                label += f"  {mark}" + (f"\n{shown}" if shown else "")
-            if c.hardware_note:
-                label += "  [hardware: requires unmet]"
-            at = min(spread[1], 2 * top) if spread else speed[y]
-            ax.text(at + xmax * 0.01, y, label, va="center", fontsize=7.5)
+            _bar(ax, r, c, y, speed[y], top, xmax)
         else:
-            reason = " ".join(line.strip() for line in c.reason.splitlines()) or c.status
-            if c.status == FAILED:
-                reason = f"FAILED: {reason}"
-            elif c.status == CUT and not reason.startswith("cut"):
-                reason = f"CUT: {reason}"
-            reason = reason if len(reason) <= 110 else reason[:107] + "..."
-            ax.text(xmax * 0.01, y, reason, va="center", fontsize=7,
-                    color="#d62728" if c.status != NOT_RUN else "#555555",
-                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+            _why_no_bar(ax, c, y, xmax)
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(configs)), names, fontsize=9)
     ax.set_xlim(0, xmax)
@@ -296,3 +265,48 @@ def plot(r: BenchResult, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _bar_style(c: ConfigResult) -> tuple[str, str | None]:
+    """(colour, hatch) of a row's bar: the baseline grey, a fidelity failure hatched red,
+    within its bars green, not judged blue."""
+    fid = c.fidelity
+    if c.baseline:
+        return "#7f7f7f", None
+    if fid is not None and fid["ok"] is False:
+        return "#d62728", "//"
+    return ("#2ca02c" if fid is not None else "#1f77b4"), None
+
+
+def _bar(ax, r: BenchResult, c: ConfigResult, y: int, speed: float, top: float,
+         xmax: float) -> None:
+    """A measured row: its speedup bar, the runs' range as whiskers, and its label."""
+    color, hatch = _bar_style(c)
+    fid = c.fidelity
+    spread = speedup_range(r, c) if c.speedup is not None else None
+    xerr = [[max(speed - spread[0], 0)], [max(spread[1] - speed, 0)]] if spread else None
+    ax.barh(y, speed, color=color, hatch=hatch, edgecolor="black", linewidth=0.6,
+            xerr=xerr, capsize=3, error_kw={"elinewidth": 0.8})
+    label = f"{speed:.2f}x" if c.speedup is not None else "no baseline"
+    if fid is not None:
+        # every metric (up to 3): which one broke the threshold is not known here
+        shown = ", ".join(f"{k}={fmt_num(v)}" for k, v in list(fid["metrics"].items())[:3])
+        mark = verdict(fid).replace("FAIL", "FIDELITY FAIL")
+        label += f"  {mark}" + (f"\n{shown}" if shown else "")
+    if c.hardware_note:
+        label += "  [hardware: requires unmet]"
+    at = min(spread[1], 2 * top) if spread else speed
+    ax.text(at + xmax * 0.01, y, label, va="center", fontsize=7.5)
+
+
+def _why_no_bar(ax, c: ConfigResult, y: int, xmax: float) -> None:
+    """A row without a measurement: why, in red (grey when it was not run)."""
+    reason = " ".join(line.strip() for line in c.reason.splitlines()) or c.status
+    if c.status == FAILED:
+        reason = f"FAILED: {reason}"
+    elif c.status == CUT and not reason.startswith("cut"):
+        reason = f"CUT: {reason}"
+    reason = reason if len(reason) <= 110 else reason[:107] + "..."
+    ax.text(xmax * 0.01, y, reason, va="center", fontsize=7,
+            color="#d62728" if c.status != NOT_RUN else "#555555",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})

@@ -17,7 +17,7 @@ import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -25,8 +25,8 @@ from fastpipes._version import __version__
 from fastpipes.bench.limits import share_of
 from fastpipes.bench.noise import load_per_cpu, noise_verdict
 from fastpipes.bench.plan import AUTO, Planned, compiles, plan
-from fastpipes.bench.processes import (Interrupted, make_workdir, remove_workdir,
-                                       run_worker, steps)
+from fastpipes.bench.job import BenchJob
+from fastpipes.bench.processes import Interrupted, make_workdir, remove_workdir, run_worker
 from fastpipes.bench.progress import make_progress
 from fastpipes.bench.result import CUT, FAILED, NOT_RUN, BenchResult, ConfigResult, RunStatus
 from fastpipes.bench.workloads import WORKLOADS, WorkloadSpec, get_workload
@@ -66,41 +66,37 @@ def check_arguments(spec: WorkloadSpec, iters: int, warmup: int, threads: int | 
     return workload.prepare()
 
 
-def _jobs(planned: list[Planned], spec: WorkloadSpec, wd: Path, owned: bool,
-          overrides: list[str], warm_start: bool, **settings: Any) -> tuple[list[dict], dict]:
-    """One job per configuration, and the second-start jobs of the compiling recipes."""
-    base = {"spec": asdict(spec), "device": spec.device, "reference": str(wd / "reference.pt"),
-            "workdir": str(wd) if owned else None, **settings}
+def _jobs(planned: list[Planned], job: BenchJob, wd: Path, overrides: list[str],
+          warm_start: bool) -> tuple[list[BenchJob], dict[int, BenchJob]]:
+    """One job per configuration (from `job`'s settings), and the second-start jobs of the
+    compiling recipes."""
     auto_overrides = [o for o in overrides if o.startswith(f"{AUTO}.")]  # e.g. auto.budget_s
-    jobs = [dict(base, kind="config", tag=f"c{i}", baseline=p.baseline, recipe=p.recipe,
-                 cache=str(wd / f"cache-c{i}"),
-                 auto_overrides=auto_overrides if p.recipe == AUTO else [])
+    jobs = [job.but(kind="config", tag=f"c{i}", baseline=p.baseline, recipe=p.recipe,
+                    cache=str(wd / f"cache-c{i}"),
+                    auto_overrides=auto_overrides if p.recipe == AUTO else [])
             for i, p in enumerate(planned)]
-    warm = {i: dict(jobs[i], kind="warm", tag=f"c{i}-warm") for i, p in enumerate(planned)
+    warm = {i: jobs[i].but(kind="warm", tag=f"c{i}-warm") for i, p in enumerate(planned)
             if p.run and warm_start and compiles(p.recipe)}
-    for j in jobs + list(warm.values()):
-        j["steps"] = steps(j)
     return jobs, warm
 
 
-def _execute(planned, configs, jobs, warm, wd, max_time, limits, limits_quick, progress,
-             base_job) -> tuple[dict | None, float | None, dict]:
+def _execute(planned, configs, jobs, warm, wd, max_time, limits_job: BenchJob | None,
+             progress) -> tuple[dict | None, float | None, dict]:
     """Run the workers in turn, filling `configs`; (limits, FP32 FLOPs, workload info)."""
     to_run = [i for i, p in enumerate(planned) if p.run]
     limits_result, flops, workload_info = None, None, {}
     flops_by_group = None
-    total = (sum(jobs[i]["steps"] for i in to_run) + (1 if limits else 0)
-             + sum(j["steps"] for j in warm.values()))
+    total = (sum(jobs[i].steps for i in to_run) + (limits_job.steps if limits_job else 0)
+             + sum(j.steps for j in warm.values()))
     with make_progress(progress, total) as prog:
-        if limits:
+        if limits_job:
             prog.start("machine limits", 1)
-            res = run_worker(dict(base_job, kind="limits", tag="limits",
-                                   limits_quick=limits_quick), wd, max_time, prog.event)
+            res = run_worker(limits_job, wd, max_time, prog.event)
             limits_result = res.get("limits")
             prog.finish("machine limits", res["status"])
         for i in to_run:
             c, job = configs[i], jobs[i]
-            prog.start(c.name, job["steps"])
+            prog.start(c.name, job.steps)
             try:
                 res = run_worker(job, wd, max_time, prog.event)
             except KeyboardInterrupt as e:
@@ -115,7 +111,7 @@ def _execute(planned, configs, jobs, warm, wd, max_time, limits, limits_quick, p
             workload_info = workload_info or res.get("workload") or {}
             prog.finish(c.name, c.status)
             if i in warm and c.ok:
-                prog.start(f"{c.name} (second start)", warm[i]["steps"])
+                prog.start(f"{c.name} (second start)", warm[i].steps)
                 res = run_worker(warm[i], wd, max_time, prog.event)
                 _fill_warm(c, res)
                 prog.finish(f"{c.name} (second start)", res["status"])
@@ -125,22 +121,11 @@ def _execute(planned, configs, jobs, warm, wd, max_time, limits, limits_quick, p
 
 
 def run_benchmark(
-    spec: WorkloadSpec,
-    recipes: Iterable[str | Path | Mapping[str, Any]] | None = None,
-    *,
-    overrides: Iterable[str] = (),
-    iters: int = 5,
-    warmup: int = 1,
-    threads: int | None = None,
-    max_time: float | None = None,
-    run_all: bool = False,
-    warm_start: bool = True,
-    limits: bool = True,
-    limits_quick: bool = False,
-    baseline: bool = True,
-    profile: bool = False,
-    progress: bool = True,
-    command: str = "",
+    spec: WorkloadSpec, recipes: Iterable[str | Path | Mapping[str, Any]] | None = None, *,
+    overrides: Iterable[str] = (), iters: int = 5, warmup: int = 1, threads: int | None = None,
+    max_time: float | None = None, run_all: bool = False, warm_start: bool = True,
+    limits: bool = True, limits_quick: bool = False, baseline: bool = True,
+    profile: bool = False, progress: bool = True, command: str = "",
     workdir: str | Path | None = None,
 ) -> BenchResult:
     """Benchmark the FP32 eager baseline and `recipes` on `spec`'s workload.
@@ -169,52 +154,53 @@ def run_benchmark(
     >>> r.config("custom").speedup                                      # doctest: +SKIP
     """
     spec = check_arguments(spec, iters, warmup, threads, max_time, baseline)
-    info = detect()
-    threads = threads or torch.get_num_threads()
-    overrides = list(overrides)
+    info, threads, overrides = detect(), threads or torch.get_num_threads(), list(overrides)
     planned = plan(spec.family, recipes, overrides, run_all, info, spec.device, baseline)
-    configs = [ConfigResult(p.name, recipe_source=shown_source(p.source), baseline=p.baseline,
-                            status=NOT_RUN if not p.failed else FAILED, reason=p.reason,
-                            hardware_note=p.hardware_note, precision_class=p.precision_class)
-               for p in planned]
-
+    configs = [_row(p) for p in planned]
     wd, owned = make_workdir(workdir)
     Path(wd / "reference.pt").unlink(missing_ok=True)  # only this run's baseline is a reference
-    settings = {"threads": threads, "iters": iters, "warmup": warmup, "profile": profile}
-    jobs, warm = _jobs(planned, spec, wd, owned, overrides, warm_start, **settings)
-    base_job = {"spec": asdict(spec), "device": spec.device, "workdir": jobs[0]["workdir"],
-                **settings}
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if on_main else None
-    limits_result, flops, workload_info, interrupted = None, None, {}, False
+    job = BenchJob(kind="config", tag="", spec=spec, threads=threads, iters=iters,
+                   warmup=warmup, profile=profile, reference=str(wd / "reference.pt"))
+    jobs, warm = _jobs(planned, job, wd, overrides, warm_start)
+    limits_job = (job.but(kind="limits", tag="limits", limits_quick=limits_quick) if limits
+                  else None)
     load = load_per_cpu()  # before our own workers load the machine
-    try:
-        limits_result, flops, workload_info = _execute(
-            planned, configs, jobs, warm, wd, max_time, limits, limits_quick, progress, base_job)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
-        if owned:
-            remove_workdir(wd)
-    workload_info = workload_info or _describe(spec)
+    measured, interrupted = _interruptible(lambda: _execute(
+        planned, configs, jobs, warm, wd, max_time, limits_job, progress), wd, owned)
+    limits_result, flops, workload_info = measured or (None, None, {})
     result = BenchResult(
-        workload=dict(workload_info, flops=flops, spec=asdict(spec)),
+        workload=dict(workload_info or _describe(spec), flops=flops, spec=asdict(spec)),
         settings={"iters": iters, "warmup": warmup, "threads": threads, "max_time_s": max_time,
                   "device": spec.device, "overrides": overrides, "profile": profile},
         machine=info.to_dict(), limits=limits_result, configs=configs,
         torch_version=torch.__version__, fastpipes_version=__version__,
         command=command or shlex.join(sys.argv), interrupted=interrupted,
-        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    )
-    for c in configs:
-        c.unit = workload_info.get("unit", "items")
-    _derive(result, flops, workload_info.get("bound", "compute"))
-    base = result.configs[0]
-    result.noise = noise_verdict(base.latency_s if base.ok else None, limits_result, info.tier,
-                                 threads, load)
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    _derive(result, flops, load, info.tier, threads)
     return result
+
+
+def _row(p: Planned) -> ConfigResult:
+    """A planned configuration's row, before it runs."""
+    return ConfigResult(p.name, recipe_source=shown_source(p.source), baseline=p.baseline,
+                        status=NOT_RUN if not p.failed else FAILED, reason=p.reason,
+                        hardware_note=p.hardware_note, precision_class=p.precision_class)
+
+
+def _interruptible(run: Callable[[], Any], wd: Path, owned: bool) -> tuple[Any, bool]:
+    """(what `run()` returned, or None if Ctrl-C or SIGTERM stopped it; whether they did).
+    SIGTERM raises as Ctrl-C does while it runs; an owned work directory is removed after."""
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if on_main else None
+    try:
+        return run(), False
+    except KeyboardInterrupt:
+        return None, True
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+        if owned:
+            remove_workdir(wd)
 
 
 def _raise_interrupted(signum, frame) -> None:
@@ -223,11 +209,17 @@ def _raise_interrupted(signum, frame) -> None:
 
 # ---- assembling the result ----------------------------------------------------------------
 
-def _derive(result: BenchResult, flops: float | None, bound: str) -> None:
-    """Speedup over the baseline and shares of the measured machine limits, per row."""
+def _derive(result: BenchResult, flops: float | None, load: float | None, tier: str,
+            threads: int) -> None:
+    """Per row: unit, speedup over the baseline and shares of the measured machine limits;
+    then how noisy the run was."""
+    unit, bound = result.workload.get("unit", "items"), result.workload.get("bound", "compute")
     base = result.configs[0]
     base_median = base.latency_s["median"] if base.ok else None
+    result.noise = noise_verdict(base.latency_s if base.ok else None, result.limits, tier,
+                                 threads, load)
     for c in result.configs:
+        c.unit = unit
         if not c.ok:
             continue
         median = c.latency_s["median"]

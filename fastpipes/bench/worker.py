@@ -17,6 +17,16 @@ import time
 import traceback
 from typing import Any, Callable
 
+from fastpipes.api import accelerate
+from fastpipes.auto import AutoTarget, accelerate_auto
+from fastpipes.bench.job import BenchJob
+from fastpipes.bench.limits import measure_limits
+from fastpipes.bench.profile import enable_kernel_names, flops_by_group, profile_call
+from fastpipes.bench.workloads import get_workload
+from fastpipes.files import atomic_file, atomic_write
+from fastpipes.passes.compile_runtime import cache_counts
+from fastpipes.timing import timed
+
 
 class Events:
     """Append-only JSON-lines log the parent tails for live progress."""
@@ -29,21 +39,6 @@ class Events:
         with open(self.path, "a") as f:
             f.write(json.dumps({"t": time.time(), "phase": phase, "step": self.step,
                                 "steps": self.steps}) + "\n")
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def _timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t0, out
 
 
 def _attempt(notes: list[str], what: str, fn: Callable, *args) -> Any:
@@ -99,8 +94,7 @@ def _save_reference(workload: Any, pipe: Any, inputs: Any, output: Any, path: st
     import torch
 
     value = _view(workload, pipe, inputs, output)
-    torch.save(value, path + ".tmp")
-    os.replace(path + ".tmp", path)  # recipe workers never see a half-written reference
+    atomic_file(path, lambda tmp: torch.save(value, tmp))  # never half a reference
 
 
 def _fidelity(workload: Any, pipe: Any, inputs: Any, output: Any, path: str,
@@ -119,14 +113,12 @@ def peak_rss_mb() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def run_limits(job: dict, events: Events) -> dict:
+def run_limits(job: BenchJob, events: Events) -> dict:
     import torch
 
-    from fastpipes.bench.limits import measure_limits
-
-    torch.set_num_threads(job["threads"])
+    torch.set_num_threads(job.threads)
     events("limits")
-    return {"limits": measure_limits(job["device"], quick=job.get("limits_quick", False)).to_dict()}
+    return {"limits": measure_limits(job.device, quick=job.limits_quick).to_dict()}
 
 
 def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
@@ -134,9 +126,6 @@ def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
                 say: Callable[[str], None] | None = None) -> Any:
     """Apply `recipe`; "auto" searches with this workload's own timed call and fidelity
     bars, so it picks what this benchmark would rank first among faithful recipes."""
-    from fastpipes.api import accelerate
-    from fastpipes.auto import AutoTarget, accelerate_auto
-
     if recipe != "auto":
         return accelerate(pipe, recipe)
     target = AutoTarget(call=lambda: workload.run(pipe, inputs),
@@ -147,16 +136,12 @@ def _accelerate(workload: Any, pipe: Any, inputs: Any, recipe: Any,
                            say=say)
 
 
-def run_config(job: dict, events: Events) -> dict:
+def run_config(job: BenchJob, events: Events) -> dict:
     import torch
 
-    from fastpipes.bench.workloads import WorkloadSpec, get_workload
-
-    spec = WorkloadSpec(**job["spec"])
-    torch.set_num_threads(job["threads"])
-    if job.get("profile"):
-        from fastpipes.bench.profile import enable_kernel_names
-
+    spec = job.spec
+    torch.set_num_threads(job.threads)
+    if job.profile:
         enable_kernel_names()  # before anything compiles
     if spec.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -166,94 +151,102 @@ def run_config(job: dict, events: Events) -> dict:
     workload = get_workload(spec)
     out["workload"] = {"family": spec.family, "description": workload.describe(),
                        "unit": workload.unit, "bound": workload.bound}
-    t_build, pipe = _timed(lambda: workload.build_for(job["recipe"]), spec.device)
-    out["build_s"] = t_build
+    out["build_s"], pipe = timed(lambda: workload.build_for(job.recipe), spec.device)
     inputs = workload.inputs(pipe)
-    klass = "exact"  # FP32 eager; a recipe row is judged by its applied passes' class
-    if job["recipe"] is not None:
+    report = None
+    out["precision_class"] = "exact"  # FP32 eager; a recipe row: its applied passes' class
+    if job.recipe is not None:
         events("accelerate", 1)
-        out["accelerate_s"], report = _timed(lambda: _accelerate(
-            workload, pipe, inputs, job["recipe"], job.get("auto_overrides"),
+        out["accelerate_s"], report = timed(lambda: _accelerate(
+            workload, pipe, inputs, job.recipe, job.auto_overrides,
             lambda text: events(f"auto: {text}")), spec.device)
         out["report"] = report.to_dict()
-        klass = report.precision_class
-    out["precision_class"] = klass
+        out["precision_class"] = report.precision_class
 
     def call():
         return workload.run(pipe, inputs)
 
-    from fastpipes.passes.compile_runtime import cache_counts
+    output = _calls(job, call, events, out)
+    if job.kind == "warm":  # a second start: only what it costs to get going again
+        return out
+    out["items"] = workload.items(inputs)
+    out["bytes_per_item"] = workload.bytes_per_item(pipe)
+    if report is not None:  # again: a pass can fall back at the first call (compile)
+        out["report"] = report.to_dict()
+    # after the timings: a failure here costs the row a number, not its measurements
+    events("extras", 1)
+    out["notes"] = _extras(job, workload, pipe, inputs, output, call, out)
+    if spec.device.startswith("cuda"):
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
+
+def _calls(job: BenchJob, call: Callable[[], Any], events: Events, out: dict) -> Any:
+    """The first call (compile), then, unless this is a second start, the warm-up and the
+    timed calls; fills `out`'s timings and returns the last output."""
     counts = cache_counts()
     events("first call (compile)", 1)
-    out["first_call_s"], output = _timed(call, spec.device)
+    out["first_call_s"], output = timed(call, job.device)
     out["cache_counts"] = {k: v - counts[k] for k, v in cache_counts().items()
                            if v - counts[k]}
-    if job["kind"] == "warm":  # a second start: only what it costs to get going again
-        return out
-    for _ in range(job["warmup"]):
+    if job.kind == "warm":
+        return output
+    for _ in range(job.warmup):
         events("warm-up", 1)
-        _timed(call, spec.device)
+        timed(call, job.device)
     times = []
-    for _ in range(job["iters"]):
+    for _ in range(job.iters):
         events("timed", 1)
-        t, output = _timed(call, spec.device)
+        t, output = timed(call, job.device)
         times.append(t)
     median = statistics.median(times)
     out["latency_s"] = {"median": median, "min": min(times), "max": max(times), "runs": times}
     # what the first call cost beyond a steady-state call: compilation, autotuning, lazy init
     out["compile_s"] = max(0.0, out["first_call_s"] - median)
-    out["items"] = workload.items(inputs)
-    out["bytes_per_item"] = workload.bytes_per_item(pipe)
-    if job["recipe"] is not None:  # again: a pass can fall back at the first call (compile)
-        out["report"] = report.to_dict()
+    return output
 
-    # after the timings: a failure here costs the row a number, not its measurements
-    events("extras", 1)
+
+def _extras(job: BenchJob, workload: Any, pipe: Any, inputs: Any, output: Any,
+            call: Callable[[], Any], out: dict) -> list[str]:
+    """Extra metrics, the profile, FLOPs and the reference (baseline) or fidelity (recipe)
+    into `out`; what failed, as notes."""
     notes: list[str] = []
     out["extra"] = _attempt(notes, "extra metrics", workload.extra_metrics, pipe, inputs) or {}
-    if job.get("profile"):
-        from fastpipes.bench.profile import flops_by_group, profile_call
-
+    if job.profile:
         out["profile"] = _attempt(notes, "profile", profile_call, call)
-        if job["baseline"]:
+        if job.baseline:
             out["flops_by_group"] = _attempt(notes, "FLOPs by group", flops_by_group, call)
-    if job["baseline"]:
+    if job.baseline:
         # the FP32 work of one run: the same for every recipe
         out["flops"] = _attempt(notes, "FLOP count", workload.flops, pipe, inputs)
         _attempt(notes, "saving the FP32 reference output", _save_reference, workload, pipe,
-                 inputs, output, job["reference"])
-    elif os.path.exists(job["reference"]):
+                 inputs, output, job.reference)
+    elif os.path.exists(job.reference):
         fid = _attempt(notes, "fidelity", _fidelity, workload, pipe, inputs, output,
-                       job["reference"], klass)
+                       job.reference, out["precision_class"])
         if fid is not None:
             out["fidelity"] = {"metrics": {k: float(v) for k, v in fid.metrics.items()},
                                "ok": fid.ok, "thresholds": fid.thresholds,
                                "precision_class": fid.precision_class, "note": fid.note}
     else:
         notes.append("no fidelity: the FP32 baseline left no reference output")
-    out["notes"] = notes
-    if spec.device.startswith("cuda"):
-        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
+    return notes
 
 
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
-        job = json.load(f)
-    events = Events(job["events"], job.get("steps", 1))
+        job = BenchJob.from_json(f.read())
+    events = Events(job.events, job.steps)
     try:
-        result = run_limits(job, events) if job["kind"] == "limits" else run_config(job, events)
+        result = run_limits(job, events) if job.kind == "limits" else run_config(job, events)
         result["status"] = "ok"
     except BaseException as e:  # noqa: BLE001  (a failed configuration is a result)
         result = {"status": "failed", "phase": events.phase,
                   "reason": f"{type(e).__name__} during {events.phase}: {e}".strip(),
                   "traceback": traceback.format_exc()}
     result["peak_rss_mb"] = peak_rss_mb()
-    tmp = job["result"] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, default=str)
-    os.replace(tmp, job["result"])  # the parent never reads a half-written result
+    # the parent never reads a half-written result
+    atomic_write(job.result, json.dumps(result, default=str))
     return 0
 
 

@@ -14,10 +14,12 @@ import argparse
 import json
 import sys
 
+from fastpipes.cache import PARTS, cache_dir, usage
+from fastpipes.cache_clear import clear
+from fastpipes.errors import CacheError
+
 
 def add_parser(subparsers) -> None:
-    from fastpipes.cache import PARTS
-
     p = subparsers.add_parser("cache", help="show or clear the fastpipes cache",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,10 +41,6 @@ def _size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastpipes.cache import PARTS, cache_dir, usage
-    from fastpipes.cache_clear import clear
-    from fastpipes.errors import CacheError
-
     if args.action == "info":
         data = usage()
         if args.json:

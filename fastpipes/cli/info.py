@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 
+from fastpipes.bench.limits import measure_limits
+from fastpipes.hardware import TIERS, detect
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="what this machine can do (tier, ISA, native bf16, "
@@ -20,9 +23,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from fastpipes.bench.limits import measure_limits
-    from fastpipes.hardware import TIERS, detect
-
     info = detect(probe_packages=True)
     limits = measure_limits("cpu") if args.measure else None
     if args.json:

@@ -9,14 +9,13 @@ import argparse
 import importlib
 import sys
 
+import fastpipes
 from fastpipes.errors import FastpipesError
 
 SUBCOMMANDS = ("info", "recipes", "bench", "cache", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import fastpipes
-
     parser = argparse.ArgumentParser(
         prog="fastpipes",
         description="Accelerate SAM, SDXL and Llama pipelines with YAML recipes, "

@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from fastpipes.errors import FastpipesError, RecipeError
+from fastpipes.files import atomic_file
+from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements, wrong_device
+from fastpipes.recipe import available, load_recipe
+from fastpipes.recipe.load import is_path_spec
 from fastpipes.recipe.schema import FAMILY_COMPONENTS, GENERIC
 
 
@@ -41,9 +44,6 @@ def run_list(args) -> int:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements, wrong_device
-    from fastpipes.recipe import available, load_recipe
 
     info = detect()
     no_ipex = ""
@@ -102,8 +102,6 @@ def _first_problem(e: FastpipesError) -> str:
 
 
 def run_show(args) -> int:
-    from fastpipes.recipe import load_recipe
-
     r = load_recipe(args.name, args.overrides)
     print(f"# {r.name}: resolved from {' <- '.join(r.chain)}")
     print(r.to_yaml(), end="")
@@ -111,8 +109,6 @@ def run_show(args) -> int:
 
 
 def run_validate(args) -> int:
-    from fastpipes.recipe import load_recipe
-
     bad = 0
     for f in args.files:
         try:
@@ -158,8 +154,6 @@ def _base_for(base: str, out: Path) -> str:
     """`base` as the new file must write it. ``base:`` is resolved relative to the file
     naming it, so a path (relative to the working directory here) is rewritten relative to
     `out`'s directory, or absolute where there is no relative path; a name stays a name."""
-    from fastpipes.recipe.load import is_path_spec
-
     if not is_path_spec(base):
         return base
     path = Path(base).expanduser().resolve()
@@ -171,8 +165,6 @@ def _base_for(base: str, out: Path) -> str:
 
 def run_new(args) -> int:
     from omegaconf import OmegaConf
-
-    from fastpipes.recipe import load_recipe
 
     base = load_recipe(args.base)
     out = Path(args.output or f"{args.name}.yaml")
@@ -194,21 +186,17 @@ def run_new(args) -> int:
         body="\n".join(f"# {line}" for line in text.splitlines()))
     # written next to `out` (so a relative base resolves as it will there), validated, then
     # moved into place: a starter that does not validate is never left behind
+    def write_checked(tmp: Path) -> None:
+        tmp.write_text(starter, encoding="utf-8")
+        try:
+            load_recipe(str(tmp))
+        except RecipeError as e:  # name the file the user asked for, not the temporary one
+            raise RecipeError([replace(p, file=str(out)) if Path(p.file) == tmp else p
+                               for p in e.problems], recipe=e.recipe) from None
+
     try:
-        fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix=f".{out.stem}-", dir=out.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(starter)
+        atomic_file(out, write_checked, suffix=".yaml")
     except OSError as e:
         raise FastpipesError(f"cannot write {out}: {e.strerror}") from None
-    try:
-        load_recipe(tmp)
-        os.replace(tmp, out)
-    except RecipeError as e:  # name the file the user asked for, not the temporary one
-        raise RecipeError([replace(p, file=str(out)) if Path(p.file) == Path(tmp) else p
-                           for p in e.problems], recipe=e.recipe) from None
-    except OSError as e:
-        raise FastpipesError(f"cannot write {out}: {e.strerror}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     print(f"wrote {out} (inherits {base_ref}); validate with: fastpipes recipes validate {out}")
     return 0

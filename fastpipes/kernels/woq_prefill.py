@@ -27,6 +27,8 @@ import functools
 
 import torch
 
+from fastpipes.hardware import detect
+
 # the AVX-512 int4 packing: output channels in blocks of 64; a block's byte (k, j) holds
 # channel j (low nibble) and 32 + j (high nibble); a tail block of n < 64 channels holds
 # channels 2j and 2j + 1 in byte (k, j)
@@ -46,8 +48,6 @@ def prompt_plan(kind: str, act_dtype: torch.dtype, bf16_native: bool | None = No
     `act_dtype` activations: from prompt_rows rows on it runs the dense GEMM in that dtype
     (:data:`NEVER`: always the packed kernel). `bf16_native` defaults to this machine's."""
     if bf16_native is None:
-        from fastpipes.hardware import detect
-
         bf16_native = detect().bf16_native
     if kind == "int4" and not int4_layout_ok():
         return NEVER, act_dtype

@@ -14,11 +14,13 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
-from fastpipes.pipelines.base import (Adapter, AttentionSite, Bar, Fidelity, judge,
-                                      seeded_generator)
 from fastpipes.llama.hf_dir import load_causal_lm, transformers_version
+from fastpipes.llama.quantized_load import load_quantized_causal_lm, weight_only
 from fastpipes.llama.reference import (REFERENCE_MODELS, perplexity, reference_dir,
                                                  top1_agreement)
+from fastpipes.pipelines.base import (Adapter, AttentionSite, Bar, Fidelity, judge,
+                                      seeded_generator)
+from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import PrecisionClass
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
@@ -105,8 +107,6 @@ def build_llama(name_or_path: str = "llama-3.2-1b", seed: int = 0,
         name_or_path = reference_dir(str(name_or_path))
     path = Path(str(name_or_path))
     if (path.exists() or "/" in str(name_or_path)) and str(name_or_path) not in LLAMA_SHAPES:
-        from fastpipes.llama.quantized_load import load_quantized_causal_lm, weight_only
-
         if weight_only(quantize) and torch.device(device).type == "cpu":
             return load_quantized_causal_lm(path, quantize, dtype)
         return load_causal_lm(path, dtype).to(device).eval()
@@ -136,8 +136,6 @@ def load_llama(name_or_path: str | Path, recipe: Any = None, overrides: Any = No
     """
     quantize = None
     if recipe is not None:
-        from fastpipes.recipe.load import load_recipe
-
         quantize = load_recipe(recipe, overrides).section("quantize")
     return build_llama(str(name_or_path), seed=seed, quantize=quantize)
 

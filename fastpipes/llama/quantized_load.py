@@ -25,12 +25,14 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from fastpipes.errors import InputError
+from fastpipes.cache import open_part
+from fastpipes.errors import CacheError, InputError
+from fastpipes.llama.hf_dir import _list, check_model_dir
 from fastpipes.passes.quantize import (FILE_FORMAT, QUANTIZED_AT_LOAD, QuantizeConfig,
                                        _set_module, kernel_skips,
                                        load_quantized, quantize_linear, resolve_act_dtype,
                                        save_quantized, select_linears)
-from fastpipes.llama.hf_dir import _list, check_model_dir
+from fastpipes.recipe.load import load_recipe
 
 ATTR = QUANTIZED_AT_LOAD
 _DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
@@ -155,16 +157,11 @@ def _drop_nibbles(model: nn.Module) -> None:
 def _config(quantize: QuantizeConfig | Mapping[str, Any]) -> QuantizeConfig:
     if isinstance(quantize, QuantizeConfig):
         return quantize
-    from fastpipes.recipe.load import load_recipe
-
     return load_recipe({"name": "load", "quantize": dict(quantize)}).section("quantize")
 
 
 def _default_cache() -> Path | None:
     """The cache's "weights" part, or None (no cache) when it cannot be used or trusted."""
-    from fastpipes.cache import open_part
-    from fastpipes.errors import CacheError
-
     try:
         return open_part("weights")
     except CacheError:

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from fastpipes.bounds import TYPE_WORDS, fits_type
 from fastpipes.cache import inductor_location, open_part, part_dir
 from fastpipes.errors import Problem
 from fastpipes.hardware import import_ipex
@@ -169,15 +170,12 @@ def _fits(tp: Any, value: Any) -> bool:
         return isinstance(value, dict)
     if origin is not None or not isinstance(tp, type):
         return False  # Callable[...], tuple[...], Python objects: not expressible in YAML
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
+    return fits_type(value, tp, int_is_float=False)
 
 
 def _type_text(tp: Any) -> str:
     """An Inductor option type in words, for the `allowed` of a problem."""
-    words = {bool: "true or false", int: "integer", float: "number with a decimal point",
-             str: "string", type(None): "null", list: "list", dict: "mapping"}
+    words = {**TYPE_WORDS, float: "number with a decimal point"}  # an int is no float here
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(dict.fromkeys(_type_text(arg) for arg in typing.get_args(tp)))

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from fastpipes.cache import INDUCTOR_ENV, InductorLocation, drop_bad_entry, trusted_file
 from fastpipes.errors import CacheError
+from fastpipes.files import atomic_write
 from fastpipes.fingerprint import machine_fingerprint, structure_signature
 from fastpipes.hardware import detect
 from fastpipes.report import PassStatus
@@ -109,12 +110,8 @@ class CompileCache:
             saved = torch.compiler.save_cache_artifacts()
             if not saved:
                 return
-            tmp = self.bundle.with_suffix(".tmp")
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # yours alone
-            with os.fdopen(fd, "wb") as f:
-                f.write(saved[0])
-            tmp.replace(self.bundle)  # atomic: a crash never leaves half a bundle
+            # yours alone, and atomic: a crash never leaves half a bundle
+            atomic_write(self.bundle, saved[0], mode=0o600)
         except Exception as e:  # noqa: BLE001  (the compile itself succeeded)
             warn(f"compile: could not save the cache bundle {self.bundle}: "
                  f"{type(e).__name__}: {e}")

@@ -99,7 +99,7 @@ class OpenvinoConfig(Section):
                                       "a native recipe, or install fastpipes[openvino]"))
         if self.weights is not OvWeights.none and ov is not None and import_nncf()[0] is None:
             out.append(target.problem("openvino.weights", import_nncf()[1], "none"))
-        family = target.adapter.family.value
+        family = target.adapter.family
         if target.adapter.device().type != "cpu":
             out.append(target.problem("openvino", f"OpenVINO runs on the CPU here; the "
                                       f"pipeline is on {target.adapter.device()}", "a CPU pipeline"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
+from fastpipes.files import atomic_file
 from fastpipes.fingerprint import content_hash, content_problem
 from fastpipes.kernels.woq import (INT4_GROUP_SIZES, ROWS, Int4WeightOnlyLinear,
                                    Int8DynamicLinear, Int8WeightOnlyLinear, aligned)
@@ -74,17 +74,10 @@ def save_quantized(model: nn.Module, path: str | Path, fingerprint_key: str = ""
                       "group_size": getattr(m, "group_size", 0),
                       "act_dtype": str(m.act_dtype).removeprefix("torch.")}
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"fastpipes_woq": json.dumps(meta),
-                                                "format": FILE_FORMAT,
-                                                "fingerprint": fingerprint_key,
-                                                "content_sha256": content_hash(tensors, tensors.get)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    metadata = {"fastpipes_woq": json.dumps(meta), "format": FILE_FORMAT,
+                "fingerprint": fingerprint_key,
+                "content_sha256": content_hash(tensors, tensors.get)}
+    atomic_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return len(meta)
 
 

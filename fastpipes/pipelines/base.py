@@ -18,7 +18,8 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn as nn
 
-from fastpipes.errors import UnsupportedPipelineError
+from fastpipes.errors import FastpipesError, UnsupportedPipelineError
+from fastpipes.fingerprint import shapes
 from fastpipes.passes.structure import AttentionSite  # noqa: F401  (re-exported: adapters name it here)
 from fastpipes.recipe.schema import GENERIC, PrecisionClass
 from fastpipes.registry import Registry
@@ -138,15 +139,11 @@ class Adapter:
     # -- exercising and judging the pipeline (recipe="auto" and the benchmarks) -------------
     def example_inputs(self) -> Any:
         """Inputs for one representative call, made from the model's own shapes."""
-        from fastpipes.errors import FastpipesError
-
         raise FastpipesError(f"recipe='auto' needs example_inputs=... for a {self.name} pipeline "
                              "(the inputs it will be called with)")
 
     def describe_inputs(self, inputs: Any) -> str:
         """One line saying what `inputs` are (shown in the auto report)."""
-        from fastpipes.fingerprint import shapes
-
         return f"inputs {shapes(inputs)}"
 
     def call(self, inputs: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import HEADER_KEYS, Recipe
 
 NOT_PASSES = ("auto",)  # sections that configure fastpipes itself, not the pipeline
@@ -62,8 +63,6 @@ def parse(name: str) -> tuple[str, str, str] | None:
 
 def rebuild(name: str) -> dict[str, Any] | None:
     """The recipe mapping an ablation's name stands for (None if `name` is not one)."""
-    from fastpipes.recipe.load import load_recipe
-
     found = parse(name)
     if found is None:
         return None

@@ -253,17 +253,49 @@ def load_recipe(
     >>> r.section("compile").mode                                        # doctest: +SKIP
     <CompileMode.max_autotune: 'max-autotune'>
     """
+    if isinstance(spec, Recipe) and not overrides:
+        return spec
+    layers = _layers(spec)
+    over, problems = parse_overrides(overrides)
+    problems = _layer_problems(layers) + problems + _override_problems(over)
+    if problems:  # the sections that are well typed everywhere still get their value checks
+        problems += _clean_section_checks(layers, over, problems)
+        raise RecipeError(problems, recipe=_guess_name(spec, layers))
+
+    data = _merged(spec, layers, over)
+    leaf = layers[-1].file
+    data.pop("base", None)
+    header = build(RecipeHeader, {k: v for k, v in data.items() if k in HEADER_KEYS})
+    name = header.name or (Path(leaf).stem if leaf.endswith((".yaml", ".yml")) else "custom")
+    data["name"] = name
+    sections = {k: build_section(k, v or {}) for k, v in data.items()
+                if k not in HEADER_KEYS and v is not None}
+    sources = [(layer.file, layer.raw) for layer in layers] + [(OVERRIDES, over)]
+    problems = [Problem(_set_by(f"{k}.{key}", sources, leaf), f"{k}.{key}", message, allowed)
+                for k, sec in sections.items() for key, message, allowed in sec.check()]
+    problems += [Problem(_set_by(key.split("[")[0], sources, leaf), key, message, allowed)
+                 for key, message, allowed in check_components(header.family, sections)]
+    if problems:
+        raise RecipeError(problems, recipe=name)
+    return Recipe(name=name, description=header.description, family=header.family,
+                  requires=header.requires, low_memory=header.low_memory, sections=sections,
+                  source=leaf, chain=tuple(layer.file for layer in reversed(layers)), raw=data)
+
+
+def _layers(spec: "str | Path | Recipe | Mapping[str, Any]") -> list[_Layer]:
+    """What a recipe is made of, its farthest base first."""
     if isinstance(spec, Recipe):
-        if not overrides:
-            return spec
-        layers = [_Layer(spec.source, dict(spec.raw), is_file=False)]
-    elif isinstance(spec, Mapping):
+        return [_Layer(spec.source, dict(spec.raw), is_file=False)]
+    if isinstance(spec, Mapping):
         layers = [_Layer("<api>", dict(spec), is_file=False)]
         if isinstance(spec.get("base"), str):
             layers = _read_chain(resolve(spec["base"])) + layers
-    else:
-        layers = _read_chain(resolve(str(spec)))
+        return layers
+    return _read_chain(resolve(str(spec)))
 
+
+def _layer_problems(layers: list[_Layer]) -> list[Problem]:
+    """Each layer's shape, size and types (a file that is no recipe at all: only that)."""
     problems: list[Problem] = []
     for layer in layers:
         alien = not_a_recipe(layer.raw, layer.file) if layer.is_file else []
@@ -273,55 +305,29 @@ def load_recipe(
             problems.append(Problem(layer.file, "", "empty recipe: it sets no pass section "
                                                     "and no base",
                                     "at least one section (e.g. attention: {}) or base: NAME"))
-    over, bad_overrides = parse_overrides(overrides)
-    problems += bad_overrides
-    if over:
-        problems += check_recipe_mapping(over, OVERRIDES)
+    return problems
+
+
+def _override_problems(over: Any) -> list[Problem]:
+    problems = check_recipe_mapping(over, OVERRIDES) if over else []
     if isinstance(over, dict) and "base" in over:
         problems.append(Problem(OVERRIDES, "base", "the base of a recipe cannot be overridden",
                                 "a recipe file that inherits it: fastpipes recipes new NAME "
                                 "--from BASE"))
-    if problems:  # the sections that are well typed everywhere still get their value checks
-        problems += _clean_section_checks(layers, over, problems)
-        raise RecipeError(problems, recipe=_guess_name(spec, layers))
+    return problems
 
+
+def _merged(spec: Any, layers: list[_Layer], over: Any) -> dict:
+    """The layers and the overrides merged, later ones winning (plain data, not resolved)."""
     raws = [layer.raw for layer in layers] + ([over] if over else [])
     try:  # every value is plain data by now: nothing to resolve
         merged = OmegaConf.create({})
         for raw in raws:
             merged = OmegaConf.merge(merged, OmegaConf.create(raw))
-        data = OmegaConf.to_container(merged, resolve=False)
+        return OmegaConf.to_container(merged, resolve=False)
     except OmegaConfBaseException as e:
         raise RecipeError([Problem(layers[-1].file, "", f"cannot merge: {e}")],
                           recipe=_guess_name(spec, layers)) from None
-    leaf = layers[-1].file
-    data.pop("base", None)
-    header = build(RecipeHeader, {k: v for k, v in data.items() if k in HEADER_KEYS})
-    name = header.name or (Path(leaf).stem if leaf.endswith((".yaml", ".yml")) else "custom")
-    data["name"] = name
-    sections = {k: build_section(k, v or {}) for k, v in data.items()
-                if k not in HEADER_KEYS and v is not None}
-    sources = [(layer.file, layer.raw) for layer in layers] + [(OVERRIDES, over)]
-    for k, sec in sections.items():
-        for key, message, allowed in sec.check():
-            problems.append(Problem(_set_by(f"{k}.{key}", sources, leaf), f"{k}.{key}",
-                                    message, allowed))
-    for key, message, allowed in check_components(header.family, sections):
-        problems.append(Problem(_set_by(key.split("[")[0], sources, leaf), key, message,
-                                allowed))
-    if problems:
-        raise RecipeError(problems, recipe=name)
-    return Recipe(
-        name=name,
-        description=header.description,
-        family=header.family,
-        requires=header.requires,
-        low_memory=header.low_memory,
-        sections=sections,
-        source=leaf,
-        chain=tuple(layer.file for layer in reversed(layers)),
-        raw=data,
-    )
 
 
 def _clean_section_checks(layers: list[_Layer], over: Any,

@@ -14,7 +14,7 @@ section, which is not a pass, is declared here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -143,7 +143,7 @@ class AutoConfig(Section):
 
 SECTIONS.add("auto", AutoConfig)
 
-HEADER_KEYS = ("name", "description", "family", "base", "requires", "low_memory")
+HEADER_KEYS = tuple(f.name for f in fields(RecipeHeader))  # the keys besides pass sections
 
 
 @dataclass(frozen=True)

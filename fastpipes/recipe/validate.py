@@ -18,6 +18,7 @@ import typing
 from enum import Enum
 from typing import Any, Union
 
+from fastpipes.bounds import TYPE_WORDS, fits_type
 from fastpipes.errors import Problem
 from fastpipes.recipe.schema import (FAMILY_COMPONENTS, HEADER_KEYS, SECTIONS, RecipeHeader,
                                      Section)
@@ -39,9 +40,7 @@ def type_name(tp: Any) -> str:
         return "one of: " + ", ".join(m.value for m in tp)
     if dataclasses.is_dataclass(tp):
         return "mapping with keys: " + ", ".join(f.name for f in dataclasses.fields(tp))
-    return {bool: "true or false", int: "integer", float: "number", str: "string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+    return TYPE_WORDS.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _show(value: Any) -> str:
@@ -165,14 +164,8 @@ def _check(tp: Any, value: Any, key: str, file: str, out: list[Problem]) -> None
             hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
             out.append(Problem(file, key, f"unknown value {_show(value)}{hint}", type_name(tp)))
         return
-    ok = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-    }.get(tp)
-    assert ok is not None, f"schema type {tp!r} is not supported by the validator"
-    if not ok(value):
+    assert tp in (bool, int, float, str), f"schema type {tp!r} is not supported by the validator"
+    if not fits_type(value, tp):
         out.append(Problem(file, key, f"wrong type: {_show(value)}", type_name(tp)))
 
 

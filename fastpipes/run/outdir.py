@@ -9,8 +9,8 @@ Layout under ``--out``::
     .fastpipes/done/<key>.json      one per finished item: its record and fingerprint
     .fastpipes/failed/<key>.json    one per failed item: the error (retried on the next run)
 
-Every file is written to a temporary name in the same directory and moved into place with
-``os.replace``, so a killed job never leaves half a PNG or JSON. An item's outputs are
+Every file is written atomically (fastpipes.files: a temporary name in the same directory,
+then ``os.replace``), so a killed job never leaves half a PNG or JSON. An item's outputs are
 written before its ``done`` record: the record is the commit point, and a rerun skips
 exactly the items whose record is there with the same fingerprint.
 """
@@ -23,37 +23,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from fastpipes.errors import InputError
+from fastpipes.files import atomic_write, atomic_write_lines  # noqa: F401  (their home before)
 
 STATE = ".fastpipes"
-
-
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file and ``os.replace`` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():  # interrupted between write and replace
-            tmp.unlink()
-    return path
-
-
-def atomic_write_lines(path: Path, lines: Iterable[str]) -> Path:
-    """Stream `lines` (each ending without a newline) into `path`, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 class OutDir:
@@ -112,7 +84,7 @@ class OutDir:
         return p
 
     def write(self, rel: str, data: bytes | str) -> Path:
-        return atomic_write(self.path(rel), data.encode() if isinstance(data, str) else data)
+        return atomic_write(self.path(rel), data)
 
     def write_json(self, rel: str, obj: Any) -> Path:
         return self.write(rel, json.dumps(obj, indent=1))

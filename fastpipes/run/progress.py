@@ -1,20 +1,15 @@
 """Progress of a job: items done of total, items/s and ETA.
 
 On a terminal: a rich progress bar on stderr. Elsewhere (logs, CI, tests): a plain line at
-most every `every_s` seconds, and one at the end.
+most every `every_s` seconds, and one at the end (fastpipes.progress).
 """
 from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--"
-    m, s = divmod(int(seconds + 0.5), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+from fastpipes.progress import EVERY_S, Lines, bar, eta_text, terminal
 
 
 class JobProgress:
@@ -26,23 +21,22 @@ class JobProgress:
     (1, 0)
     """
 
-    def __init__(self, total: int, label: str, enabled: bool = True, every_s: float = 10.0):
+    def __init__(self, total: int, label: str, enabled: bool = True, every_s: float = EVERY_S):
         self.total, self.label, self.enabled, self.every_s = total, label, enabled, every_s
         self.done = self.failed = 0
-        self.t0 = self._last = time.monotonic()
+        self._lines = Lines(label, every_s, width=7)
+        self._stack = ExitStack()
         self._bar = self._task = None
         self._first: float | None = None
         self._shown = 0  # results counted in the last plain line
 
     def __enter__(self) -> "JobProgress":
-        self.t0 = self._last = time.monotonic()
+        self._lines = Lines(self.label, self.every_s, width=7)
         if not self.enabled:
             return self
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+        console = terminal()
+        if console is not None:
+            from rich.progress import (BarColumn, MofNCompleteColumn, ProgressColumn,
                                        SpinnerColumn, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
             from rich.text import Text
@@ -52,17 +46,16 @@ class JobProgress:
                     speed = task.finished_speed or task.speed
                     return Text(f"{speed:.2f} items/s" if speed else "-- items/s")
 
-            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                                 refresh_per_second=2)
-            self._bar.__enter__()
+            self._bar = self._stack.enter_context(bar(
+                console, SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                MofNCompleteColumn(), Rate(), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn()))
             self._task = self._bar.add_task(self.label, total=self.total)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
-            self._bar.__exit__(*exc)
+            self._stack.__exit__(*exc)
         elif self.enabled and self.done + self.failed != self._shown:
             self._line()
 
@@ -83,7 +76,7 @@ class JobProgress:
         if self._bar is not None:
             failed = f" [red]{self.failed} failed[/]" if self.failed else ""
             self._bar.update(self._task, advance=1, description=f"{self.label}{failed}")
-        elif self.enabled and time.monotonic() - self._last >= self.every_s:
+        elif self.enabled and self._lines.due():
             self._line()
 
     def note(self, text: str) -> None:
@@ -94,11 +87,9 @@ class JobProgress:
             print(text, file=sys.stderr, flush=True)
 
     def _line(self) -> None:
-        self._last = time.monotonic()
         n, rate = self.done + self.failed, self.rate
         self._shown = n
         eta = (self.total - n) / rate if rate else None
         failed = f", {self.failed} failed" if self.failed else ""
-        print(f"[{self.label} {self._last - self.t0:7.1f}s] {n}/{self.total}{failed}, "
-              f"{f'{rate:.2f}' if rate else '--'} items/s, ETA {_eta(eta)}", file=sys.stderr,
-              flush=True)
+        self._lines.say(f"{n}/{self.total}{failed}, {f'{rate:.2f}' if rate else '--'} items/s, "
+                        f"ETA {eta_text(eta)}")

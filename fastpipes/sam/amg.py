@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipes.bounds import check_int
+from fastpipes.bounds import check_int, fits_type
 from fastpipes.errors import InputError
 from fastpipes.sam.pipeline import sam_submodule
 from fastpipes.sam.predictor import SamPredictor
@@ -57,8 +57,7 @@ class AmgConfig:
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
                      "crop_nms_thresh", "crop_overlap_ratio"):
             value = getattr(self, name)  # NaN fails the comparison too
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not 0.0 <= value <= 1.0:
+            if not fits_type(value, float) or not 0.0 <= value <= 1.0:
                 bad.append(f"{name}={value!r} (must be a number in [0, 1])")
         if not isinstance(self.stability_score_offset, (int, float)) or \
                 not math.isfinite(self.stability_score_offset):

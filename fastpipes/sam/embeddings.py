@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from fastpipes.errors import InputError
+from fastpipes.files import atomic_file
 from fastpipes.fingerprint import structure_signature
 
 FORMAT = "fastpipes-sam-embedding/1"
@@ -45,14 +45,7 @@ def save(sam: torch.nn.Module, features: torch.Tensor, original_size: tuple[int,
     blob = {"format": FORMAT, "features": features.detach().float().cpu().contiguous(),
             "original_size": [int(v) for v in original_size],
             "encoder": encoder_fingerprint(sam)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_file(path, lambda tmp: torch.save(blob, tmp))
 
 
 def load(sam: torch.nn.Module, path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:

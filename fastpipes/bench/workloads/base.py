@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
+from fastpipes.bounds import fits_type
 from fastpipes.errors import BenchmarkError
 from fastpipes.family import BuildSpec, FamilyDescription, resolve, with_hook
 from fastpipes.pipelines.base import Adapter, Fidelity, find_adapter
@@ -51,7 +52,7 @@ class Workload:
                 f"unknown {spec.family} option(s) {', '.join(map(repr, unknown))}"
                 f"{did_you_mean(unknown[0], self.OPTIONS)}; allowed: {allowed}")
         wrong = [f"{k}={v!r} (expected {self.OPTIONS[k][0].__name__})"
-                 for k, v in spec.options.items() if not _fits(v, self.OPTIONS[k][0])]
+                 for k, v in spec.options.items() if not fits_type(v, self.OPTIONS[k][0])]
         if wrong:
             raise BenchmarkError(f"wrong {spec.family} option type: {', '.join(wrong)}")
         self.spec = spec
@@ -133,14 +134,6 @@ class Workload:
     def extra_metrics(self, pipe: Any, inputs: Any) -> dict[str, float]:
         """Family extras timed separately (e.g. SAM end-to-end predict, SDXL VAE decode)."""
         return {}
-
-
-def _fits(value: Any, typ: type) -> bool:
-    if typ is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if typ is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, typ)
 
 
 class _Workloads(Mapping):

@@ -9,7 +9,6 @@ the corpus or the model beyond ``model(input_ids).logits``.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from fastpipes.progress import Lines, bar, terminal
 
 
 @dataclass(frozen=True)
@@ -126,21 +127,21 @@ class _Quiet:
 
 
 class _Lines(_Quiet):
-    """Plain lines (logs, CI): about every 10% of the steps and at the end."""
+    """Plain lines (logs, CI): about every 10 s and at the end (fastpipes.progress)."""
 
     def __init__(self):
-        self.last = -1
+        self.lines = Lines("train")
 
     def note(self, text):
-        print(f"[train] {text}", file=sys.stderr, flush=True)
+        self.lines.note(text)
 
     def update(self, step, total, loss, elapsed, tokens):
-        decile = step * 10 // max(1, total)
-        if decile != self.last or step == total:
-            self.last = decile
-            print(f"[train {elapsed:6.1f}s] step {step}/{total}  loss {loss:.3f}  "
-                  f"{tokens / elapsed:,.0f} tokens/s  ETA {elapsed / step * (total - step):.0f} s",
-                  file=sys.stderr, flush=True)
+        text = (f"step {step}/{total}  loss {loss:.3f}  {tokens / elapsed:,.0f} tokens/s  "
+                f"ETA {elapsed / step * (total - step):.0f} s")
+        if step == total:
+            self.lines.say(text)
+        else:
+            self.lines.tick(text)
 
 
 class _Rich(_Quiet):
@@ -160,18 +161,15 @@ def _progress(enabled: bool, total: int) -> Iterator[_Quiet]:
     if not enabled:
         yield _Quiet()
         return
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
+    console = terminal()
+    if console is None:
         yield _Lines()
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.3f}"),
-                  TextColumn("{task.fields[tok_s]:,.0f} tok/s"), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                  refresh_per_second=2) as progress:
+    with bar(console, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+             TextColumn("loss {task.fields[loss]:.3f}"),
+             TextColumn("{task.fields[tok_s]:,.0f} tok/s"), TimeElapsedColumn(),
+             TextColumn("ETA"), TimeRemainingColumn()) as progress:
         yield _Rich(progress, total)

@@ -7,6 +7,8 @@ Location: ``$FASTPIPES_CACHE_DIR``, else ``~/.cache/fastpipes``. Inside it:
                  and its .so files) for components compiled with ``compile.cache: true``;
 - ``artifacts/`` torch's portable cache bundles (``torch.compiler.save_cache_artifacts``),
                  one per compiled component, hot-loaded before its first call;
+- ``aoti/``      AOTInductor packages (``compile.backend: aot_inductor``: native code, no
+                 weights), one per component and input shape, a SHA-256 file beside each;
 - ``openvino/``  components converted to OpenVINO IR (fastpipes.passes.openvino_cache).
 
 Everything here can be deleted at any time (``fastpipes cache clear``): the next start is

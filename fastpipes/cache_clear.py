@@ -8,8 +8,8 @@
   a part with the marker is fastpipes' own and is removed whole;
 - in a part without the marker (made by a fastpipes older than the marker, or a directory
   that was there before), only entries with fastpipes' own names and layout are removed
-  (:data:`OWN`: ``auto/<hex key>.json``, ``artifacts/<component>-<hex>.bin``, Inductor's
-  own directories, ``models/llama-<name>``,
+  (:data:`OWN`: ``auto/<hex key>.json``, ``artifacts/<component>-<hex>.bin``,
+  ``aoti/<component>-<hex>.pt2|json``, Inductor's own directories, ``models/llama-<name>``,
   ``openvino/<component>-<hex>.xml|bin|json``); the part itself goes once it is empty;
 - a part that is a symbolic link or a plain file, and every other entry, is kept, and
   clear names each one it kept and why (CacheError: the command exits non-zero).
@@ -70,7 +70,8 @@ OWN: dict[str, Callable[[Path], bool]] = {
         re.fullmatch(r"[\w-]+-[0-9a-f]{20}\.(bin|tmp)|\.[\w-]+-[0-9a-f]{20}\.bin\.\d+\.tmp",
                      p.name)),
     "aoti": lambda p: _plain_file(p) and bool(
-        re.fullmatch(r"[\w-]+-[0-9a-f]{24}(\.tmp)?\.(pt2|json)", p.name)),
+        re.fullmatch(r"[\w-]+-[0-9a-f]{24}(\.tmp)?\.(pt2|json)"
+                     r"|\.[\w-]+-[0-9a-f]{24}\.(pt2|json)\.\d+\.tmp(\.pt2)?", p.name)),
     "inductor": _inductor_entry,
     "models": _model_entry,
     # layers quantized while a model directory loads (fastpipes.llama.quantized_load)

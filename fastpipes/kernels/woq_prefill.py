@@ -36,9 +36,10 @@ INT4_BLOCK_N = 64
 BLOCK_ROWS = 2048  # output channels dequantized at a time (a multiple of INT4_BLOCK_N)
 # from how many rows the dense GEMM replaces the packed kernel, per weight kind: where it
 # overtook the kernel on one Llama-3.2-1B decoder layer's shapes (benchmarks/woq_prefill_probe.py,
-# avx512-bf16, docs/llama.md "first token"). int4 pays for dequantizing 4-bit groups in
-# eager ops (several passes over the weight), int8 for one int8 -> BF16 copy
-FROM_ROWS = {"int8": 256, "int4": 1024}
+# avx512-bf16, quiet machine, 2026-12-05; docs/llama.md "first token"): int8 ties at 32 rows
+# and wins from 64 (its cost: one int8 -> BF16 copy), int4 wins between 128 and 256 (it
+# dequantizes 4-bit groups in eager ops, several passes over the weight)
+FROM_ROWS = {"int8": 32, "int4": 256}
 NEVER = 0  # prompt_rows of a layer that always runs its packed kernel
 
 

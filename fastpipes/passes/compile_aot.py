@@ -33,6 +33,7 @@ import torch.utils._pytree as pytree
 from fastpipes._version import __version__
 from fastpipes.cache import open_part, trusted_file
 from fastpipes.errors import CacheError, FastpipesError
+from fastpipes.files import atomic_file, atomic_write
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect
 from fastpipes.passes.compile_runtime import COMPILE_TIME_ATTR
@@ -164,15 +165,15 @@ class AotCall:
                 return Package(path, self.module), f"loaded {path}"
             self.report.warnings.append(f"compile: {self.name}: ignoring {path} ({why}); "
                                         "compiling it again")
-        tmp = part / f"{key}.tmp.pt2"  # torch wants the .pt2 suffix
-        tmp.unlink(missing_ok=True)
-        self._compile(tmp, args, kwargs)
-        sums = part / f"{key}.tmp.json"
-        sums.write_text(json.dumps({"sha256": _sha256(tmp), "component": self.name}))
-        sums.chmod(0o600)
-        tmp.chmod(0o600)
-        tmp.replace(path)
-        sums.replace(digest)  # written last: a package without it is never loaded
+        sums = {}
+
+        def compile_into(tmp: Path) -> None:
+            self._compile(tmp, args, kwargs)
+            sums.update(sha256=_sha256(tmp), component=self.name)
+
+        atomic_file(path, compile_into, mode=0o600, suffix=".pt2")  # torch wants .pt2
+        # written last: a package without it is never loaded
+        atomic_write(digest, json.dumps(sums), mode=0o600)
         return Package(path, self.module), f"compiled into {path}"
 
     @staticmethod

@@ -23,6 +23,7 @@ import json
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -189,8 +190,9 @@ class AotCall:
 
     def _compile(self, path: Path, args: tuple, kwargs: dict) -> Path:
         print(f"fastpipes: compile: {self.name}: compiling ahead of time for "
-              f"{shapes(list(args))} (once per model, recipe, input shape and machine; "
-              "this takes a while)", file=sys.stderr, flush=True)
+              f"{_described(args, kwargs)} (once "
+              "per model, recipe, input shape and machine; this takes a while)",
+              file=sys.stderr, flush=True)
         if self.module._forward_pre_hooks or self.module._forward_hooks:
             raise FastpipesError(f"compile: {self.name}: backend aot_inductor exports the module's "
                             "forward only, and this component has forward hooks (e.g. "
@@ -202,11 +204,23 @@ class AotCall:
                 program = torch.export.export(self.module, args, kwargs)
         finally:
             self.module._compiled_call_impl = impl
-        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
-                                                 inductor_configs=self.options)
+        with warnings.catch_warnings():  # torch's own pytree deprecation, not the user's
+            warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                     inductor_configs=self.options)
         print(f"fastpipes: compile: {self.name}: compiled ahead of time in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         return path
+
+
+def _described(args: tuple, kwargs: dict) -> str:
+    """'1x3x1024x1024 float32, multimask_output=True': an input signature for people."""
+    def one(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            return "x".join(map(str, value.shape)) + " " + str(value.dtype).replace("torch.", "")
+        return repr(value) if isinstance(value, (int, float, str, bool, type(None))) \
+            else type(value).__name__
+    return ", ".join([one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()])
 
 
 def aot_options(options: dict[str, Any], mode: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from fastpipes.files import atomic_write
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect
 from fastpipes.families import find_adapter
-from fastpipes.pipelines.base import Fidelity
+from fastpipes.fidelity import Fidelity
 from fastpipes.recipe.ablate import ablations, parse, rebuild
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import AutoConfig, PrecisionClass

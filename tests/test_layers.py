@@ -130,7 +130,3 @@ def test_no_import_circle():
             visit(m)
     assert not circles, "import circles:\n" + "\n".join(circles)
 
-
-def test_no_module_much_over_400_lines():
-    long = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
-    assert not {n: k for n, k in long.items() if k > 420}, long

@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fastpipes.bench import WorkloadSpec, run_benchmark
     from fastpipes.bench.outputs import write_outputs
-    from fastpipes.bench.render import profiles, table
+    from fastpipes.bench.render import extras_table, profiles, table
     from fastpipes.errors import FastpipesError
 
     outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
@@ -237,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # logs and files: no folding of a wide table
         console = Console(width=220)
     console.print(table(result))
+    if (extras := extras_table(result)) is not None:
+        console.print(extras)
     if args.profile:
         console.print(profiles(result), markup=False, highlight=False)
     wrote, failed = write_outputs(result, outputs)

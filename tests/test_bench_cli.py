@@ -182,8 +182,11 @@ def _start_slow_bench(tmp_path) -> subprocess.Popen:
            str(tmp_path / "cl.yaml"), "--option", "sleep_if_channels_last=600", "--iters", "1",
            "--warmup", "0", "--no-limits", "--no-warm-start", "--json", str(tmp_path / "r.json"),
            "--markdown", str(tmp_path / "r.md")]
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &` in a
+    # script) starts with SIGINT ignored, and children inherit that
     proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:  # plain progress lines: stderr is not a terminal
         if "cl: first call" in line:
             return proc

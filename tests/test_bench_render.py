@@ -230,3 +230,16 @@ def test_chart_whiskers_span_the_runs(result):
     # baseline 0.18-0.24 s, fast 0.09-0.12 s
     assert lo == pytest.approx(0.18 / 0.12) and hi == pytest.approx(0.24 / 0.09)
     assert speedup_range(result, result.config("broken")) is None
+
+
+def test_extra_metrics_are_shown_with_their_ratio_to_fp32(result):
+    result.config("fp32_eager").extra = {"click_wall_ms": 60.0, "click_weight_casts": 0.0}
+    result.config("fast").extra = {"click_wall_ms": 30.0, "click_weight_casts": 156.0}
+    text = markdown(result)
+    assert "| metric | fp32_eager | fast | lossy |" in text  # the rows that ran, in order
+    assert "| click_wall_ms | 60.0 ms (1.00x) | 30.0 ms (2.00x) | - |" in text
+    assert "| click_weight_casts | 0 | 156 | - |" in text
+
+
+def test_no_extra_metrics_no_extras_section(result):
+    assert "Extra metrics" not in markdown(result)

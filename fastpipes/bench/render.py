@@ -176,7 +176,58 @@ def markdown(r: BenchResult) -> str:
     out += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for c in r.configs:
         out.append("| " + " | ".join(cell(v) for v in row(c, r.limits).values()) + " |")
-    return "\n".join(out) + "\n" + profiles(r)
+    return "\n".join(out) + "\n" + extras_markdown(r) + profiles(r)
+
+
+def _extra_value(key: str, value: float, base: float | None) -> str:
+    """A timing (``*_ms`` / ``*_s``) with its ratio to the baseline's; other metrics plain."""
+    if key.endswith("_ms"):
+        text = fmt_time(value / 1e3)
+    elif key.endswith("_s"):
+        text = fmt_time(value)
+    else:
+        return fmt_num(value)
+    if base and value > 0:
+        text += f" ({base / value:.2f}x)"
+    return text
+
+
+def extras_rows(r: BenchResult) -> list[list[str]]:
+    """[metric, value per configuration...] for the extra metrics the workload measured
+    (e.g. a SAM click's parts, SDXL's VAE decode), each timing with FP32 eager's time over
+    its own in brackets (higher is faster); [] when no row has any."""
+    shown = [c for c in r.configs if c.ok]
+    base = next((c for c in shown if c.baseline), None)
+    keys = sorted({k for c in shown for k in c.extra})
+    rows = [[k] + [_extra_value(k, c.extra[k], base.extra.get(k) if base else None)
+                   if k in c.extra else "-" for c in shown] for k in keys]
+    return [["metric"] + [c.name for c in shown]] + rows if rows else []
+
+
+def extras_markdown(r: BenchResult) -> str:
+    rows = extras_rows(r)
+    if not rows:
+        return ""
+    out = ["", "Extra metrics (in brackets: FP32 eager's time over this row's):", "",
+           "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(out) + "\n"
+
+
+def extras_table(r: BenchResult):
+    """The extra metrics as a rich Table, or None when there are none."""
+    from rich.table import Table
+
+    rows = extras_rows(r)
+    if not rows:
+        return None
+    t = Table(title="extra metrics (in brackets: FP32 eager's time over this row's)",
+              title_justify="left")
+    for i, name in enumerate(rows[0]):
+        t.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows[1:]:
+        t.add_row(*row)
+    return t
 
 
 def profiles(r: BenchResult) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from fastpipes.bench import WorkloadSpec, run_benchmark
 from fastpipes.bench.outputs import check_outputs, write_outputs
 from fastpipes.bench.plan import plan
-from fastpipes.bench.render import profiles, table
+from fastpipes.bench.render import extras_table, profiles, table
 from fastpipes.errors import BenchmarkError, FastpipesError
 from fastpipes.family import resolve, with_hook
 from fastpipes.hardware import check_device
@@ -228,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # logs and files: no folding of a wide table
         console = Console(width=220)
     console.print(table(result))
+    if (extras := extras_table(result)) is not None:
+        console.print(extras)
     if args.profile:
         console.print(profiles(result), markup=False, highlight=False)
     wrote, failed = write_outputs(result, outputs)

@@ -206,8 +206,10 @@ class AotCall:
             self.module._compiled_call_impl = impl
         with warnings.catch_warnings():  # torch's own pytree deprecation, not the user's
             warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+            # a copy: torch adds its own keys to the dict it is given, and these options
+            # are part of every later package key (shared by the components of one recipe)
             torch._inductor.aoti_compile_and_package(program, package_path=str(path),
-                                                     inductor_configs=self.options)
+                                                     inductor_configs=dict(self.options))
         print(f"fastpipes: compile: {self.name}: compiled ahead of time in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         return path

@@ -40,7 +40,7 @@ from fastpipes.files import atomic_write
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect
 from fastpipes.families import find_adapter
-from fastpipes.pipelines.base import Fidelity
+from fastpipes.fidelity import Fidelity
 from fastpipes.recipe.ablate import ablations, parse, rebuild
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import AutoConfig, PrecisionClass
@@ -263,6 +263,35 @@ def _measure_candidates(pipe: Any, adapter: Any, target: AutoTarget, cfg: AutoCo
                   ablated if cfg.ablate else None, say)
 
 
+def _decide(cfg: AutoConfig, key: str, candidates: list[str], notes: list[str],
+            say: Callable[[str], None], measure: Callable[[], Decision],
+            searching: str) -> Decision:
+    """The cached decision for `key` when it is still good, else `measure()`'s, stored for
+    the next call when it can be. Cache trouble never fails the call: it is warned about and
+    appended to `notes` (the report lists them)."""
+    def note(message: str) -> None:
+        notes.append(f"auto: {message}")
+        warnings.warn(f"fastpipes: auto: {message}", stacklevel=4)
+
+    decision = load_decision(key, cache_dir(), candidates, note) if cfg.cache else None
+    if decision is not None:
+        say(f"using the cached decision {key} ({decision.winner or 'none: FP32 kept'}); "
+            "`fastpipes cache clear auto` measures again")
+        return decision
+    say(searching)
+    decision = measure()
+    if cfg.cache and not decision.storable:
+        notes.append("auto: this decision is not stored: candidates were left untried, "
+                     "so the next call searches again")
+    elif cfg.cache:
+        try:
+            save_decision(decision, cache_dir())
+        except CacheError as e:  # the search's result is still good: apply it
+            note(f"the decision could not be saved ({e}); it is applied, but the next "
+                 "call searches again")
+    return decision
+
+
 def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
                     example_inputs: Any = None, measure: Callable | None = None,
                     target: AutoTarget | None = None,
@@ -289,28 +318,12 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     timer = measure or (lambda call: median_time(call, cfg.iters, device))
 
     notes: list[str] = []  # cache trouble: warned, and listed in the report
-
-    def note(message: str) -> None:
-        notes.append(f"auto: {message}")
-        warnings.warn(f"fastpipes: auto: {message}", stacklevel=3)
-
-    decision = load_decision(key, cache_dir(), candidates, note) if cfg.cache else None
-    if decision is not None:
-        say(f"using the cached decision {key} ({decision.winner or 'none: FP32 kept'}); "
-            "`fastpipes cache clear auto` measures again")
-    else:
-        say(f"{len(candidates)} candidate(s) for this {adapter.family} pipeline on this "
-            f"{hw.tier} CPU, likeliest first: {', '.join(candidates) or 'none'}")
-        decision = _measure_candidates(pipe, adapter, target, cfg, timer, candidates, key, say)
-        if cfg.cache and not decision.storable:
-            notes.append("auto: this decision is not stored: candidates were left untried, "
-                         "so the next call searches again")
-        elif cfg.cache:
-            try:
-                save_decision(decision, cache_dir())
-            except CacheError as e:  # the search's result is still good: apply it
-                note(f"the decision could not be saved ({e}); it is applied, but the next "
-                     "call searches again")
+    decision = _decide(cfg, key, candidates, notes, say,
+                       measure=lambda: _measure_candidates(pipe, adapter, target, cfg, timer,
+                                                           candidates, key, say),
+                       searching=f"{len(candidates)} candidate(s) for this {adapter.family} "
+                                 f"pipeline on this {hw.tier} CPU, likeliest first: "
+                                 f"{', '.join(candidates) or 'none'}")
     if decision.winner is None:
         report = Report(recipe="auto (none: FP32 kept)", family=adapter.family,
                         adapter=adapter.name, components=list(adapter.components()))

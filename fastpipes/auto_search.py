@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from fastpipes.auto_order import trying, untried_summary
-from fastpipes.pipelines.base import Fidelity
+from fastpipes.fidelity import Fidelity
 
 
 class TrialStatus(str, Enum):

@@ -3,7 +3,9 @@ same code path makes and draws every weight there, without allocating memory), a
 `cuda` tests run only where a CUDA device is present (marker `cuda`).
 
 Every registered family is covered: its bench pipeline and its run pipeline are built on
-`meta` from the family registry, so a new family is tested here without an edit."""
+`meta` from the family registry, so a new family is tested here without an edit, and
+``fastpipes bench FAMILY --device cuda`` on a machine without CUDA is refused before any work
+(issue 23: bench either runs on the device asked or is refused)."""
 import pytest
 import torch
 
@@ -91,3 +93,24 @@ def test_builders_land_on_cuda():
     assert _devices(model) == {"cuda"}
     ids = torch.tensor([[5, 6, 7]], device="cuda")
     assert torch.isfinite(model(ids).logits).all()
+
+
+@pytest.mark.parametrize("family", [n for n, f in FAMILIES.items() if f.bench])
+def test_bench_on_a_device_torch_cannot_use_is_refused_before_any_work(family, monkeypatch,
+                                                                      capsys):
+    """``fastpipes bench sdxl --device cuda`` on a machine without CUDA says so and exits 2
+    before a recipe is loaded or a model built (it used to time the CPU and call it CUDA);
+    torch is told it sees no CUDA device, so this holds on a GPU machine too."""
+    import fastpipes.cli.bench as bench_cli
+    from fastpipes.cli.main import build_parser
+
+    def no_work(*args, **kwargs):
+        pytest.fail("nothing may run")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("run_benchmark", "plan", "load_recipe"):
+        monkeypatch.setattr(bench_cli, name, no_work)
+    args = build_parser().parse_args(["bench", FAMILIES.get(family).cli_name, "--device", "cuda"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "fastpipes bench: --device cuda: " in err and "use --device cpu" in err, err

@@ -12,7 +12,15 @@ import shlex
 import sys
 from typing import Any
 
+from fastpipes.bench import WorkloadSpec, run_benchmark
+from fastpipes.bench.outputs import check_outputs, write_outputs
+from fastpipes.bench.plan import plan
+from fastpipes.bench.render import extras_table, profiles, table
+from fastpipes.errors import BenchmarkError, FastpipesError
 from fastpipes.family import resolve, with_hook
+from fastpipes.hardware import check_device
+from fastpipes.recipe.ablate import ablations
+from fastpipes.recipe.load import load_recipe, parse_overrides
 
 
 def _boolean(text: str) -> bool:
@@ -124,9 +132,6 @@ def add_parser(subparsers) -> None:
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The workload options of --option and the family flags; BenchmarkError if an --option
     value does not parse."""
-    from fastpipes.errors import BenchmarkError
-    from fastpipes.recipe.load import parse_overrides
-
     opts: dict[str, Any] = {}
     if args.option:  # typed like YAML (3 -> int, true -> bool), bounded like recipe overrides
         parsed, problems = parse_overrides(args.option)
@@ -163,10 +168,6 @@ def _empty_arguments(args: argparse.Namespace) -> list[str]:
 def _problems(args: argparse.Namespace, outputs: dict[str, str | None]) -> list[str]:
     """What is wrong with the arguments themselves, each as one line; every output path is
     tried before hours of measurements, not after."""
-    from fastpipes.bench.outputs import check_outputs
-    from fastpipes.hardware import check_device
-    from fastpipes.recipe.load import parse_overrides
-
     problems = _empty_arguments(args) + check_outputs(outputs) + [
         f"--set: {p}" for p in parse_overrides(args.overrides)[1]]  # e.g. two of one key
     if problems:
@@ -179,11 +180,6 @@ def _problems(args: argparse.Namespace, outputs: dict[str, str | None]) -> list[
 def _recipes(args: argparse.Namespace) -> tuple[list[str] | None, list[str]]:
     """The recipes of --recipes and --ablate (None: the family's built-in ones), each loaded
     first, and the problems found (a typo must not cost an FP32 baseline run first)."""
-    from fastpipes.bench.plan import plan
-    from fastpipes.errors import FastpipesError
-    from fastpipes.recipe.ablate import ablations
-    from fastpipes.recipe.load import load_recipe
-
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
     if args.ablate:
         try:
@@ -204,12 +200,7 @@ def _say(lines: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write the files asked for. Exit 1 if any failed."""
-    from rich.console import Console
-
-    from fastpipes.bench import WorkloadSpec, run_benchmark
-    from fastpipes.bench.outputs import write_outputs
-    from fastpipes.bench.render import extras_table, profiles, table
-    from fastpipes.errors import FastpipesError
+    from rich.console import Console  # not imported by `fastpipes --help`: ~16 ms spared
 
     outputs = {"json": args.json, "markdown": args.markdown, "plot": args.plot}
     problems = _problems(args, outputs)  # an empty value must not quietly mean "the default"

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from fastpipes.pipelines.base import Adapter, Bar
+from fastpipes.fidelity import Bar
+from fastpipes.pipelines.base import Adapter
 from fastpipes.recipe.schema import PrecisionClass
 
 _ERR = "relative L2 error of the outputs"

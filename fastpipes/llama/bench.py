@@ -20,6 +20,7 @@ from fastpipes.family import BuildSpec
 from fastpipes.llama.pipeline import LLAMA_SHAPES, LlamaAdapter, decode_weight_bytes
 from fastpipes.llama.reference import (REFERENCE_MODELS, heldout_batches,
                                                  heldout_tokens, reference_dir, teacher_forced)
+from fastpipes.recipe.load import load_recipe
 
 
 @dataclass
@@ -122,8 +123,6 @@ class LlamaWorkload(Workload):
         if recipe is None or recipe == "auto" or self.random_weights or \
                 not self.spec.device.startswith("cpu"):
             return self.build()
-        from fastpipes.recipe.load import load_recipe
-
         quantize = load_recipe(recipe).section("quantize")
         return self.description.build(replace(self.build_spec(), quantize=quantize))
 

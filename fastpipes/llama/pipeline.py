@@ -14,12 +14,12 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import InputError
+from fastpipes.fidelity import Bar, Fidelity, judge
 from fastpipes.llama.hf_dir import load_causal_lm, transformers_version
 from fastpipes.llama.quantized_load import load_quantized_causal_lm, weight_only
 from fastpipes.llama.reference import (REFERENCE_MODELS, perplexity, reference_dir,
                                                  top1_agreement)
-from fastpipes.pipelines.base import (Adapter, AttentionSite, Bar, Fidelity, judge,
-                                      seeded_generator)
+from fastpipes.pipelines.base import Adapter, AttentionSite, seeded_generator
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import PrecisionClass
 

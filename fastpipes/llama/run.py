@@ -18,6 +18,7 @@ import torch
 
 from fastpipes.bounds import BOUNDS, check_float, check_int, read_capped
 from fastpipes.errors import InputError
+from fastpipes.llama.pipeline import LLAMA_SHAPES, load_tokenizer
 from fastpipes.run.base import Flag, Item, Job, job_recipe
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir, atomic_write_lines
@@ -87,8 +88,6 @@ class LlamaJob(Job):
         return run_llama(**flags, **common)
 
     def check(self) -> None:
-        from fastpipes.llama.pipeline import LLAMA_SHAPES
-
         self.check_model(tuple(LLAMA_SHAPES), "a local Hugging Face model directory with "
                                               "config.json, weights and a tokenizer")
         context = self.context()
@@ -100,8 +99,6 @@ class LlamaJob(Job):
     def context(self) -> int:
         """The model's max_position_embeddings (from its shape or config.json), read
         without building it; the bound's own maximum when the config does not say."""
-        from fastpipes.llama.pipeline import LLAMA_SHAPES
-
         default = int(BOUNDS["prompt_tokens"].hi) + 1
         if self.random_weights:
             return int(LLAMA_SHAPES[self.model].get("max_position_embeddings", default))
@@ -134,8 +131,6 @@ class LlamaJob(Job):
         return items
 
     def build(self) -> LlamaPipe:
-        from fastpipes.llama.pipeline import load_tokenizer
-
         if self.random_weights:
             model = self.build_pipeline(model=self.model, seed=self.seed)
             tok = ByteTokenizer(model.config.bos_token_id, model.config.eos_token_id)

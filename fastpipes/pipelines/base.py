@@ -6,79 +6,24 @@ components each pass touches by default, where its attention lives, which plain 
 exercise and judge the pipeline: inputs it can make from the model's own shapes
 (:meth:`Adapter.example_inputs`), one call (:meth:`Adapter.call`), what of an output
 fidelity looks at (:meth:`Adapter.fidelity_view`) and the comparison with FP32 against the
-family's bars for a precision class (:meth:`Adapter.compare`, bars in ``BARS``).
+family's bars for a precision class (:meth:`Adapter.compare`, bars in ``BARS``; the bar and
+verdict types are :mod:`fastpipes.fidelity`'s).
 Third-party libraries are imported lazily inside adapters' methods.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn as nn
 
 from fastpipes.errors import FastpipesError, UnsupportedPipelineError
+from fastpipes.fidelity import Bar, Fidelity, judge
 from fastpipes.fingerprint import shapes
 from fastpipes.passes.structure import AttentionSite  # noqa: F401  (re-exported: adapters name it here)
 from fastpipes.recipe.schema import GENERIC, PrecisionClass
 from fastpipes.registry import Registry
 
-
-# ---- fidelity: bars per precision class, and the verdict --------------------------------------
-
-@dataclass(frozen=True)
-class Bar:
-    """One stated fidelity bar: ``metric >= value`` (op ">=") or ``metric <= value``."""
-
-    metric: str
-    op: str
-    value: float
-    label: str = ""  # how people read the metric, e.g. "mask IoU min"
-
-    def holds(self, x: float) -> bool:
-        return x >= self.value if self.op == ">=" else x <= self.value
-
-    def __str__(self) -> str:
-        return f"{self.label or self.metric} {self.op} {self.value:g}"
-
-
-@dataclass
-class Fidelity:
-    """Closeness to the FP32 eager output, judged by the bars of one precision class.
-
-    ``ok`` is None when the output could not be judged (``note`` says why), e.g. a
-    random-weight language model whose flat logits make top-1 agreement meaningless.
-    """
-
-    metrics: dict[str, float]
-    ok: bool | None
-    thresholds: str  # the bars held to, e.g. "mask IoU min >= 0.97, embedding rel. error <= 0.02"
-    precision_class: str = PrecisionClass.exact.value
-    note: str = ""
-
-
-def judge(metrics: dict[str, float], bars: tuple[Bar, ...], klass: PrecisionClass,
-          note: str = "") -> Fidelity:
-    """The verdict of `metrics` against `bars`; a bar whose metric was not measured is listed
-    in the note and does not count (a NaN metric fails its bar)."""
-    missing = [b for b in bars if b.metric not in metrics]
-    judged = [b for b in bars if b.metric in metrics]
-    ok = all(b.holds(metrics[b.metric]) and not math.isnan(metrics[b.metric]) for b in judged)
-    if missing:
-        note = "; ".join(x for x in (note, "not measured: " + ", ".join(str(b) for b in missing))
-                         if x)
-    return Fidelity(dict(metrics), ok if judged else None,
-                    ", ".join(str(b) for b in bars) + f" ({klass.value} bars)", klass.value, note)
-
-
-def relative_error(reference: torch.Tensor, output: torch.Tensor) -> float:
-    """||output - reference|| / ||reference|| over all elements, in FP32."""
-    ref, out = reference.detach().float(), output.detach().float()
-    return ((out - ref).norm() / ref.norm().clamp_min(1e-12)).item()
-
-
-# ---- the adapter contract --------------------------------------------------------------------
 
 class Adapter:
     """Base class of pipeline adapters. Subclasses set the ClassVars and override methods.
@@ -178,7 +123,7 @@ class Adapter:
         return {"rel_error": (num / den) ** 0.5 if den else float(num > 0)}
 
     def compare(self, reference: Any, view: Any,
-                klass: PrecisionClass | str = PrecisionClass.exact) -> "Fidelity":
+                klass: PrecisionClass | str = PrecisionClass.exact) -> Fidelity:
         """`view` against the FP32 `reference`, judged by this family's bars for `klass`."""
         klass = PrecisionClass(klass)
         return judge(self.fidelity_metrics(reference, view), self.BARS[klass], klass)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fastpipes.errors import BenchmarkError
-from fastpipes.pipelines.base import Fidelity, judge
+from fastpipes.fidelity import Fidelity, judge
 from fastpipes.sam.click_casts import weight_casts_per_call
 from fastpipes.sam.inputs import mask_iou, seeded_features
 from fastpipes.sam.pipeline import SAM_BARS, SamShape

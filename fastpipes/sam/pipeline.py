@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import FastpipesError, InputError
-from fastpipes.pipelines.base import Adapter, AttentionSite, Bar, relative_error
+from fastpipes.fidelity import Bar, relative_error
+from fastpipes.pipelines.base import Adapter, AttentionSite
 from fastpipes.recipe.schema import PrecisionClass
 from fastpipes.sam.inputs import click, decode_masks, mask_iou, sam_inputs, seeded_features, smooth_images
 from fastpipes.sam.predictor import SamPredictor as OurPredictor

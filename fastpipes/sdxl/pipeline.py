@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 
 from fastpipes.errors import BenchmarkError, InputError
-from fastpipes.pipelines.base import Adapter, AttentionSite, Bar
+from fastpipes.fidelity import Bar
+from fastpipes.pipelines.base import Adapter, AttentionSite
 from fastpipes.sdxl.build import build_sdxl  # noqa: F401  (the usual entry point)
 from fastpipes.recipe.schema import PrecisionClass
 

@@ -22,6 +22,7 @@ from fastpipes.run.base import Flag, Item, Job
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir
 from fastpipes.run.prompts import read_prompts
+from fastpipes.sdxl.build import SIZES
 
 PER_PROMPT = {"seed", "steps", "guidance", "width", "height", "negative_prompt"}
 
@@ -65,8 +66,6 @@ class SdxlJob(Job):
         return run_sdxl(**flags, **common)
 
     def check(self) -> None:
-        from fastpipes.sdxl.build import SIZES
-
         self.check_model(SIZES, "a local diffusers SDXL directory with model_index.json")
         _check_settings(self.steps, self.guidance, self.width, self.height,
                         self.negative_prompt, self.seed)

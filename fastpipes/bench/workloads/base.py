@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Iterator
 from fastpipes.bounds import fits_type
 from fastpipes.errors import BenchmarkError
 from fastpipes.family import BuildSpec, FamilyDescription, resolve, with_hook
-from fastpipes.pipelines.base import Adapter, Fidelity, find_adapter
+from fastpipes.fidelity import Fidelity
+from fastpipes.pipelines.base import Adapter, find_adapter
 from fastpipes.recipe.schema import PrecisionClass
 from fastpipes.registry import did_you_mean
 

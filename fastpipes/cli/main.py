@@ -12,7 +12,7 @@ import sys
 import fastpipes
 from fastpipes.errors import FastpipesError
 
-SUBCOMMANDS = ("info", "recipes", "bench", "cache", "run")
+SUBCOMMANDS = ("info", "recipes", "bench", "cache", "run", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,8 @@
 """segment-anything (vit_b / vit_l / vit_h): the pipeline and its adapter (``pipeline``,
-``predictor``), the encoder and click benchmarks (``bench``, ``click``, ``click_casts``) and
-``fastpipes run sam`` (``run``, ``amg``, ``nms``, ``image_io``). :data:`FAMILY` describes it."""
+``predictor``, ``embeddings``), the encoder and click benchmarks (``bench``, ``click``,
+``click_casts``), ``fastpipes run sam`` (``run``, ``prompts``, ``amg``, ``nms``, ``image_io``,
+``overlay``) and ``fastpipes export sam-onnx`` (``onnx_export``). :data:`FAMILY` describes
+it."""
 from __future__ import annotations
 
 import torch

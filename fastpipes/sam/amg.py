@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -69,8 +69,11 @@ class AmgConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def generate_masks(predictor: SamPredictor, image: np.ndarray, cfg: AmgConfig) -> list[dict]:
+def generate_masks(predictor: SamPredictor, image: np.ndarray, cfg: AmgConfig,
+                   set_image: Callable[[np.ndarray], Any] | None = None) -> list[dict]:
     """Every mask SAM finds in `image` (H x W x 3 uint8), best predicted IoU first.
+    `set_image` sets the whole image on `predictor` (default ``predictor.set_image``; the run
+    job's may load a saved embedding instead); crops are always encoded.
 
     Each record: ``segmentation`` (COCO RLE, counts as str), ``area``, ``bbox`` (XYWH),
     ``predicted_iou``, ``stability_score``, ``point_coords`` ([[x, y]], the prompt),
@@ -85,7 +88,8 @@ def generate_masks(predictor: SamPredictor, image: np.ndarray, cfg: AmgConfig) -
     data, found = amg.MaskData(), False
     with torch.inference_mode():
         for crop, layer in zip(crop_boxes, layers):
-            crop_data = _crop_masks(amg, predictor, image, crop, grids[layer], cfg)
+            encode = set_image if layer == 0 and set_image is not None else predictor.set_image
+            crop_data = _crop_masks(amg, predictor, image, crop, grids[layer], cfg, encode)
             if crop_data is not None:
                 data.cat(crop_data)
                 found = True
@@ -111,11 +115,11 @@ def generate_masks(predictor: SamPredictor, image: np.ndarray, cfg: AmgConfig) -
 
 
 def _crop_masks(amg: ModuleType, predictor: SamPredictor, image: np.ndarray, crop: list[int],
-                grid: np.ndarray, cfg: AmgConfig) -> Any:
+                grid: np.ndarray, cfg: AmgConfig, set_image: Callable[[np.ndarray], Any]) -> Any:
     """MaskData of one crop in full-image coordinates (None when nothing survived)."""
     x0, y0, x1, y1 = crop
     crop_image = np.ascontiguousarray(image[y0:y1, x0:x1])
-    predictor.set_image(crop_image)  # one embedding, reused by every batch of prompts
+    set_image(crop_image)  # one embedding, reused by every batch of prompts
     ch, cw = crop_image.shape[:2]
     points = grid * np.array([[cw, ch]])  # grid is (x, y) in [0, 1]
     data = amg.MaskData()

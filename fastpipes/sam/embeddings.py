@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipes.errors import InputError
@@ -38,19 +40,32 @@ def encoder_fingerprint(sam: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def image_digest(image: np.ndarray) -> str:
+    """Which picture an embedding was made from: a hash of its pixels and shape (the same
+    pixels read from a PNG or a copy of it give the same digest; an edited file does not)."""
+    h = hashlib.sha256(repr((image.shape, str(image.dtype))).encode())
+    h.update(np.ascontiguousarray(image).data)
+    return h.hexdigest()[:16]
+
+
 def save(sam: torch.nn.Module, features: torch.Tensor, original_size: tuple[int, int],
-         path: str | Path) -> Path:
-    """Write an embedding file (atomically: a reader never sees half of one)."""
+         path: str | Path, image: str | None = None) -> Path:
+    """Write an embedding file (atomically: a reader never sees half of one); `image`: the
+    picture's :func:`image_digest`, when known, so a later load can check it is the same."""
     path = Path(path)
     blob = {"format": FORMAT, "features": features.detach().float().cpu().contiguous(),
             "original_size": [int(v) for v in original_size],
             "encoder": encoder_fingerprint(sam)}
+    if image is not None:
+        blob["image"] = image
     return atomic_file(path, lambda tmp: torch.save(blob, tmp))
 
 
-def load(sam: torch.nn.Module, path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(features, original size) from an embedding file made by this model's encoder, else
-    InputError saying why."""
+def load(sam: torch.nn.Module, path: str | Path,
+         image: str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(features, original size) from an embedding file made by this model's encoder (and,
+    with `image`, from the picture of that :func:`image_digest`), else InputError saying
+    why."""
     path = Path(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -66,7 +81,34 @@ def load(sam: torch.nn.Module, path: str | Path) -> tuple[torch.Tensor, tuple[in
         raise InputError(f"{path} was made by another image encoder (fingerprint "
                          f"{blob.get('encoder')}; this model's is {mine}): encode the image "
                          "again with set_image")
+    if image is not None and blob.get("image") != image:
+        raise InputError(f"{path} was made from another picture (or the image file changed "
+                         "since)" if blob.get("image") else f"{path} does not say which "
+                         "picture it was made from (saved without an image digest)")
     size = blob.get("original_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
         raise InputError(f"{path} has no valid original_size")
     return blob["features"], (size[0], size[1])
+
+
+def set_image_reusing(predictor: Any, image: np.ndarray, load_from: Path | None,
+                      save_to: Path | None) -> dict:
+    """Set `image` on the SamPredictor `predictor` from the embedding file `load_from` when
+    that file was saved from this picture by this encoder, else by encoding it (the masks are
+    the same either way: a file only saves the encoder call); then keep the embedding in
+    `save_to`. Returns what happened, for the job's record:
+    ``{"source": "file" | "encoder", "file", "why" (the file was not used), "saved"}``."""
+    info: dict = {"source": "encoder"}
+    if load_from is not None:
+        info["file"] = str(load_from)
+        try:  # missing, unreadable, another encoder or another picture: InputError
+            predictor.load_embedding(load_from, image=image)
+            info["source"] = "file"
+        except InputError as e:
+            info["why"] = str(e)
+    if info["source"] == "encoder":
+        predictor.set_image(image)
+    if save_to is not None and (info["source"] == "encoder" or save_to != load_from):
+        predictor.save_embedding(save_to, image=image)
+        info["saved"] = str(save_to)
+    return info

@@ -133,17 +133,22 @@ class SamPredictor:
             raise InputError("call set_image(image) before get_image_embedding()")
         return self._state.features
 
-    def save_embedding(self, path: str | Path) -> Path:
+    def save_embedding(self, path: str | Path, image: np.ndarray | None = None) -> Path:
         """Keep the set image's embedding in a file, for :meth:`load_embedding` later (by
-        this or another process with the same checkpoint): clicks without the encoder."""
+        this or another process with the same checkpoint): clicks without the encoder.
+        `image`: the picture that was set, to record which one it was (its pixels' hash)."""
         if self._state is None:
             raise InputError("call set_image(image) before save_embedding()")
-        return embeddings.save(self.model, self._state.features, self._state.original_size, path)
+        digest = None if image is None else embeddings.image_digest(image)
+        return embeddings.save(self.model, self._state.features, self._state.original_size,
+                               path, image=digest)
 
-    def load_embedding(self, path: str | Path) -> None:
+    def load_embedding(self, path: str | Path, image: np.ndarray | None = None) -> None:
         """Set the image from an embedding file saved by :meth:`save_embedding`; refused
-        (InputError) when another image encoder made it."""
-        features, size = embeddings.load(self.model, path)
+        (InputError) when another image encoder made it, or, given `image`, when the file
+        was not saved from that picture."""
+        digest = None if image is None else embeddings.image_digest(image)
+        features, size = embeddings.load(self.model, path, image=digest)
         self.set_features(features, size)
 
     def _to_model_coords(self, coords: np.ndarray, state: _ImageState) -> np.ndarray:

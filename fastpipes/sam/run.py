@@ -5,6 +5,12 @@ and all its prompts are decoded from that embedding. Outputs under ``--out``::
 
     masks/<image key>/<prompt>.png     one binary PNG (0/255) per mask, image-sized
     masks.json                         per image: every mask's score, area, bbox and COCO RLE
+    overlays/<image key>.png           with --overlays: the image, its masks tinted + outlined
+
+``--save-embeddings DIR`` keeps each image's embedding as ``DIR/<image key>.sam.pt``;
+``--embeddings DIR`` reuses such files (no encoder call for an image whose file was saved
+from the same picture by the same encoder; any other image is encoded, and masks.json says
+why its file was not used).
 
 >>> summary = fastpipes.run_sam("photos/", "out/", points="320,240", model="vit_b",
 ...                             checkpoint="sam_vit_b_01ec64.pth")  # doctest: +SKIP
@@ -14,127 +20,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
-from fastpipes.bounds import check_float, check_int, read_capped
+from fastpipes.bounds import check_int
 from fastpipes.errors import InputError
 from fastpipes.sam.amg import AmgConfig, generate_masks
+from fastpipes.sam.embeddings import set_image_reusing
+from fastpipes.sam.overlay import overlay_png
+from fastpipes.sam.prompts import (check_image_shape, parse_boxes, parse_points,  # noqa: F401
+                                   prompt_arrays, prompts_from_flags, read_prompt_file)
 from fastpipes.run.base import Flag, Item, Job
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir, atomic_write_lines
 from fastpipes.sam.image_io import (decode_rle, encode_rle, image_keys, list_images, load_image,
                                   mask_entry, png_bytes)
-
-# ---------------------------------------------------------------------------- prompts
-def parse_points(text: str) -> tuple[tuple[float, float, int], ...]:
-    """``"x,y[,label];x,y[,label]"`` -> ((x, y, label), ...); label 1 (default) or 0.
-
-    >>> parse_points("10,20;30,40,0")
-    ((10.0, 20.0, 1), (30.0, 40.0, 0))
-    """
-    out = []
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        vals = part.split(",")
-        try:
-            if len(vals) not in (2, 3):
-                raise ValueError
-            label = int(vals[2]) if len(vals) == 3 else 1
-            if label not in (0, 1):
-                raise ValueError
-            x, y = float(vals[0]), float(vals[1])
-        except ValueError:
-            raise InputError(f"--points: bad point {part!r}; expected x,y or x,y,label with "
-                             "label 1 (foreground) or 0 (background), points separated by ';'"
-                             ) from None
-        out.append((_coord(x, f"--points: point {part!r}: x"),
-                    _coord(y, f"--points: point {part!r}: y"), label))
-    if not out:
-        raise InputError("--points: no points given (expected e.g. 320,240 or 10,20;30,40,0)")
-    check_int("points_per_prompt", len(out), "--points: the number of points")
-    return tuple(out)
-
-
-def parse_boxes(text: str) -> tuple[tuple[float, float, float, float], ...]:
-    """``"x0,y0,x1,y1[;...]"`` -> ((x0, y0, x1, y1), ...): one prompt per box."""
-    out = []
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        try:
-            vals = tuple(float(v) for v in part.split(","))
-        except ValueError:
-            vals = ()
-        if len(vals) != 4:
-            raise InputError(f"--boxes: bad box {part!r}; expected x0,y0,x1,y1 (pixels, XYXY), "
-                             "boxes separated by ';'")
-        out.append(tuple(_coord(v, f"--boxes: box {part!r}: {n}")
-                         for v, n in zip(vals, ("x0", "y0", "x1", "y1"))))
-    if not out:
-        raise InputError("--boxes: no boxes given (expected e.g. 10,20,200,180)")
-    check_int("prompts_per_image", len(out), "--boxes: the number of boxes")
-    return tuple(out)
-
-
-def _coord(value: float, label: str) -> float:
-    return check_float("point_coordinate", value, label)
-
-
-def check_image_shape(h: int, w: int) -> None:
-    """InputError for an image SAM cannot be given: a side out of bounds, or so long and
-    thin that resizing its long side to the encoder's would leave no short side."""
-    check_int("image_side", h, f"image height (the image is {w}x{h})")
-    check_int("image_side", w, f"image width (the image is {w}x{h})")
-    check_float("image_aspect", max(h, w) / min(h, w), f"image aspect ratio ({w}x{h})")
-
-
-def _prompt_arrays(prompt: Any) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """A prompt ({"points": [[x, y], ...], "labels": [...], "box": [x0, y0, x1, y1]}) as
-    the predictor's arrays; InputError names what is wrong."""
-    if not isinstance(prompt, dict) or not ({"points", "box"} & prompt.keys()):
-        raise InputError(f"a prompt must be an object with 'points' and/or 'box', got {prompt!r}")
-    unknown = set(prompt) - {"points", "labels", "box"}
-    if unknown:
-        raise InputError(f"unknown prompt keys {sorted(unknown)}; allowed: points, labels, box")
-    coords = labels = box = None
-    try:
-        if prompt.get("points") is not None:
-            coords = np.asarray(prompt["points"], dtype=np.float64).reshape(-1, 2)
-            labels = np.asarray(prompt.get("labels") or [1] * len(coords), dtype=np.int64)
-        if prompt.get("box") is not None:
-            box = np.asarray(prompt["box"], dtype=np.float64).reshape(4)
-    except (ValueError, TypeError) as e:
-        raise InputError(f"bad prompt {prompt!r}: points must be [[x, y], ...], labels "
-                         f"[1 or 0, ...], box [x0, y0, x1, y1] ({e})") from None
-    if coords is not None:
-        check_int("points_per_prompt", len(coords), "the number of points in a prompt")
-        if len(labels) != len(coords) or not np.isin(labels, (0, 1)).all():
-            raise InputError(f"bad prompt {prompt!r}: labels must be one 1 (foreground) or "
-                             "0 (background) per point")
-    for name, arr in (("points", coords), ("box", box)):
-        for v in (arr.ravel() if arr is not None else ()):
-            _coord(float(v), f"prompt {name}")
-    return coords, labels, box
-
-
-def _prompts_from_flags(points: Sequence, boxes: Sequence) -> list[dict]:
-    pts = {"points": [[x, y] for x, y, _ in points], "labels": [lab for _, _, lab in points]} \
-        if points else {}
-    if boxes:
-        return [{**pts, "box": list(b)} for b in boxes]
-    return [pts]
-
-
-def _read_prompt_file(path: str) -> dict:
-    try:
-        data = json.loads(read_capped(path, "--prompts"))
-    except ValueError as e:
-        raise InputError(f"--prompts {path}: not valid JSON: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise InputError(f"--prompts {path}: expected an object mapping image names (or '*' "
-                         "for every image) to lists of prompts, e.g. "
-                         '{"cat.jpg": [{"points": [[320, 240]]}, {"box": [10, 20, 200, 180]}]}')
-    return data
-
 
 # ---------------------------------------------------------------------------- the job
 _AMG = AmgConfig()
@@ -167,6 +68,16 @@ FLAGS = (
          help="keep SAM's three candidate masks per prompt, not only the best"),
     Flag("--no-png", action="store_false", dest="png",
          help="masks only as RLE in masks.json (no PNG per mask)"),
+    Flag("--overlays", action="store_true",
+         help="also write overlays/<image key>.png: the image with its masks tinted and "
+              "outlined, one colour per mask (off by default: masks are the product)"),
+    Flag("--save-embeddings", metavar="DIR",
+         help="keep each image's embedding as DIR/<image key>.sam.pt, for --embeddings or "
+              "SamPredictor.load_embedding"),
+    Flag("--embeddings", metavar="DIR",
+         help="reuse embeddings saved by --save-embeddings: no encoder call for an image whose "
+              "file was saved from the same picture by the same encoder; any other image is "
+              "encoded, and masks.json's 'embedding' says why"),
     Flag("--checkpoint", help="local SAM checkpoint (.pth) of --model"))
 
 
@@ -183,11 +94,15 @@ class SamJob(Job):
     amg: AmgConfig = field(default_factory=AmgConfig)
     all_masks: bool = False  # keep SAM's three candidates per prompt, not only the best
     png: bool = True  # also write each mask as a PNG (masks.json always has its RLE)
+    overlays: bool = False  # also write the image with its masks tinted, overlays/<key>.png
+    save_embeddings: str | None = None  # a directory: keep each image's embedding there
+    embeddings: str | None = None  # a directory of saved embeddings to reuse
     model: str | None = "vit_b"
 
     family: ClassVar[str] = "sam"
     result_file: ClassVar[str] = "masks.json"
-    input_fields: ClassVar[tuple[str, ...]] = ("images", "prompt_file")
+    # embeddings: where saved inputs are; the masks are the same with or without them
+    input_fields: ClassVar[tuple[str, ...]] = ("images", "prompt_file", "embeddings")
     SUMMARY: ClassVar[str] = ("segment images (point / box prompts, a per-image prompt file, "
                               "or everything)")
     MODEL_HELP: ClassVar[str] = "vit_b (default), vit_l or vit_h (tiny: a test shape)"
@@ -215,6 +130,12 @@ class SamJob(Job):
                              ("both" if self.checkpoint else "neither"))
         if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
             raise InputError(f"--checkpoint {self.checkpoint}: no such file")
+        if self.embeddings and not Path(self.embeddings).expanduser().is_dir():
+            raise InputError(f"--embeddings {self.embeddings}: no such directory (it is where "
+                             "--save-embeddings kept them)")
+        if self.save_embeddings and Path(self.save_embeddings).expanduser().is_file():
+            raise InputError(f"--save-embeddings {self.save_embeddings} is a file; give a "
+                             "directory (one file per image goes there)")
         for module, extra in (("PIL", "pillow"), ("pycocotools", "pycocotools")):
             try:
                 __import__(module)
@@ -227,9 +148,9 @@ class SamJob(Job):
         check_int("images", len(found), f"--images {self.images}: the number of images",
                   extra="; split them into several jobs")
         names = [n for _, n in found]
-        table = _read_prompt_file(self.prompt_file) if self.prompt_file else None
+        table = read_prompt_file(self.prompt_file) if self.prompt_file else None
         fixed = None if self.everything or table is not None else \
-            _prompts_from_flags(self.points, self.boxes)
+            prompts_from_flags(self.points, self.boxes)
         items = []
         for (path, name), key in zip(found, image_keys(names)):
             st = path.stat()
@@ -266,24 +187,46 @@ class SamJob(Job):
         check_image_shape(h, w)
         files: dict[str, bytes] = {}
         masks = []
+        embedding: dict = {}  # where the embedding came from, with --(save-)embeddings
+        set_image = self._image_setter(pipe, item.key, embedding)
         if self.everything:
-            for j, found in enumerate(generate_masks(pipe, image, self.amg)):
+            found_all = generate_masks(pipe, image, self.amg, set_image)
+            for j, found in enumerate(found_all):
                 mask = decode_rle(found["segmentation"]) if self.png else None
                 masks.append({"file": self._png(files, item.key, str(j), mask),
                               "score": found["predicted_iou"], **found})
         else:
             check_int("prompts_per_image", len(p["prompts"]), "the number of prompts")
-            pipe.set_image(image)  # one embedding for all of this image's prompts
+            set_image(image)  # one embedding for all of this image's prompts
             try:
                 for j, prompt in enumerate(p["prompts"]):
                     masks += self._decode(pipe, files, item.key, j, prompt)
             finally:
                 pipe.reset_image()
-        return files, {"image": p["name"], "path": p["path"], "height": h, "width": w,
-                       "masks": masks}
+        record = {"image": p["name"], "path": p["path"], "height": h, "width": w}
+        if self.overlays:
+            rel = record["overlay"] = f"overlays/{item.key}.png"
+            files[rel] = overlay_png(image, (decode_rle(m["segmentation"]) for m in masks))
+        if embedding:
+            record["embedding"] = embedding
+        return files, {**record, "masks": masks}
+
+    def _image_setter(self, pipe: Any, key: str, info: dict) -> Callable[[np.ndarray], None]:
+        """How the whole image is set on `pipe`: encoded, or from a saved embedding (what
+        happened goes into `info`); then kept with --save-embeddings."""
+        if not (self.embeddings or self.save_embeddings):
+            return pipe.set_image
+
+        def at(folder: str | None) -> Path | None:
+            return Path(folder).expanduser() / f"{key}.sam.pt" if folder else None
+
+        def set_image(image: np.ndarray) -> None:
+            info.update(set_image_reusing(pipe, image, at(self.embeddings),
+                                          at(self.save_embeddings)))
+        return set_image
 
     def _decode(self, pipe: Any, files: dict, key: str, j: int, prompt: Any) -> list[dict]:
-        coords, labels, box = _prompt_arrays(prompt)
+        coords, labels, box = prompt_arrays(prompt)
         # SAM's advice: a single point is ambiguous, so ask for three masks and keep the best
         single_point = box is None and coords is not None and len(coords) == 1
         multimask = self.all_masks or single_point
@@ -329,7 +272,9 @@ def _json_array_lines(head: dict, key: str, records: Iterator[dict]) -> Iterator
 def run_sam(images: str | Path, out: str | Path, *, points: str | Sequence | None = None,
             boxes: str | Sequence | None = None, prompts: str | Path | None = None,
             everything: bool = False, amg: AmgConfig | dict | None = None,
-            all_masks: bool = False, png: bool = True, model: str = "vit_b",
+            all_masks: bool = False, png: bool = True, overlays: bool = False,
+            save_embeddings: str | Path | None = None, embeddings: str | Path | None = None,
+            model: str = "vit_b",
             checkpoint: str | Path | None = None, random_weights: bool = False,
             recipe: str = "auto", overrides: Sequence[str] = (), seed: int = 0,
             device: str = "cpu", engine: str = "local", actors: int = 1,
@@ -340,8 +285,11 @@ def run_sam(images: str | Path, out: str | Path, *, points: str | Sequence | Non
     Prompts: `points` ("x,y[,label];..." or [(x, y, label), ...]) and/or `boxes`
     ("x0,y0,x1,y1;..." or [(x0, y0, x1, y1), ...]), the same for every image; or
     `prompts`, a JSON file of per-image prompts; or `everything` (automatic mask
-    generation, settings in `amg`). Resumable: a rerun with the same `out` skips finished
-    images. `engine="ray"` spreads the images over `actors` Ray actors.
+    generation, settings in `amg`). `overlays`: also the image with its masks tinted, per
+    image. `save_embeddings` (a directory) keeps each image's embedding; `embeddings` reuses
+    them (an image without a usable file is encoded; masks.json says why). Resumable: a
+    rerun with the same `out` skips finished images. `engine="ray"` spreads the images over
+    `actors` Ray actors (each reads and writes the embedding directories itself).
 
     >>> s = fastpipes.run_sam("pics/", "out/", everything=True, model="vit_b",
     ...                       checkpoint="sam_vit_b_01ec64.pth", recipe="sam_bf16")  # doctest: +SKIP
@@ -359,8 +307,16 @@ def run_sam(images: str | Path, out: str | Path, *, points: str | Sequence | Non
         amg = AmgConfig(**amg)
     job = SamJob(out=str(out), images=str(images), points=pts, boxes=bxs,
                  prompt_file=str(prompts) if prompts else None, everything=everything,
-                 amg=amg or AmgConfig(), all_masks=all_masks, png=png, model=model,
+                 amg=amg or AmgConfig(), all_masks=all_masks, png=png, overlays=overlays,
+                 # absolute: a Ray actor's working directory is another, and the path is part
+                 # of the job's identity (a rerun asking for embeddings makes them)
+                 save_embeddings=_absolute(save_embeddings), embeddings=_absolute(embeddings),
+                 model=model,
                  checkpoint=str(checkpoint) if checkpoint else None,
                  random_weights=random_weights, recipe=recipe, overrides=tuple(overrides),
                  seed=seed, device=device)
     return run_job(job, engine, actors, cpus_per_actor, address, progress)
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None

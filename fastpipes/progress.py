@@ -144,10 +144,10 @@ class Heartbeat:
 
 @contextmanager
 def heartbeat(label: str, what: str, enabled: bool = True,
-              announce: bool = False) -> Iterator[Heartbeat | None]:
+              announce: bool | str = False) -> Iterator[Heartbeat | None]:
     """Say `[label  elapsed] what` every :data:`EVERY_S` seconds while the block runs.
 
-    With `announce`, a line at the start too. At the end, a line with the total time when
+    With `announce`, a line at the start too (`what`, or the text given). At the end, a line with the total time when
     the block was announced or outlasted the interval (how it ended, if by an exception,
     which propagates). Disabled: nothing at all, no thread.
 
@@ -159,7 +159,7 @@ def heartbeat(label: str, what: str, enabled: bool = True,
         return
     lines = Lines(label, EVERY_S)  # read now: tests shorten the interval
     if announce:
-        lines.say(what)
+        lines.say(announce if isinstance(announce, str) else what)
     beat = Heartbeat(lines, what).start()
     ended = "done"
     try:

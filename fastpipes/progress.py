@@ -8,7 +8,7 @@ goes on without being flooded. Disabled (``progress=False``): nothing at all.
 Work that says nothing for long stretches (a first call that compiles, an image of
 automatic masks, a worker process) runs under :func:`heartbeat`: a daemon thread that says
 what is going on whenever :data:`EVERY_S` passed without a line. Heartbeats nest: the
-innermost one speaks, and :func:`detail` adds to its line (e.g. ``prompt batch 3/64``).
+innermost one speaks, and :func:`detail` adds to its line (e.g. ``12/64 prompt batches done``).
 
 >>> lines = Lines("demo", every_s=3600)
 >>> lines.tick("step 1/2")   # nothing: the first timed line comes `every_s` after the start
@@ -106,7 +106,7 @@ class Heartbeat:
 
     def text(self) -> str:
         what = self.what() if callable(self.what) else self.what
-        return f"{what}: {self.detail}" if self.detail else what
+        return f"{what}; {self.detail}" if self.detail else what
 
     def start(self) -> "Heartbeat":
         self._parent = _CURRENT.get()
@@ -174,7 +174,7 @@ def heartbeat(label: str, what: str, enabled: bool = True,
 
 
 def detail(text: str) -> None:
-    """What the innermost running heartbeat adds to its lines, e.g. ``prompt batch 3/64``
+    """What the innermost running heartbeat adds to its lines, e.g. ``12/64 prompt batches``
     (nothing when none runs: progress is off, or nobody listens)."""
     beat = _CURRENT.get()
     if beat is not None:

@@ -77,7 +77,7 @@ def test_heartbeat_speaks_while_a_block_outlasts_the_interval_then_says_its_time
         progress.detail("batch 2/3")
         time.sleep(0.15)
     err = beat_lines(capsys.readouterr().err)
-    assert err[0].endswith("] working") and any(e.endswith("working: batch 2/3") for e in err)
+    assert err[0].endswith("] working") and any(e.endswith("working; batch 2/3") for e in err)
     assert err[-1].startswith("[beat") and "working: done after" in err[-1]
     time.sleep(0.15)  # the thread has stopped: nothing more
     assert capsys.readouterr().err == ""
@@ -115,3 +115,15 @@ def test_nested_heartbeats_the_inner_one_speaks(monkeypatch, capsys):
     inner = [i for i, line in enumerate(err) if line.startswith("[beat")]
     # while the inner block ran (up to its last line) the outer one kept quiet
     assert inner and not [line for line in err[inner[0]:inner[-1]] if line.startswith("[outer")]
+
+
+def test_job_lines_go_on_while_no_result_comes_with_what_the_item_adds(capsys):
+    with JobProgress(total=2, label="sam", every_s=0.05) as p:
+        progress.detail("automatic masks, crop 1/1: 3/64 prompt batches done")
+        time.sleep(0.2)
+        p.update(ok=True)
+    err = capsys.readouterr().err.splitlines()
+    assert any(line.endswith("0/2, -- items/s, ETA --; automatic masks, crop 1/1: 3/64 prompt "
+                             "batches done") for line in err)
+    assert err[-1].endswith("1/2, -- items/s, ETA --")  # the item's detail ended with it
+    assert progress._CURRENT.get() is None  # the job's heartbeat is gone

@@ -230,7 +230,7 @@ class Worker:
 
         def step(text: str):  # said now, and again every 10 s while it lasts
             say(text)
-            return heartbeat(job.family, text, enabled=verbose)
+            return heartbeat(f"{job.family} start", text, enabled=verbose)
 
         self.job = job
         t0 = time.perf_counter()

@@ -272,8 +272,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     `measure(call) -> (seconds, output)` times a zero-argument call of the pipeline.
     `target` replaces what is timed and compared (default: the adapter on `example_inputs`,
     or on inputs the adapter makes when there are none). `say` gets the progress lines
-    (default: stderr, prefixed ``fastpipes: auto:``; none with `verbose` False, which also
-    silences the heartbeats of long trials and of first calls that compile).
+    (default: stderr, prefixed ``fastpipes: auto:``; with `verbose` False, none at all).
     """
     say = say or (_stderr if verbose else _silent)
     settings = load_recipe({"name": "auto", "auto": {}}, overrides)

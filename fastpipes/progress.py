@@ -147,9 +147,9 @@ def heartbeat(label: str, what: str, enabled: bool = True,
               announce: bool | str = False) -> Iterator[Heartbeat | None]:
     """Say `[label  elapsed] what` every :data:`EVERY_S` seconds while the block runs.
 
-    With `announce`, a line at the start too (`what`, or the text given). At the end, a line with the total time when
-    the block was announced or outlasted the interval (how it ended, if by an exception,
-    which propagates). Disabled: nothing at all, no thread.
+    With `announce`, a line at the start too (`what`, or the text given). At the end, a
+    line with the total time when the block was announced or outlasted the interval (and
+    how it ended, if by an exception, which propagates). Disabled: nothing, no thread.
 
     >>> with heartbeat("compile", "unet: first call, compiling", enabled=False):
     ...     pass

@@ -105,7 +105,7 @@ def test_strict_must_be_a_bool(strict):
 
 def test_verbose_must_be_a_bool_too():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
-    with pytest.raises(ArgumentTypeError, match=r"verbose=\.\.\.\) must be True or False, got 'no'"):
+    with pytest.raises(ArgumentTypeError, match=r"verbose=\.\.\.\) must be True or False"):
         fastpipes.accelerate(model, {"memory_format": {}}, verbose="no")
     assert next(model.parameters()).is_contiguous()
 

@@ -20,6 +20,7 @@ def accelerate(
     overrides: Iterable[str] | Mapping[str, Any] | str | None = None,
     strict: bool = False,
     example_inputs: Any = None,
+    verbose: bool = True,
 ) -> Report:
     """Apply a recipe's passes to `pipe` in place and say what was done.
 
@@ -27,7 +28,9 @@ def accelerate(
     mapping or a loaded Recipe; `overrides` a dotlist such as ``["compile.mode=default"]``.
     All-or-nothing: if any pass fails, `pipe` is restored exactly and the error names the
     pass. With `strict`, a recipe whose ``requires`` this machine misses raises
-    HardwareError instead of warning.
+    HardwareError instead of warning. `verbose` (the default) says on stderr what takes
+    long: recipe="auto"'s trials, and each compiled component's first call (it compiles),
+    with a line every 10 s while it lasts; ``verbose=False`` says nothing.
 
     ``recipe="auto"`` measures the candidate recipes on `pipe` with `example_inputs` (or,
     for SAM, SDXL and Llama pipelines, inputs the adapter makes from the model's shapes)
@@ -40,14 +43,15 @@ def accelerate(
     >>> report.applied
     ['memory_format']
     """
-    if not isinstance(strict, bool):  # "no" is truthy: never guess what a string means
-        raise ArgumentTypeError(f"accelerate(strict=...) must be True or False, got "
-                                f"{strict!r} ({type(strict).__name__})")
+    for arg, value in (("strict", strict), ("verbose", verbose)):
+        if not isinstance(value, bool):  # "no" is truthy: never guess what a string means
+            raise ArgumentTypeError(f"accelerate({arg}=...) must be True or False, got "
+                                    f"{value!r} ({type(value).__name__})")
     _check_arguments(overrides, example_inputs)
     if isinstance(recipe, str) and recipe == "auto":
-        return accelerate_auto(pipe, overrides, strict, example_inputs)
+        return accelerate_auto(pipe, overrides, strict, example_inputs, verbose=verbose)
     rec = load_recipe(recipe, overrides)  # validated before the model is touched
-    report, snapshot = apply_recipe(pipe, rec, strict)
+    report, snapshot = apply_recipe(pipe, rec, strict, verbose=verbose)
     snapshot.discard()  # applied for good: nothing to undo any more
     return report
 

@@ -21,10 +21,11 @@ from fastpipes.report import PassStatus, Report
 from fastpipes.snapshot import Snapshot
 
 
-def apply_recipe(pipe: Any, rec: Recipe, strict: bool = False,
-                 adapter: Adapter | None = None) -> tuple[Report, Snapshot]:
+def apply_recipe(pipe: Any, rec: Recipe, strict: bool = False, adapter: Adapter | None = None,
+                 verbose: bool = True) -> tuple[Report, Snapshot]:
     """Apply a loaded recipe to `pipe` in place; return the Report and the Snapshot that
-    undoes it (recipe="auto" uses it to try candidates)."""
+    undoes it (recipe="auto" uses it to try candidates). `verbose`: passes whose work comes
+    later (a compile at the first call) say on stderr what they do while it takes long."""
     adapter = adapter or find_adapter(pipe)
     hw = detect()
     found = check(rec, adapter, hw, strict)
@@ -34,7 +35,7 @@ def apply_recipe(pipe: Any, rec: Recipe, strict: bool = False,
 
     snapshot = Snapshot(adapter.components().values(), adapter.state_objects())
     ctx = PassContext(pipe=pipe, adapter=adapter, hardware=hw, recipe=rec, report=report,
-                      strict=strict, snapshot=snapshot)
+                      strict=strict, snapshot=snapshot, verbose=verbose)
     current = ""
     try:
         for name in ordered(rec):

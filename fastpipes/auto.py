@@ -31,8 +31,8 @@ import torch
 from fastpipes._version import __version__
 from fastpipes.apply import apply_recipe
 from fastpipes.auto_order import candidate_recipes  # noqa: F401  (its home before)
-from fastpipes.auto_search import (Decision, Excluded, Slower, Trial, TrialStatus, _stderr,
-                                   search, summary)
+from fastpipes.auto_search import (Decision, Excluded, Slower, Trial, TrialStatus, _silent,
+                                   _stderr, search, summary)
 from fastpipes.bounds import fits_type
 from fastpipes.cache import cache_dir, private_dir, untrusted
 from fastpipes.errors import CacheError, InputError
@@ -210,7 +210,7 @@ class AutoTarget:
 
 def _measure_candidates(pipe: Any, adapter: Any, target: AutoTarget, cfg: AutoConfig,
                         timer: Callable, candidates: list[str], key: str,
-                        say: Callable[[str], None]) -> Decision:
+                        say: Callable[[str], None], verbose: bool) -> Decision:
     """The search on `pipe`: each candidate applied, timed, judged and undone."""
     base_waits: dict[str, float] = {}
 
@@ -228,7 +228,7 @@ def _measure_candidates(pipe: Any, adapter: Any, target: AutoTarget, cfg: AutoCo
         if rec.precision_class.rank > cfg.max_class.rank:
             raise Excluded(f"precision class {rec.precision_class.value} is looser than "
                            f"auto.max_class={cfg.max_class.value}")
-        report, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter)
+        report, snap = apply_recipe(pipe, rec, strict=True, adapter=adapter, verbose=verbose)
         try:
             secs, view = timed(reference)
             fid = target.compare(reference, view, PrecisionClass(report.precision_class))
@@ -260,7 +260,7 @@ def _measure_candidates(pipe: Any, adapter: Any, target: AutoTarget, cfg: AutoCo
                              "example_inputs it can be called with") from e
 
     return search(candidates, baseline, trial, cfg.budget_s, key,
-                  ablated if cfg.ablate else None, say)
+                  ablated if cfg.ablate else None, say, verbose)
 
 
 def _decide(cfg: AutoConfig, key: str, candidates: list[str], notes: list[str],
@@ -295,15 +295,15 @@ def _decide(cfg: AutoConfig, key: str, candidates: list[str], notes: list[str],
 def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
                     example_inputs: Any = None, measure: Callable | None = None,
                     target: AutoTarget | None = None,
-                    say: Callable[[str], None] | None = None) -> Report:
+                    say: Callable[[str], None] | None = None, verbose: bool = True) -> Report:
     """The body of ``accelerate(pipe, "auto")``; `measure` may replace timing in tests.
 
     `measure(call) -> (seconds, output)` times a zero-argument call of the pipeline.
     `target` replaces what is timed and compared (default: the adapter on `example_inputs`,
     or on inputs the adapter makes when there are none). `say` gets the progress lines
-    (default: stderr, prefixed ``fastpipes: auto:``).
+    (default: stderr, prefixed ``fastpipes: auto:``; with `verbose` False, none at all).
     """
-    say = say or _stderr
+    say = say or (_stderr if verbose else _silent)
     settings = load_recipe({"name": "auto", "auto": {}}, overrides)
     cfg: AutoConfig = settings.sections["auto"]
     adapter = find_adapter(pipe)
@@ -320,7 +320,8 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
     notes: list[str] = []  # cache trouble: warned, and listed in the report
     decision = _decide(cfg, key, candidates, notes, say,
                        measure=lambda: _measure_candidates(pipe, adapter, target, cfg, timer,
-                                                           candidates, key, say),
+                                                           candidates, key, say,
+                                                           verbose),
                        searching=f"{len(candidates)} candidate(s) for this {adapter.family} "
                                  f"pipeline on this {hw.tier} CPU, likeliest first: "
                                  f"{', '.join(candidates) or 'none'}")
@@ -328,7 +329,7 @@ def accelerate_auto(pipe: Any, overrides: Any = None, strict: bool = False,
         report = Report(recipe="auto (none: FP32 kept)", family=adapter.family,
                         adapter=adapter.name, components=list(adapter.components()))
     else:
-        report, snapshot = apply_recipe(pipe, _load(decision.winner), strict, adapter)
+        report, snapshot = apply_recipe(pipe, _load(decision.winner), strict, adapter, verbose)
         snapshot.discard()
         report.recipe = f"auto -> {decision.winner}"
     report.warnings += summary(decision) + notes

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from fastpipes.auto_order import trying, untried_summary
 from fastpipes.fidelity import Fidelity
+from fastpipes.progress import heartbeat
 
 
 class TrialStatus(str, Enum):
@@ -89,10 +90,14 @@ def _stderr(text: str) -> None:
     print(f"fastpipes: auto: {text}", file=sys.stderr, flush=True)
 
 
+def _silent(text: str) -> None:
+    """accelerate(..., verbose=False)"""
+
+
 def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
            trial: Callable[[str, Any], tuple[float, Fidelity, dict[str, float]]], budget_s: float,
            key: str, then: Callable[[str], list[str]] | None = None,
-           say: Callable[[str], None] = _stderr) -> Decision:
+           say: Callable[[str], None] = _stderr, verbose: bool = True) -> Decision:
     """Measure each candidate, in the order given; the fastest faithful one that beats FP32
     wins.
 
@@ -103,14 +108,16 @@ def search(candidates: list[str], baseline: Callable[[], tuple[float, Any]],
     `then(winner)` names more candidates to try once the first round has a winner (the
     winner's ablations), within the same budget. The budget stops new trials only once
     one was tried, so the likeliest winner (listed first) is always measured. `say` gets
-    a line before the baseline and before and after each trial.
+    a line before the baseline and before and after each trial; with `verbose`, a heartbeat
+    (fastpipes.progress) says every 10 s what a long one is doing.
     """
     start = time.perf_counter()
     say(f"timing the FP32 baseline (budget: auto.budget_s={budget_s:g} s)")
-    base_s, reference = baseline()
+    with heartbeat("auto", "timing the FP32 baseline", enabled=verbose):
+        base_s, reference = baseline()
     say(f"FP32 baseline: {base_s:.3g} s per call")
     trials: list[Trial] = []
-    run = _Round(trials, trial, reference, base_s, start, budget_s, say)
+    run = _Round(trials, trial, reference, base_s, start, budget_s, say, verbose)
     run.measure(candidates, "candidate")
     winner = _winner(trials)
     if winner and then:
@@ -135,6 +142,7 @@ class _Round:
     start: float
     budget_s: float
     say: Callable[[str], None]
+    verbose: bool = True
 
     def measure(self, names: list[str], what: str) -> None:
         for n, name in enumerate(names, 1):
@@ -145,7 +153,10 @@ class _Round:
                                                 "before its turn"))
                 continue
             self.say(trying(name, n, len(names), elapsed, self.budget_s, what))
-            t = self._one(name)
+            with heartbeat("auto", f"{name}: applying it, then timing it and comparing its "
+                           "output with FP32's (a compiling recipe compiles first)",
+                           enabled=self.verbose):
+                t = self._one(name)
             self.trials.append(t)
             got = (f"{t.latency_s:.3g} s, {t.speedup:.2f}x FP32, " if t.latency_s else "")
             got += "".join(f"{call} {x:.2f}x FP32, " for call, x in t.waits.items())

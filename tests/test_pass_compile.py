@@ -68,7 +68,7 @@ def test_apply_is_lazy_in_place_and_says_what_is_ignored():
     assert "mode/options ignored by backend eager" in report.passes[0].changes[0]
 
 
-def test_inductor_compiles_tiny_mlp_and_times_the_first_call():
+def test_inductor_compiles_tiny_mlp_and_times_the_first_call(capsys):
     model, x = mlp(1)
     with torch.no_grad():
         ref = model(x)
@@ -84,6 +84,18 @@ def test_inductor_compiles_tiny_mlp_and_times_the_first_call():
     assert report.extra["compile_time_s"] == {"model": compile_time_s(model)}
     # after the first call the raw compiled function is installed: no extra Python frame
     assert model._compiled_call_impl is not None and not isinstance(model._compiled_call_impl, FirstCall)
+    # the first call says which component compiles, and how long it took (issue 27)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[compile")]
+    assert err[0] == "[compile    0.0s] model: first call, compiling it (torch.compile)"
+    assert "model: first call, compiling it (torch.compile): done after" in err[-1]
+
+
+def test_verbose_false_compiles_without_a_word(capsys):
+    model, x = mlp(2)
+    fastpipes.accelerate(model, {"compile": {"backend": "eager"}}, verbose=False)
+    with torch.no_grad():
+        model(x)
+    assert compile_time_s(model) > 0 and capsys.readouterr().err == ""
 
 
 def test_fallback_eager_turns_a_compile_failure_into_a_visible_warning():

@@ -103,6 +103,13 @@ def test_strict_must_be_a_bool(strict):
     assert next(model.parameters()).is_contiguous()
 
 
+def test_verbose_must_be_a_bool_too():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    with pytest.raises(ArgumentTypeError, match=r"verbose=\.\.\.\) must be True or False"):
+        fastpipes.accelerate(model, {"memory_format": {}}, verbose="no")
+    assert next(model.parameters()).is_contiguous()
+
+
 # ---- recipes list --family -----------------------------------------------------------------
 
 def test_recipes_list_of_an_unknown_family_is_an_error_listing_families(capsys):

@@ -103,11 +103,13 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, capsys)
     assert "3 done, 0 skipped" in capsys.readouterr().out
 
 
-def test_everything_mode_writes_deduplicated_masks(tmp_path, capsys):
+def test_everything_mode_writes_deduplicated_masks(tmp_path, capsys, monkeypatch):
     import torch
 
     from fastpipes.sam.nms import nms
 
+    said = []  # what the job's heartbeat would add to its line (issue 27: minutes per image)
+    monkeypatch.setattr("fastpipes.sam.amg.detail", said.append)
     images = make_images(tmp_path / "pics", n=1)
     out = tmp_path / "out"
     assert main(["run", "sam", "--images", str(images / "*.png"), "--everything",
@@ -115,6 +117,8 @@ def test_everything_mode_writes_deduplicated_masks(tmp_path, capsys):
                  "--out", str(out), "--model", "tiny", "--random-weights", "--recipe", "none",
                  "--quiet"]) == 0
     assert "recipe   none (FP32 eager)" in capsys.readouterr().out
+    assert said == ["automatic masks, crop 1/1: encoding the image",
+                    "automatic masks, crop 1/1: 0/1 prompt batches done"]  # 16 points, 16 a batch
     (rec,) = json.loads((out / "masks.json").read_text())["images"]
     masks = rec["masks"]
     assert masks, "random weights with the thresholds at 0 still give masks"

@@ -8,36 +8,47 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from fastpipes.progress import Lines, bar, terminal
+from fastpipes.progress import Heartbeat, Lines, bar, terminal
 
 
 class _Quiet:
     def start(self, name: str, steps: int) -> None: ...
     def event(self, ev: dict) -> None: ...
     def finish(self, name: str, status: str) -> None: ...
+    def close(self) -> None: ...
 
 
 class _Lines(_Quiet):
     """Plain lines for non-terminals: `[bench  1.2s] sdxl_bf16: timed 3/8`, one per phase
-    change and, within a long phase, one about every 10 s (fastpipes.progress)."""
+    change and, within a long phase, one about every 10 s (fastpipes.progress), also while
+    the worker sends nothing (a first call that compiles for minutes: `...; still working`)."""
 
     def __init__(self):
-        self.lines, self.name, self.phase = Lines("bench"), "", ""
+        self.lines, self.name, self.phase, self.text = Lines("bench"), "", "", ""
+        self.beat: Heartbeat | None = None
 
     def start(self, name: str, steps: int) -> None:
-        self.name, self.phase = name, ""
-        self.lines.say(f"{name}: starting worker")
+        self.name, self.phase, self.text = name, "", f"{name}: starting worker"
+        self.lines.say(self.text)
+        self.close()
+        self.beat = Heartbeat(self.lines, lambda: f"{self.text}; still working").start()
 
     def event(self, ev: dict) -> None:
-        text = f"{self.name}: {ev['phase']} ({ev['step']}/{ev['steps']})"
+        self.text = f"{self.name}: {ev['phase']} ({ev['step']}/{ev['steps']})"
         if ev["phase"] != self.phase:
             self.phase = ev["phase"]
-            self.lines.say(text)
+            self.lines.say(self.text)
         else:
-            self.lines.tick(text)
+            self.lines.tick(self.text)
 
     def finish(self, name: str, status: str) -> None:
+        self.close()
         self.lines.say(f"{name}: {status}")
+
+    def close(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+            self.beat = None
 
 
 class _Rich(_Quiet):
@@ -73,7 +84,11 @@ def make_progress(enabled: bool = True, total_steps: int | None = None) -> Itera
         return
     console = terminal()
     if console is None:
-        yield _Lines()
+        lines = _Lines()
+        try:
+            yield lines
+        finally:  # Ctrl-C between start and finish: no heartbeat may outlive the run
+            lines.close()
         return
     from rich.progress import (BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)

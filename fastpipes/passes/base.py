@@ -78,6 +78,7 @@ class PassContext:
     strict: bool = False
     scratch: dict[str, Any] = field(default_factory=dict)  # shared notes between passes
     snapshot: "Snapshot | None" = None  # what undoes this accelerate()
+    verbose: bool = True  # progress lines on stderr for long work (accelerate(verbose=...))
 
     def release(self, original: "torch.Tensor") -> None:
         """A pass no longer needs `original` (a weight it replaced): with the recipe's

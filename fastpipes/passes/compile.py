@@ -249,7 +249,8 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
             cache = (CompileCache.for_component(name, module, kw, where)
                      if where and (cfg.cache or where.temporary) else None)
             module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,
-                                                   cfg.fallback is CompileFallback.eager, cache)
+                                                   cfg.fallback is CompileFallback.eager, cache,
+                                                   ctx.verbose)
             shown = ", ".join(f"{k}={v}" for k, v in kw.items() if v not in (None, False))
             ctx.change(name, f"torch.compile({shown}), compiled lazily at the first call"
                        + (f"; mode/options ignored by backend {cfg.backend.value}"
@@ -266,7 +267,7 @@ def _apply_aot(ctx: PassContext, cfg: CompileConfig) -> None:
         open_part(AOT_PART)  # a cache that cannot be used or trusted fails here, not at a call
     for name, module in ctx.components("compile", cfg.components).items():
         install(module, name, ctx.recipe.raw, options, ctx.report,
-                cfg.cache, cfg.fallback is CompileFallback.eager)
+                cfg.cache, cfg.fallback is CompileFallback.eager, ctx.verbose)
         ctx.change(name, "compiled ahead of time (AOTInductor) at its first call per input "
                    "shape" + (f"; packages cached in {part_dir(AOT_PART)}, reloaded by the next "
                               "process" if cfg.cache else "; not cached (cache: false)"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import tempfile
 import time
 import warnings
@@ -38,6 +37,7 @@ from fastpipes.files import atomic_file, atomic_write
 from fastpipes.fingerprint import machine_fingerprint, shapes, structure_signature
 from fastpipes.hardware import detect
 from fastpipes.passes.compile_runtime import COMPILE_TIME_ATTR
+from fastpipes.progress import heartbeat
 
 PART = "aoti"
 FOLDED = "_FOLDED_CONST_"
@@ -112,9 +112,10 @@ class AotCall:
     signature, loaded from the cache or compiled at its first call (timed and reported)."""
 
     def __init__(self, module: nn.Module, name: str, recipe: dict, options: dict, report,
-                 cache: bool, fallback_eager: bool):
+                 cache: bool, fallback_eager: bool, verbose: bool = True):
         self.module, self.name, self.recipe, self.options = module, name, recipe, options
         self.report, self.cache, self.fallback_eager = report, cache, fallback_eager
+        self.verbose = verbose
         self.packages: dict[str, Package] = {}
         self.eager = False
 
@@ -189,15 +190,16 @@ class AotCall:
         return "" if _sha256(path) == recorded else "its SHA-256 does not match the one recorded"
 
     def _compile(self, path: Path, args: tuple, kwargs: dict) -> Path:
-        print(f"fastpipes: compile: {self.name}: compiling ahead of time for "
-              f"{_described(args, kwargs)} (once "
-              "per model, recipe, input shape and machine; this takes a while)",
-              file=sys.stderr, flush=True)
+        what = f"{self.name}: compiling ahead of time for {_described(args, kwargs)}"
+        with heartbeat("compile", what, enabled=self.verbose, announce=f"{what} (once per "
+                       "model, recipe, input shape and machine; this takes a while)"):
+            return self._export_and_compile(path, args, kwargs)
+
+    def _export_and_compile(self, path: Path, args: tuple, kwargs: dict) -> Path:
         if self.module._forward_pre_hooks or self.module._forward_hooks:
             raise FastpipesError(f"compile: {self.name}: backend aot_inductor exports the module's "
                             "forward only, and this component has forward hooks (e.g. "
                             "memory_format.convert_inputs): use backend inductor for it")
-        t0 = time.perf_counter()
         impl, self.module._compiled_call_impl = self.module._compiled_call_impl, None
         try:
             with torch.no_grad():
@@ -210,8 +212,6 @@ class AotCall:
             # are part of every later package key (shared by the components of one recipe)
             torch._inductor.aoti_compile_and_package(program, package_path=str(path),
                                                      inductor_configs=dict(self.options))
-        print(f"fastpipes: compile: {self.name}: compiled ahead of time in "
-              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         return path
 
 
@@ -239,7 +239,7 @@ def aot_options(options: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 def install(module: nn.Module, name: str, recipe: dict, options: dict, report,
-            cache: bool, fallback_eager: bool) -> Callable:
-    call = AotCall(module, name, recipe, options, report, cache, fallback_eager)
+            cache: bool, fallback_eager: bool, verbose: bool = True) -> Callable:
+    call = AotCall(module, name, recipe, options, report, cache, fallback_eager, verbose)
     module._compiled_call_impl = call
     return call

@@ -21,6 +21,7 @@ from fastpipes.errors import CacheError
 from fastpipes.files import atomic_write
 from fastpipes.fingerprint import machine_fingerprint, structure_signature
 from fastpipes.hardware import detect
+from fastpipes.progress import heartbeat
 from fastpipes.report import PassStatus
 
 COMPILE_TIME_ATTR = "_fastpipes_compile_time_s"
@@ -155,10 +156,10 @@ class FirstCall:
     """
 
     def __init__(self, module: nn.Module, compiled, name: str, report, fallback_eager: bool,
-                 cache: CompileCache | None = None):
+                 cache: CompileCache | None = None, verbose: bool = True):
         self.module, self.compiled, self.name = module, compiled, name
         self.report, self.fallback_eager = report, fallback_eager  # report kept to warn later
-        self.cache = cache
+        self.cache, self.verbose = cache, verbose
         self.failures = _compile_failures()
         self.first = True
 
@@ -168,6 +169,12 @@ class FirstCall:
                 return self.compiled(*args, **kwargs)
             except self.failures as e:
                 return self._fall_back(e, args, kwargs)
+        # silent for minutes otherwise (SDXL's UNet: 282 s): say so, and keep saying it
+        with heartbeat("compile", f"{self.name}: first call, compiling it (torch.compile)",
+                       enabled=self.verbose, announce=True):
+            return self._first_call(args, kwargs)
+
+    def _first_call(self, args: tuple, kwargs: dict):
         t0 = time.perf_counter()
         counts = cache_counts()
         warn = self.report.warnings.append

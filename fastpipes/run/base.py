@@ -23,6 +23,7 @@ from fastpipes.api import accelerate
 from fastpipes.bounds import first_nonfinite
 from fastpipes.errors import FastpipesError, InputError
 from fastpipes.family import FAMILIES, BuildSpec
+from fastpipes.progress import heartbeat
 from fastpipes.recipe.load import load_recipe
 from fastpipes.recipe.schema import GENERIC
 from fastpipes.run.outdir import OutDir
@@ -219,25 +220,34 @@ class Worker:
     """
 
     def __init__(self, job: Job, say: Callable[[str], None] | None = None,
-                 gate: Callable[[], ContextManager] | None = None):
+                 gate: Callable[[], ContextManager] | None = None, verbose: bool | None = None):
         """`gate` (Ray actors: a file lock in the shared cache) is held around accelerate
-        and warm-up, so one process compiles while the others wait and then start warm."""
+        and warm-up, so one process compiles while the others wait and then start warm.
+        `say` gets a line as each step starts. `verbose` (default: whether there is a `say`):
+        a heartbeat says every 10 s which step runs, and accelerate() is verbose too."""
+        verbose = say is not None if verbose is None else verbose
         say = say or (lambda text: None)
+
+        def step(text: str):  # said now, and again every 10 s while it lasts
+            say(text)
+            return heartbeat(f"{job.family} start", text, enabled=verbose)
+
         self.job = job
         t0 = time.perf_counter()
-        say(f"building the {job.family} pipeline ({job.model})")
-        self.pipe = job.build()
-        job.check_weights(self.pipe)
+        with step(f"building the {job.family} pipeline ({job.model})"):
+            self.pipe = job.build()
+            job.check_weights(self.pipe)
         t1 = time.perf_counter()
         with (gate or nullcontext)():
             t2 = time.perf_counter()
-            say(f"accelerating with recipe {job.recipe!r}")
-            recipe = job_recipe(job)
-            self.report = accelerate(job.target(self.pipe), recipe,
-                                     list(job.overrides) if job.recipe == "auto" else None)
+            with step(f"accelerating with recipe {job.recipe!r}"):
+                recipe = job_recipe(job)
+                self.report = accelerate(job.target(self.pipe), recipe,
+                                         list(job.overrides) if job.recipe == "auto" else None,
+                                         verbose=verbose)
             t3 = time.perf_counter()
-            say("warming up (a compiling recipe compiles here)")
-            job.warm_up(self.pipe)
+            with step("warming up (a compiling recipe compiles here)"):
+                job.warm_up(self.pipe)
             t4 = time.perf_counter()
         self.start = {"build_s": t1 - t0, "accelerate_s": t3 - t2, "warm_up_s": t4 - t3,
                       "total_s": (t4 - t0) - (t2 - t1), "wait_s": t2 - t1}

@@ -177,13 +177,14 @@ def _run(job: Job, out: OutDir, items: list[Item], summary: RunSummary, actors: 
                 "input": item.payload.get("name", item.key)}))
         try:
             if pending and engine == "local":
-                worker = Worker(job, say=bar.note)
+                worker = Worker(job, say=bar.note if progress else None)
                 started(worker.report.to_dict(), worker.start)
                 for item in pending:
                     take(worker(item))
             elif pending:
                 run_on_ray(job, pending, take, started, actors=actors,
-                           cpus_per_actor=cpus_per_actor, address=address, say=bar.note)
+                           cpus_per_actor=cpus_per_actor, address=address, say=bar.note,
+                           verbose=progress)
         except KeyboardInterrupt:
             summary.interrupted = True
     end = time.perf_counter()

@@ -1,7 +1,9 @@
 """Progress of a job: items done of total, items/s and ETA.
 
 On a terminal: a rich progress bar on stderr. Elsewhere (logs, CI, tests): a plain line at
-most every `every_s` seconds, and one at the end (fastpipes.progress).
+most every `every_s` seconds, and one at the end (fastpipes.progress); a heartbeat says it
+also while no result comes (building, compiling, a long item), with what the item's work
+adds (:func:`fastpipes.progress.detail`, e.g. SAM's prompt batches).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import sys
 import time
 from contextlib import ExitStack
 
-from fastpipes.progress import EVERY_S, Lines, bar, eta_text, terminal
+from fastpipes.progress import EVERY_S, Heartbeat, Lines, bar, eta_text, terminal
 
 
 class JobProgress:
@@ -27,6 +29,7 @@ class JobProgress:
         self._lines = Lines(label, every_s, width=7)
         self._stack = ExitStack()
         self._bar = self._task = None
+        self._beat: Heartbeat | None = None
         self._first: float | None = None
         self._shown = 0  # results counted in the last plain line
 
@@ -51,9 +54,13 @@ class JobProgress:
                 MofNCompleteColumn(), Rate(), TimeElapsedColumn(), TextColumn("ETA"),
                 TimeRemainingColumn()))
             self._task = self._bar.add_task(self.label, total=self.total)
+        else:
+            self._beat = Heartbeat(self._lines, self._text).start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._beat is not None:
+            self._beat.stop()
         if self._bar is not None:
             self._stack.__exit__(*exc)
         elif self.enabled and self.done + self.failed != self._shown:
@@ -73,6 +80,8 @@ class JobProgress:
             self.done += 1
         else:
             self.failed += 1
+        if self._beat is not None:
+            self._beat.detail = ""  # that item's; the next one says its own
         if self._bar is not None:
             failed = f" [red]{self.failed} failed[/]" if self.failed else ""
             self._bar.update(self._task, advance=1, description=f"{self.label}{failed}")
@@ -87,9 +96,12 @@ class JobProgress:
             print(text, file=sys.stderr, flush=True)
 
     def _line(self) -> None:
+        self._shown = self.done + self.failed
+        self._lines.say(self._text())
+
+    def _text(self) -> str:
         n, rate = self.done + self.failed, self.rate
-        self._shown = n
         eta = (self.total - n) / rate if rate else None
         failed = f", {self.failed} failed" if self.failed else ""
-        self._lines.say(f"{n}/{self.total}{failed}, {f'{rate:.2f}' if rate else '--'} items/s, "
-                        f"ETA {eta_text(eta)}")
+        return (f"{n}/{self.total}{failed}, {f'{rate:.2f}' if rate else '--'} items/s, "
+                f"ETA {eta_text(eta)}")

@@ -75,13 +75,13 @@ class RunActor:
     """
 
     def __init__(self, job: Job, threads: int | None = None, lock: bool = True,
-                 start_log: object = None):
+                 start_log: object = None, verbose: bool = True):
         import torch
 
         if threads:
             torch.set_num_threads(int(threads))
         gate = (lambda: start_lock(cache_dir() / LOCK_NAME)) if lock else None
-        self.worker = Worker(job, gate=gate)
+        self.worker = Worker(job, gate=gate, verbose=verbose)  # Ray shows its stderr
         self.info = {"actor": f"{socket.gethostname()}:{os.getpid()}", "node": _node(),
                      "threads": torch.get_num_threads(), "ready_at": time.time(),
                      **self.worker.start, "report": self.worker.report.to_dict()}
@@ -166,11 +166,11 @@ def check_address(address: str) -> str:
 def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None],
                started: Callable[[dict, dict], None], actors: int = 1,
                cpus_per_actor: float | None = None, address: str | None = None,
-               say: Callable[[str], None] = print) -> None:
+               say: Callable[[str], None] = print, verbose: bool = True) -> None:
     """Process `pending` on `actors` RunActor actors; `take` each result as it arrives,
     `started(report, start)` once per actor. Starts a local Ray unless `address` (a
     ``ray://host:port`` URL, ``host:port`` or ``auto``) names a cluster to join; leaves Ray
-    as it found it."""
+    as it found it. `verbose`: the actors say how their start goes (fastpipes.progress)."""
     if address is not None:
         check_address(address)
     try:
@@ -193,7 +193,8 @@ def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None]
         ds = ray.data.from_items([{"key": i.key, "payload": json.dumps(i.payload),
                                    "fingerprint": i.fingerprint} for i in pending])
         ds = ds.map_batches(RunActor, fn_constructor_kwargs={"job": job, "threads": int(cpus),
-                                                             "start_log": log},
+                                                             "start_log": log,
+                                                             "verbose": verbose},
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
                             batch_size=1,
                             runtime_env={"env_vars": {CACHE_ENV: str(cache_dir())}})

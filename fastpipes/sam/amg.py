@@ -24,6 +24,7 @@ import torch
 
 from fastpipes.bounds import check_int, fits_type
 from fastpipes.errors import InputError
+from fastpipes.progress import detail
 from fastpipes.sam.pipeline import sam_submodule
 from fastpipes.sam.predictor import SamPredictor
 from fastpipes.sam.nms import batched_nms, box_area
@@ -77,7 +78,10 @@ def generate_masks(predictor: SamPredictor, image: np.ndarray, cfg: AmgConfig,
 
     Each record: ``segmentation`` (COCO RLE, counts as str), ``area``, ``bbox`` (XYWH),
     ``predicted_iou``, ``stability_score``, ``point_coords`` ([[x, y]], the prompt),
-    ``crop_box`` (XYWH). Leaves no image set on `predictor`.
+    ``crop_box`` (XYWH). Leaves no image set on `predictor`. Minutes per image at the
+    default settings on a CPU: how far it got goes to the running heartbeat, if any
+    (fastpipes.progress.detail, e.g. ``automatic masks, crop 1/1: 12/64 prompt batches
+    done``).
     """
     amg = sam_submodule("utils.amg")
     h, w = image.shape[:2]
@@ -87,9 +91,10 @@ def generate_masks(predictor: SamPredictor, image: np.ndarray, cfg: AmgConfig,
                                                  cfg.crop_overlap_ratio)
     data, found = amg.MaskData(), False
     with torch.inference_mode():
-        for crop, layer in zip(crop_boxes, layers):
+        for i, (crop, layer) in enumerate(zip(crop_boxes, layers), 1):
+            where = f"automatic masks, crop {i}/{len(crop_boxes)}"
             encode = set_image if layer == 0 and set_image is not None else predictor.set_image
-            crop_data = _crop_masks(amg, predictor, image, crop, grids[layer], cfg, encode)
+            crop_data = _crop_masks(amg, predictor, image, crop, grids[layer], cfg, encode, where)
             if crop_data is not None:
                 data.cat(crop_data)
                 found = True
@@ -115,16 +120,20 @@ def generate_masks(predictor: SamPredictor, image: np.ndarray, cfg: AmgConfig,
 
 
 def _crop_masks(amg: ModuleType, predictor: SamPredictor, image: np.ndarray, crop: list[int],
-                grid: np.ndarray, cfg: AmgConfig, set_image: Callable[[np.ndarray], Any]) -> Any:
+                grid: np.ndarray, cfg: AmgConfig, set_image: Callable[[np.ndarray], Any],
+                where: str) -> Any:
     """MaskData of one crop in full-image coordinates (None when nothing survived)."""
     x0, y0, x1, y1 = crop
     crop_image = np.ascontiguousarray(image[y0:y1, x0:x1])
+    detail(f"{where}: encoding the image")
     set_image(crop_image)  # one embedding, reused by every batch of prompts
     ch, cw = crop_image.shape[:2]
     points = grid * np.array([[cw, ch]])  # grid is (x, y) in [0, 1]
     data = amg.MaskData()
+    batches = math.ceil(len(points) / cfg.points_per_batch)
     try:
-        for (batch,) in amg.batch_iterator(cfg.points_per_batch, points):
+        for b, (batch,) in enumerate(amg.batch_iterator(cfg.points_per_batch, points)):
+            detail(f"{where}: {b}/{batches} prompt batches done")
             data.cat(_batch_masks(amg, predictor, batch, crop, image.shape[:2], cfg))
     finally:
         predictor.reset_image()

@@ -18,6 +18,7 @@ import torch
 
 from fastpipes.bounds import BOUNDS, check_float, check_int
 from fastpipes.errors import InputError
+from fastpipes.progress import detail
 from fastpipes.run.base import Flag, Item, Job
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir
@@ -122,10 +123,19 @@ class SdxlJob(Job):
     @torch.no_grad()
     def _generate(self, pipe: Any, prompt: str, s: dict) -> Any:
         gen = torch.Generator(device=self.device).manual_seed(int(s["seed"]))
+        steps = int(s["steps"])
+
+        def step_done(pipe: Any, i: int, t: Any, tensors: dict) -> dict:
+            # a CPU image takes minutes: the job's heartbeat line says how far it got
+            detail(f"denoising step {i + 1}/{steps} done" if i + 1 < steps else
+                   "denoised; decoding the image")
+            return {}
+
+        detail("encoding the prompt")
         out = pipe(prompt=prompt, negative_prompt=s.get("negative_prompt") or None,
-                   num_inference_steps=int(s["steps"]), guidance_scale=float(s["guidance"]),
+                   num_inference_steps=steps, guidance_scale=float(s["guidance"]),
                    width=s.get("width"), height=s.get("height"), generator=gen,
-                   output_type="pil")
+                   output_type="pil", callback_on_step_end=step_done)
         return out.images[0]
 
     def finalize(self, out: OutDir, records: Iterator[dict]) -> None:

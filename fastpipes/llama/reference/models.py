@@ -29,6 +29,7 @@ from fastpipes.llama.reference.corpus import encode, stdlib_corpus
 from fastpipes.llama.reference.fidelity import (heldout_batches, perplexity,
                                                           teacher_forced)
 from fastpipes.llama.reference.training import TrainConfig, train
+from fastpipes.progress import heartbeat
 
 VOCAB = 272  # ByT5's 259 ids (3 special + 256 bytes), padded to a multiple of 16
 # how a user makes the training shorter, said before it starts (callers such as the
@@ -201,8 +202,10 @@ def build_reference(spec: ReferenceSpec, dest: str | Path, max_minutes: float | 
     from transformers import ByT5Tokenizer, LlamaForCausalLM
 
     dest = Path(dest)
-    corpus = stdlib_corpus(spec.train_bytes, spec.heldout_bytes, spec.heldout_every,
-                           min_bytes=spec.context + 1)
+    with heartbeat("reference", "reading the training text (Python's standard library)",
+                   enabled=progress):
+        corpus = stdlib_corpus(spec.train_bytes, spec.heldout_bytes, spec.heldout_every,
+                               min_bytes=spec.context + 1)
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(spec.llama_config())
     n_params = sum(p.numel() for p in model.parameters())
@@ -219,7 +222,8 @@ def build_reference(spec: ReferenceSpec, dest: str | Path, max_minutes: float | 
                   progress=progress)
     tokens = heldout_batches(encode(corpus.heldout), spec.context,
                              min(HELDOUT_WINDOWS, len(corpus.heldout) // spec.context))
-    heldout_loss = math.log(perplexity(teacher_forced(model, tokens), tokens))
+    with heartbeat("reference", f"held-out loss over {len(tokens)} windows", enabled=progress):
+        heldout_loss = math.log(perplexity(teacher_forced(model, tokens), tokens))
     dest.mkdir(parents=True, exist_ok=True)
     model.generation_config.pad_token_id = 0
     model.save_pretrained(dest)  # config.json + model.safetensors

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastpipes.progress import Lines, bar, terminal
+from fastpipes.progress import Heartbeat, Lines, bar, terminal
 
 
 @dataclass(frozen=True)
@@ -127,21 +127,23 @@ class _Quiet:
 
 
 class _Lines(_Quiet):
-    """Plain lines (logs, CI): about every 10 s and at the end (fastpipes.progress)."""
+    """Plain lines (logs, CI): about every 10 s and at the end (fastpipes.progress), also
+    within a step that outlasts that (a heartbeat repeats the last step's line)."""
 
-    def __init__(self):
+    def __init__(self, total: int):
         self.lines = Lines("train")
+        self.text = f"step 0/{total}: the first step (it also warms up)"
 
     def note(self, text):
         self.lines.note(text)
 
     def update(self, step, total, loss, elapsed, tokens):
-        text = (f"step {step}/{total}  loss {loss:.3f}  {tokens / elapsed:,.0f} tokens/s  "
-                f"ETA {elapsed / step * (total - step):.0f} s")
+        self.text = (f"step {step}/{total}  loss {loss:.3f}  {tokens / elapsed:,.0f} tokens/s  "
+                     f"ETA {elapsed / step * (total - step):.0f} s")
         if step == total:
-            self.lines.say(text)
+            self.lines.say(self.text)
         else:
-            self.lines.tick(text)
+            self.lines.tick(self.text)
 
 
 class _Rich(_Quiet):
@@ -163,7 +165,12 @@ def _progress(enabled: bool, total: int) -> Iterator[_Quiet]:
         return
     console = terminal()
     if console is None:
-        yield _Lines()
+        lines = _Lines(total)
+        beat = Heartbeat(lines.lines, lambda: lines.text).start()
+        try:
+            yield lines
+        finally:
+            beat.stop()
         return
     from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)

@@ -1,7 +1,6 @@
 """`fastpipes run sam --engine ray`: the same job on a local Ray, with the same outputs."""
 import json
 
-import numpy as np
 import pytest
 
 from fastpipes.cli.main import main
@@ -9,17 +8,9 @@ from fastpipes.cli.main import main
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'fastpipes[ray]' "
                                          "(CI installs it with .[all])")
 Image = pytest.importorskip("PIL.Image")
+from sam_images import make_images  # noqa: E402  (after the PIL check)
 TINY = ["--model", "tiny", "--random-weights", "--recipe", "sam_fp32_fast",
         "--set", "compile.enabled=false", "--quiet"]
-
-
-def make_images(folder, n):
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.kron(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8), np.ones((10, 10, 1), np.uint8))
-        Image.fromarray(img).save(folder / f"img{i}.png")
-    return folder
 
 
 def test_ray_engine_matches_the_local_engine(tmp_path, capsys):

@@ -1,7 +1,6 @@
 """`fastpipes run sam` end to end on a tiny random-weight SAM: prompts, everything, resume,
 bad inputs, and the COCO RLE in masks.json."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,21 +9,12 @@ from fastpipes.cli.main import main
 from fastpipes.errors import InputError
 
 Image = pytest.importorskip("PIL.Image")
+from sam_images import make_images  # noqa: E402  (after the PIL check)
 mask_utils = pytest.importorskip("pycocotools.mask")
 
 # no compile in the fast suite: the recipe's other passes (SDPA attention) still apply
 TINY = ["--model", "tiny", "--random-weights", "--recipe", "sam_fp32_fast",
         "--set", "compile.enabled=false", "--quiet"]
-
-
-def make_images(folder: Path, n: int = 3) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.kron(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8),
-                      np.ones((10, 10, 1), np.uint8))  # 60 x 90, blocky
-        Image.fromarray(img).save(folder / f"img{i}.png")
-    return folder
 
 
 def test_points_corrupt_image_is_recorded_and_rle_decodes_back(tmp_path, capsys):

@@ -11,19 +11,10 @@ import torch
 from fastpipes.cli.main import main
 
 Image = pytest.importorskip("PIL.Image")
+from sam_images import make_images  # noqa: E402  (after the PIL check)
 pytest.importorskip("pycocotools.mask")
 
 TINY = ["--model", "tiny", "--random-weights", "--recipe", "none", "--quiet"]
-
-
-def make_images(folder: Path, n: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.kron(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8),
-                      np.ones((10, 10, 1), np.uint8))  # 60 x 90, blocky
-        Image.fromarray(img).save(folder / f"img{i}.png")
-    return folder
 
 
 @pytest.fixture
@@ -54,7 +45,7 @@ def records(out: Path) -> list[dict]:
 
 
 def test_saved_embeddings_are_reused_without_the_encoder(tmp_path, encoder_calls):
-    images, emb = make_images(tmp_path / "pics"), tmp_path / "emb"
+    images, emb = make_images(tmp_path / "pics", n=2), tmp_path / "emb"
     args = ["run", "sam", "--images", str(images), "--points", "45,30;10,10,0", *TINY]
     assert main([*args, "--out", str(tmp_path / "a"), "--save-embeddings", str(emb)]) == 0
     assert sorted(p.name for p in emb.iterdir()) == ["img0.sam.pt", "img1.sam.pt"]
@@ -73,7 +64,7 @@ def test_saved_embeddings_are_reused_without_the_encoder(tmp_path, encoder_calls
 
 def test_a_missing_or_stale_embedding_is_encoded_and_the_record_says_why(tmp_path,
                                                                           encoder_calls):
-    images, emb = make_images(tmp_path / "pics"), tmp_path / "emb"
+    images, emb = make_images(tmp_path / "pics", n=2), tmp_path / "emb"
     args = ["run", "sam", "--images", str(images), "--points", "45,30", *TINY]
     assert main([*args, "--out", str(tmp_path / "a"), "--save-embeddings", str(emb)]) == 0
     (emb / "img0.sam.pt").unlink()  # missing

@@ -49,10 +49,12 @@ def child(path: str, recipe: str) -> None:
             pass
 
     ids = torch.randint(3, 1000, (1, 32), generator=torch.Generator().manual_seed(0))
+    before = resource.getrusage(resource.RUSAGE_SELF)
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False,
                              streamer=Stamp())
     t_gen = time.time()
+    after = resource.getrusage(resource.RUSAGE_SELF)
     how = getattr(model, "_fastpipes_quantized_at_load", {}).get("how", "")
     print(json.dumps({
         "t0": t0, "import_s": t_import - t0, "load_s": t_load - t_import,
@@ -60,7 +62,17 @@ def child(path: str, recipe: str) -> None:
         "first_token_at": stamps[1], "generate_s": t_gen - t_acc,
         "new_tokens": out.shape[1] - ids.shape[1],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "how": how[:200]}))
+        "generate_faults": [after.ru_majflt - before.ru_majflt, after.ru_minflt - before.ru_minflt],
+        "generate_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+        "dirty_kb_after": _dirty_kb(), "how": how[:200]}))
+
+
+def _dirty_kb() -> int:
+    """The machine's dirty page cache (a cold run's cache file still being written back)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Dirty:"):
+            return int(line.split()[1])
+    return -1
 
 
 def _loadavg() -> str:

@@ -104,7 +104,8 @@ def _empty_layer(info: dict, has_bias: bool) -> nn.Module:
 
 def _check_file(path, meta: dict, fingerprint_key: str | None) -> dict:
     """The layers a quantized-weight file's metadata describes, once it is known to be one
-    this process may read (format, fingerprint, int4 packing, a content hash to check)."""
+    this process may read (format, fingerprint, int4 packing); its content hash is checked
+    once the tensors are read (_read_layers)."""
     if "fastpipes_woq" not in meta:
         raise InputError(f"{path} is not a fastpipes quantized-weight file "
                          "(no 'fastpipes_woq' metadata); write one with save_quantized()")

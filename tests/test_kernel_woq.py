@@ -155,9 +155,9 @@ def test_int8_any_in_features_and_unaligned_inputs_in_a_child_process():
 def test_int4_pads_in_features_to_the_group_size():
     torch.manual_seed(0)
     lin = nn.Linear(704, 64)  # a trained-tiny down_proj: 704 = 5.5 groups of 128
-    q = Int4WeightOnlyLinear.from_linear(lin, 128, act_dtype="float32", keep_nibbles=True)
+    q = Int4WeightOnlyLinear.from_linear(lin, 128, act_dtype="float32")
     assert q.k_padded == 768 and q.scales_and_zeros.shape == (6, 64, 2)
-    assert q.nibbles.shape == (64, 384)
+    assert q.weight.shape == (64, 384)
     x = torch.randn(3, 704)
     w_int, sz = quantize_int4(torch.nn.functional.pad(lin.weight.detach(), (0, 64)), 128)
     exact = x @ dequantize_int4(w_int, sz, 128)[:, :704].t() + lin.bias  # the padding reads zeros

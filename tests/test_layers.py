@@ -1,8 +1,8 @@
 """The house: imports flow one way, and there is no circle.
 
 Layers, lowest first (a module may import its own layer or any lower one, never a higher):
-errors / registry / hardware / cache / fingerprint / report / snapshot / files / timing /
-progress -> recipe / fidelity (the bar and verdict types, judged per precision class) ->
+errors / registry / hardware / cache / fingerprint / report / snapshot / files / tensorfile /
+timing / progress -> recipe / fidelity (the bar and verdict types, judged per precision class) ->
 kernels -> passes -> families (family: the description type and registry; pipelines: the
 adapter contract; sam / sdxl / llama / generic: one folder each) -> api / apply / auto -> bench
 / run -> cli. A family's folder spans layers: its description, pipeline and adapter sit in the
@@ -38,7 +38,7 @@ LAYERS = [
     ["fastpipes._version", "fastpipes.errors", "fastpipes.bounds", "fastpipes.registry",
      "fastpipes.hardware", "fastpipes.cache", "fastpipes.cache_clear", "fastpipes.fingerprint",
      "fastpipes.report", "fastpipes.snapshot", "fastpipes.openvino_probe", "fastpipes.files",
-     "fastpipes.timing", "fastpipes.progress"],
+     "fastpipes.tensorfile", "fastpipes.timing", "fastpipes.progress"],
     ["fastpipes.recipe", "fastpipes.fidelity"],
     ["fastpipes.kernels"],
     ["fastpipes.passes"],

@@ -83,7 +83,6 @@ def test_quantized_layers_are_cached_and_reloaded(saved, tmp_path):
     assert "saved to" in getattr(first, ATTR)["how"]
     again = load_quantized_causal_lm(saved, {"dtype": "int4", "group_size": 32}, cache_dir=tmp_path)
     assert getattr(again, ATTR)["how"].startswith("loaded from")
-    assert not any(hasattr(m, "nibbles") for m in again.modules())  # the portable copy is gone
     with torch.no_grad():
         assert torch.equal(first(IDS).logits, again(IDS).logits)
     # a damaged cache file is not used: quantized again (and rewritten), same model
@@ -127,3 +126,52 @@ def test_missing_weight_is_an_error_naming_it(saved, tmp_path):
     save_file(tensors, str(f), metadata={"format": "pt"})
     with pytest.raises(InputError, match="model.norm.weight"):
         load_quantized_causal_lm(d, {"dtype": "int8"}, cache_dir=tmp_path)
+
+
+def _quantized(model) -> dict:
+    return {n: m for n, m in model.named_modules() if hasattr(m, "scales_and_zeros")
+            or hasattr(m, "scales")}
+
+
+@pytest.mark.parametrize("dtype", ["int4", "int8"])
+def test_a_warm_load_packs_nothing_and_equals_the_cold_one(saved, tmp_path, monkeypatch, dtype):
+    """The cache holds the layers as the kernels run them: a warm load reads them into
+    place (no call of the int4 packing op) and every layer computes bit for bit the same."""
+    section = {"dtype": dtype, "group_size": 32}
+    cold = load_quantized_causal_lm(saved, section, cache_dir=tmp_path)
+    assert "saved to" in getattr(cold, ATTR)["how"]
+    packs = []
+    real = torch.ops.aten._convert_weight_to_int4pack_for_cpu
+    monkeypatch.setattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu",
+                        lambda *a: packs.append(1) or real(*a))
+    warm = load_quantized_causal_lm(saved, section, cache_dir=tmp_path)
+    assert getattr(warm, ATTR)["how"].startswith("loaded from")
+    assert packs == []
+    a, b = _quantized(cold), _quantized(warm)
+    assert sorted(a) == sorted(b) and len(a) > 10
+    for name, q in a.items():
+        for (bn, buf), (_, other) in zip(q.named_buffers(), b[name].named_buffers()):
+            assert torch.equal(buf, other), (name, bn)
+        xin = torch.randn(3, q.in_features, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            assert torch.equal(q(xin), b[name](xin)), name
+
+
+def test_a_cache_file_of_another_int4_packing_is_quantized_again(saved, tmp_path):
+    """The packed layout depends on torch and the ISA: a file packed otherwise is refused,
+    saying why, and the layers are quantized again."""
+    from safetensors import safe_open
+
+    section = {"dtype": "int4", "group_size": 32}
+    first = load_quantized_causal_lm(saved, section, cache_dir=tmp_path)
+    cache = next(tmp_path.glob("load-int4-*.safetensors"))
+    with safe_open(str(cache), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k).clone() for k in f.keys()}
+    save_file(tensors, str(cache), metadata={**meta, "int4_packing": "torch 0.0, packing x"})
+    again = load_quantized_causal_lm(saved, section, cache_dir=tmp_path)
+    how = getattr(again, ATTR)["how"]
+    assert "not used" in how and "packing x" in how and "quantize again" in how, how
+    with torch.no_grad():
+        assert torch.equal(first(IDS).logits, again(IDS).logits)
+    assert getattr(load_quantized_causal_lm(saved, section, cache_dir=tmp_path),
+                   ATTR)["how"].startswith("loaded from")  # rewritten with this packing

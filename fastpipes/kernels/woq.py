@@ -33,6 +33,9 @@ torch.Size([2, 32])
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -139,6 +142,21 @@ def _kernel_input(x2: torch.Tensor, dtype: torch.dtype, k_padded: int) -> torch.
     return aligned(pad_k(x2.to(dtype), k_padded))
 
 
+@functools.lru_cache(maxsize=None)
+def int4_packing() -> str:
+    """What identifies this process's int4 packed layout: the torch version and a hash of
+    the packing of a probe (two full 64-channel blocks, a 32- and a 16-channel tail, every
+    4-bit value). The layout depends on the ISA the kernel was dispatched for (AVX-512 packs
+    64 channels per block, AVX2 32), so a file of packed weights is read only where this
+    string is the same."""
+    n, k = 2 * 64 + 32 + 16, 64
+    w = (torch.arange(n * k, dtype=torch.int32).reshape(n, k) * 7 + 3) % 16
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w, 1)
+    digest = hashlib.sha256(str(tuple(packed.shape)).encode())
+    digest.update(packed.contiguous().view(torch.uint8).numpy().tobytes())
+    return f"torch {torch.__version__}, packing {digest.hexdigest()[:16]}"
+
+
 class Int8WeightOnlyLinear(nn.Module):
     """y = x @ (w_int8 * scale).T + b with the int8 weight read directly by the kernel.
 
@@ -225,28 +243,17 @@ class Int4WeightOnlyLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128,
-                    act_dtype: str | torch.dtype = "bfloat16", keep_nibbles: bool = False):
-        """`keep_nibbles` keeps a portable copy of the 4-bit values (``.nibbles``,
-        [N, k_padded/2] uint8, high nibble first) for saving; the kernel's packed layout is
-        ISA-specific."""
+                    act_dtype: str | torch.dtype = "bfloat16"):
         assert cls.supports(linear), "caller checks unsupported()"
         dt = _act_dtype(act_dtype)
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size, dt)
         # ROWS output channels at a time (a multiple of every packing's channel block): the
         # int32 values of a 128256-row lm_head would be 1 GB at once
-        packed, sz, nibbles = [], [], []
         for s in range(0, linear.out_features, ROWS):
             w_int, sz_rows = quantize_int4(pad_k(linear.weight[s:s + ROWS].detach(),
                                                  q.k_padded), group_size)
-            packed.append(torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1))
-            sz.append(sz_rows.to(dt))
-            if keep_nibbles:
-                w8 = w_int.to(torch.uint8)
-                nibbles.append((w8[:, 0::2] << 4) | w8[:, 1::2])
-        q.weight = packed[0] if len(packed) == 1 else torch.cat(packed)
-        q.scales_and_zeros = torch.cat(sz, dim=1)
-        if keep_nibbles:
-            q.nibbles = torch.cat(nibbles)
+            q.weight[s:s + ROWS] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_int, 1)
+            q.scales_and_zeros[:, s:s + ROWS] = sz_rows
         if linear.bias is not None:
             q.bias = linear.bias.detach().to(dt).clone()
         return q
@@ -328,4 +335,4 @@ def weight_bytes(module: nn.Module) -> int:
 
 __all__ = ["Int8WeightOnlyLinear", "Int4WeightOnlyLinear", "Int8DynamicLinear", "quantize_int8", "quantize_int4",
            "dequantize_int4", "weight_bytes", "ACT_DTYPES", "INT4_GROUP_SIZES", "INT8_K_MULTIPLE",
-           "INT4_N_MULTIPLE", "aligned", "pad_k", "padded"]
+           "INT4_N_MULTIPLE", "aligned", "pad_k", "padded", "int4_packing"]

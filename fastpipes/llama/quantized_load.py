@@ -7,7 +7,8 @@ plain reads (no memory map: a mapped file's touched pages count in the process's
 it is closed); each targeted Linear is quantized as soon as its FP32 weight is read, and
 that weight is dropped before the next is read. The quantized layers can be saved (the same
 file format and fingerprint check as the quantize pass's ``cache_dir``) and the next start
-reads them instead of quantizing.
+reads them instead of quantizing: as the kernels run them (int4 already packed), layer by
+layer with plain reads into the layers' own buffers, so a warm start neither packs nor maps.
 
 The model carries what was done (``model._fastpipes_quantized_at_load``); the quantize
 pass of a matching recipe then records the layers as quantized at load and leaves them.
@@ -17,8 +18,6 @@ pass of a matching recipe then records the layers as quantized at load and leave
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,52 +27,33 @@ import torch.nn as nn
 from fastpipes.cache import open_part
 from fastpipes.errors import CacheError, InputError
 from fastpipes.llama.hf_dir import _list, check_model_dir
+from fastpipes.kernels.woq import int4_packing
 from fastpipes.passes.quantize import (FILE_FORMAT, QUANTIZED_AT_LOAD, QuantizeConfig,
                                        _set_module, kernel_skips,
                                        load_quantized, quantize_linear, resolve_act_dtype,
                                        save_quantized, select_linears)
 from fastpipes.recipe.load import load_recipe
+from fastpipes.tensorfile import TensorFile
 
 ATTR = QUANTIZED_AT_LOAD
-_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
-           "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "I8": torch.int8}
 
 
 class TensorIndex:
-    """Where each tensor of a model directory's *.safetensors lies (file, dtype, shape, byte
-    range), read from the headers; :meth:`read` copies one tensor into fresh memory."""
+    """Where each tensor of a model directory's *.safetensors lies (read from the headers);
+    :meth:`read` copies one tensor into fresh memory with plain reads."""
 
     def __init__(self, path: Path):
-        self.entries: dict[str, tuple[Path, str, list[int], int, int]] = {}
         self.files = sorted(path.glob("*.safetensors"))
+        self.entries: dict[str, TensorFile] = {}
         for file in self.files:
-            with open(file, "rb") as f:
-                n = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(n))
-            for name, e in header.items():
-                if name != "__metadata__":
-                    lo, hi = e["data_offsets"]
-                    self.entries[name] = (file, e["dtype"], e["shape"], 8 + n + lo, 8 + n + hi)
+            tf = TensorFile(file)
+            self.entries.update(dict.fromkeys(tf.entries, tf))
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
 
     def read(self, name: str) -> torch.Tensor:
-        file, dt, shape, lo, hi = self.entries[name]
-        if dt not in _DTYPES:
-            raise InputError(f"{file}: tensor {name!r} has dtype {dt}; this loader reads "
-                             f"{', '.join(_DTYPES)}")
-        out = torch.empty(shape, dtype=_DTYPES[dt])
-        if out.numel() * out.element_size() != hi - lo:
-            raise InputError(f"{file}: tensor {name!r} is described as {dt} {shape} but "
-                             f"holds {hi - lo} bytes")
-        with open(file, "rb") as f:
-            f.seek(lo)
-            got = f.readinto(memoryview(out.view(-1).view(torch.uint8).numpy()))
-        if got != hi - lo:
-            raise InputError(f"{file} is truncated: tensor {name!r} needs {hi - lo} bytes, "
-                             f"{got} were there")
-        return out
+        return self.entries[name].read(name)
 
     def key(self) -> str:
         """What identifies these weights cheaply: every file's header, size and mtime."""
@@ -135,7 +115,7 @@ def _rebuild_buffers(model: nn.Module) -> None:
             _set_module(model, name, fresh)
 
 
-def _quantize_from_checkpoint(model, linears, index, cfg, dtype, act, keep, read) -> None:
+def _quantize_from_checkpoint(model, linears, index, cfg, dtype, act, read) -> None:
     loaded = {n: p for n, p in model.named_parameters() if not p.is_meta}  # a tied embedding
     for name, lin in linears.items():
         src = _source_name(model, f"{name}.weight", index)
@@ -143,15 +123,8 @@ def _quantize_from_checkpoint(model, linears, index, cfg, dtype, act, keep, read
         lin.weight = nn.Parameter(read(src) if weight is None else weight, requires_grad=False)
         if lin.bias is not None:
             lin.bias = nn.Parameter(read(f"{name}.bias"), requires_grad=False)
-        _set_module(model, name, quantize_linear(lin, dtype, cfg.group_size, act, keep))
+        _set_module(model, name, quantize_linear(lin, dtype, cfg.group_size, act))
         lin.weight = lin.bias = None  # the FP32 copy goes now, before the next layer is read
-
-
-def _drop_nibbles(model: nn.Module) -> None:
-    """The portable int4 copy is for saving; the kernel reads only its own packing."""
-    for m in model.modules():
-        if hasattr(m, "nibbles"):
-            del m.nibbles
 
 
 def _config(quantize: QuantizeConfig | Mapping[str, Any]) -> QuantizeConfig:
@@ -196,8 +169,9 @@ def load_quantized_causal_lm(path: str | Path, quantize: QuantizeConfig | Mappin
     skipped = kernel_skips(targeted, dt)
     linears = {n: m for n, m in targeted.items() if n not in skipped}
     cache_dir = cache_dir or cfg.cache_dir or _default_cache()
+    packing = int4_packing() if dt == "int4" else ""  # packed int4 is read only where it fits
     key = hashlib.sha256(f"{FILE_FORMAT}/{dt}/{cfg.group_size}/{act}/{torch.__version__}/"
-                         f"{index.key()}/{sorted(linears)}".encode()).hexdigest()[:16]
+                         f"{packing}/{index.key()}/{sorted(linears)}".encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"load-{dt}-{key}.safetensors" if cache_dir else None
     how = "quantized while loading"
     # the parameters that stay (embeddings, norms, layers left in FP32) first: a tied lm_head
@@ -211,14 +185,13 @@ def load_quantized_causal_lm(path: str | Path, quantize: QuantizeConfig | Mappin
     except (FileNotFoundError, InputError) as e:
         if isinstance(e, InputError):
             how += f" (the cache file was not used: {e})"
-        _quantize_from_checkpoint(model, linears, index, cfg, dt, act, cache is not None, read)
+        _quantize_from_checkpoint(model, linears, index, cfg, dt, act, read)
         if cache is not None:
             try:
                 save_quantized(model, cache, key)
                 how += f", saved to {cache}"
             except OSError as err:
                 how += f" (not saved to {cache}: {err})"
-    _drop_nibbles(model)
     _rebuild_buffers(model)
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(path))

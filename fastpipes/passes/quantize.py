@@ -147,20 +147,20 @@ def _bytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
 
-def quantize_linear(linear: nn.Linear, dtype: str, group_size: int, act_dtype: str,
-                    keep_nibbles: bool = False) -> nn.Module:
+def quantize_linear(linear: nn.Linear, dtype: str, group_size: int, act_dtype: str
+                    ) -> nn.Module:
     """`dtype`: int8 | int4 (weight-only) | int8_dynamic (W8A8, `act_dtype` unused)."""
     if dtype == "int8_dynamic":
         return Int8DynamicLinear.from_linear(linear)
     if dtype == "int8":
         return Int8WeightOnlyLinear.from_linear(linear, act_dtype=act_dtype)
-    return Int4WeightOnlyLinear.from_linear(linear, group_size, act_dtype, keep_nibbles)
+    return Int4WeightOnlyLinear.from_linear(linear, group_size, act_dtype)
 
 
-# the layout of saved files; part of every cache key, so files of another layout are never
-# looked up (2: K padded to 16 for int8, to the group size for int4)
+# the layout of saved files (FILE_FORMAT) is part of every cache key, so files of another
+# layout are never looked up
 from fastpipes.passes.quantize_store import (  # noqa: E402,F401  (its home before)
-    FILE_FORMAT, _read_layer, cache_fingerprint, fingerprint, load_quantized, save_quantized)
+    FILE_FORMAT, cache_fingerprint, fingerprint, load_quantized, save_quantized)
 
 
 # ---- the pass -----------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def _replace(ctx: PassContext, cfg: QuantizeConfig, comp: str, model: nn.Module,
         _release(ctx, linears.values(), refs)
         return f"loaded from {cache}", cache
     for name, lin in linears.items():
-        q = quantize_linear(lin, dtype, cfg.group_size, act, keep_nibbles=cache is not None)
+        q = quantize_linear(lin, dtype, cfg.group_size, act)
         _set_module(model, name, q)
         _release(ctx, [lin], refs)  # low_memory: the FP32 original leaves memory now
     if cache is None:

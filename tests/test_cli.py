@@ -142,3 +142,7 @@ def test_recipes_list_reads_at_80_columns(monkeypatch, capsys):
     assert all(line.split("│")[1].strip() in available() for line in rows)
     assert any(line.rstrip("│ ").endswith("…") for line in rows)
     assert any("fastpipes recipes show NAME" in line for line in lines)
+    here = {line.split("│")[4].strip() for line in rows}  # only the description is cut
+    assert not any(h.endswith("…") for h in here), here
+    if not detect().cuda_devices:
+        assert "needs CUDA" in here

@@ -1,5 +1,7 @@
 """The recipe reference is generated from the schema; a stale committed copy fails here. The
-layout page names every top-level piece of the package."""
+layout page names every top-level piece of the package, and the pages name no benchmark
+script that is gone without saying so."""
+import re
 from pathlib import Path
 
 from fastpipes.cli.recipe_docs import generate
@@ -39,3 +41,21 @@ def test_layout_page_names_every_top_level_piece():
     page = (DOC.parent / "layout.md").read_text()
     missing = [p for p in sorted(pieces) if f"`{p}`" not in page]
     assert not missing, f"docs/layout.md does not say where these live: {missing}"
+
+
+def test_docs_name_no_missing_benchmark_script_unless_marked_removed():
+    """Issue #27: the docs sent readers to benchmarks/sam_probe.py, sdxl_probe.py and
+    sdxl_unfused_weights.py, long removed. A script a page names must exist, or the lines
+    around the mention must say it was removed (and how to read it)."""
+    root = DOC.parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md")),
+             *sorted((root / "benchmarks").glob("*.md"))]
+    unmarked = []
+    for page in pages:
+        lines = page.read_text().splitlines()
+        for i, line in enumerate(lines):
+            for script in re.findall(r"benchmarks/[\w/.-]+?\.(?:py|sh)\b", line):
+                near = " ".join(lines[max(0, i - 3):i + 8])  # a code block, then its note
+                if not (root / script).exists() and "removed" not in near:
+                    unmarked.append(f"{page.relative_to(root)}:{i + 1}: {script}")
+    assert not unmarked, f"pages name benchmark scripts that do not exist: {unmarked}"

@@ -177,7 +177,7 @@ def test_the_llama_benchmark_judges_a_trained_model_on_its_held_out_text(micro):
     assert check_schema(json.loads(result.json())) == []
     base, int8 = result.configs
     assert base.ok and int8.ok, int8.reason
-    assert "trained here (held-out fidelity)" in result.workload["description"]
+    assert "trained here (3 steps; held-out fidelity)" in result.workload["description"]
     fid = int8.fidelity
     assert fid["precision_class"] == "int8" and fid["ok"] in (True, False)  # judged
     assert fid["metrics"]["heldout_positions"] == 2 * 256
@@ -225,6 +225,20 @@ def test_info_reports_the_steps_actually_run(micro, capsys):
     assert ref_models.trained_for(meta) == ("trained for 40 steps in 61 s (planned 180; time "
                                             "budget 60 s: planned 180 steps, 1.50 s/step here "
                                             "-> 40 steps)")
+
+
+def test_the_bench_header_says_how_long_the_reference_model_was_trained(tmp_path):
+    """A table of a model trained for 6 steps (--train-steps 6) must not read like one of the
+    full training: the description carries the steps that ran, and the plan when cut."""
+    from fastpipes.bench.workloads.base import WorkloadSpec, get_workload
+
+    (tmp_path / "heldout.bin").write_bytes(b"x" * 64)
+    describe = get_workload(WorkloadSpec("llama", model=str(tmp_path))).describe
+    assert "trained here (held-out fidelity)" in describe()  # no metadata: nothing invented
+    (tmp_path / ref_models.METADATA).write_text(json.dumps({"steps": 6, "steps_planned": 6}))
+    assert "trained here (6 steps; held-out fidelity)" in describe()
+    (tmp_path / ref_models.METADATA).write_text(json.dumps({"steps": 40, "steps_planned": 180}))
+    assert "trained here (40 of 180 planned steps; held-out fidelity)" in describe()
 
 
 def test_bench_llama_trains_with_train_steps(micro, monkeypatch):

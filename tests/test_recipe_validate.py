@@ -138,3 +138,30 @@ def test_value_checks_are_reported_beside_type_problems(tmp_path):
     assert "must be >= 0, got -4" in msg
     assert "mode dynamic needs dtype int4" not in msg and "needs dtype int8, got int4" in msg
     assert by_key["quantize.mode"].file == str(tmp_path / "parent.yaml")  # as when valid
+
+
+def test_value_checks_of_a_section_with_a_type_problem_are_reported_too(tmp_path):
+    """Issue #27, audited: `attention: {backend: nope, block_size: -3}` reported the backend
+    only, and a misspelt component waited for every type problem to be fixed. The section's
+    other fields are checked with the bad one left out (its default standing in); a check
+    on a field that already has a problem is not repeated."""
+    msg, problems, _ = bad(tmp_path, """
+        family: sam
+        attention: {backend: nope, block_size: -3, components: [image_encodr]}
+        compile: {mode: fastest}
+        openvino: {components: [1], group_size: 100}
+    """)
+    keys = sorted(p.key for p in problems)
+    assert keys == ["attention.backend", "attention.block_size", "attention.components[0]",
+                    "compile.mode", "openvino.components[0]", "openvino.group_size"], msg
+    assert "must be >= 0, got -3" in msg and "did you mean 'image_encoder'" in msg
+    assert "name the components to convert" not in msg  # components has its own problem
+
+
+def test_a_section_of_the_wrong_type_gets_no_value_checks(tmp_path):
+    msg, problems, _ = bad(tmp_path, """
+        attention: 5
+        quantize: {mode: dynamic, dtype: int4, group_size: 7, min_features: nope}
+    """)
+    assert sorted(p.key for p in problems) == ["attention", "quantize.group_size",
+                                                "quantize.min_features", "quantize.mode"], msg

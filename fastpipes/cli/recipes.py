@@ -52,7 +52,8 @@ def run_list(args) -> int:
     # ellipsis (recipes show NAME has all of it); the other columns never wrap
     console = Console()
     names = sorted(available().items())
-    widths = {"name": max([4] + [len(n) for n, _ in names]), "family": 7, "class": 5, "here": 8}
+    # 'here' fits its longest word ('needs CUDA'): cut, it read 'needs C…'
+    widths = {"name": max([4] + [len(n) for n, _ in names]), "family": 7, "class": 5, "here": 10}
     for col, width in widths.items():
         t.add_column(col, no_wrap=True, width=width)
     room = max(12, console.width - sum(widths.values()) - 3 * (len(widths) + 1) - 1)
@@ -73,15 +74,15 @@ def run_list(args) -> int:
         unmet = unmet_requirements(r.requires, info, device)
         fit = "[green]ok[/]" if not unmet else "[yellow]slow[/]"
         if wrong_device(r.requires, device, info):
-            fit = "[red]needs CUDA[/]" if device == "cpu" else "[red]other device[/]"
+            fit = "[red]needs CUDA[/]" if device == "cpu" else "[red]CPU only[/]"
         if r.requires.ipex and ipex_unavailable():
             fit, no_ipex = "[red]no IPEX[/]", ipex_unavailable()
         t.add_row(name, r.family, r.precision_class.value, fit,
                   cut(" ".join(r.description.split())))
     console.print(t)  # and the notes wrapped at the terminal's width, between words
     say = lambda text: console.print(escape(text), highlight=False)  # noqa: E731
-    say("here: ok; slow = runs, but this machine misses a requirement; no IPEX = cannot run. "
-        "The whole description: fastpipes recipes show NAME")
+    say("here: ok; slow = runs, but this machine misses a requirement; no IPEX, needs CUDA, "
+        "CPU only = cannot run. The whole description: fastpipes recipes show NAME")
     say("class: the numerics a recipe computes in, derived from its passes (exact, fp16, bf16, "
         "int8, int4); each is judged by its own fidelity bars (docs/fidelity.md)")
     if not info.bf16_native:

@@ -19,7 +19,8 @@ from fastpipes.errors import BenchmarkError
 from fastpipes.family import BuildSpec
 from fastpipes.llama.pipeline import LLAMA_SHAPES, LlamaAdapter, decode_weight_bytes
 from fastpipes.llama.reference import (REFERENCE_MODELS, heldout_batches,
-                                                 heldout_tokens, reference_dir, teacher_forced)
+                                                 heldout_tokens, read_metadata, reference_dir,
+                                                 stored_dir, teacher_forced)
 from fastpipes.recipe.load import load_recipe
 
 
@@ -109,9 +110,21 @@ class LlamaWorkload(Workload):
     def describe(self) -> str:
         built = "" if self.build_dtype == "float32" else f" (built in {self.build_dtype})"
         weights = (", random weights" if self.random_weights else
-                   ", trained here (held-out fidelity)" if self.trained_here else "")
+                   f", trained here ({self._steps()}held-out fidelity)" if self.trained_here
+                   else "")
         return (f"{Path(self.model_name).name}{built}{weights}: {self.prompt_len} prompt + "
                 f"{self.new_tokens} new tokens, greedy, batch {self.spec.batch_size}")
+
+    def _steps(self) -> str:
+        """'N steps; ' (or 'N of M planned steps; ') a stored reference model was trained
+        for, from its metadata, so a table of a short training says so ('' before one)."""
+        name = self.model_name
+        meta = read_metadata(stored_dir(name) if name in REFERENCE_MODELS else name) or {}
+        ran, planned = meta.get("steps"), meta.get("steps_planned")
+        if not isinstance(ran, int):
+            return ""
+        return (f"{ran} steps; " if planned in (None, ran) else
+                f"{ran} of {planned} planned steps; ")
 
     def build_spec(self) -> BuildSpec:
         return replace(super().build_spec(),

@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fastpipes.errors import Problem, RecipeError, RecipeNotFoundError
 from fastpipes.recipe.read import read_yaml, safe_load
-from fastpipes.recipe.schema import HEADER_KEYS, SECTIONS, RecipeHeader, Recipe
+from fastpipes.recipe.schema import GENERIC, HEADER_KEYS, SECTIONS, RecipeHeader, Recipe
 from fastpipes.recipe.validate import (INTERPOLATION, build, build_section,
                                        check_components, check_interpolation,
                                        check_recipe_mapping, check_size, not_a_recipe)
@@ -332,34 +332,53 @@ def _merged(spec: Any, layers: list[_Layer], over: Any) -> dict:
 
 def _clean_section_checks(layers: list[_Layer], over: Any,
                           problems: list[Problem]) -> list[Problem]:
-    """The value checks (Section.check) of every section that no problem names, so one
-    run reports a bad ``attention.block_size`` beside a wrong type elsewhere (issue #27).
-    Nothing when a problem concerns a whole file (its sections cannot be trusted)."""
+    """The value and component checks that `problems` did not already make impossible, so
+    one run reports a bad ``attention.block_size`` beside a wrong type elsewhere, even in
+    the same section (issue #27). A section whose fields have problems is checked without
+    those fields (their defaults stand in) and its checks on them are left out; a section
+    that is itself the wrong type is skipped. Nothing when a problem concerns a whole file
+    (its sections cannot be trusted)."""
     raws = [layer.raw for layer in layers] + ([over] if over else [])
     if any(not p.key for p in problems) or not all(isinstance(r, dict) for r in raws):
         return []
-    dirty = {p.key.split(".")[0].split("[")[0] for p in problems}
+    bad: dict[str, set[str]] = {}  # section -> its fields with problems ('' = the section)
+    for p in problems:
+        section, _, rest = p.key.partition(".")
+        bad.setdefault(section.split("[")[0], set()).add(rest.split(".")[0].split("[")[0])
+    sections = {}
+    for k, v in _merged_sections(raws, bad).items():
+        try:
+            sections[k] = build_section(k, v or {})
+        except Exception:  # noqa: BLE001  (only more problems to report; never a crash)
+            continue
+    sources = [(layer.file, layer.raw) for layer in layers] + [(OVERRIDES, over)]
+    leaf = layers[-1].file
+    out = [Problem(_set_by(f"{k}.{key}", sources, leaf), f"{k}.{key}", message, allowed)
+           for k, sec in sections.items() for key, message, allowed in sec.check()
+           if key.split(".")[0] not in bad.get(k, ())]
+    families = [r["family"] for r in raws if "family" in r]
+    if "family" not in bad:  # a family with a problem cannot say what its components are
+        family = families[-1] if families else GENERIC
+        out += [Problem(_set_by(key.split("[")[0], sources, leaf), key, message, allowed)
+                for key, message, allowed in check_components(family, sections)]
+    return out
+
+
+def _merged_sections(raws: list[Any], bad: dict[str, set[str]]) -> dict[str, Any]:
+    """The pass sections of `raws` merged (base first, as load_recipe merges them), less the
+    fields and sections that `bad` names; a section set to null is left out."""
     merged: dict[str, Any] = {}
-    for raw in raws:  # base first, as load_recipe merges them
+    for raw in raws:
         for k, v in raw.items():
-            if k not in SECTIONS or k in dirty:
+            if k not in SECTIONS or "" in bad.get(k, ()):
                 continue
+            if isinstance(v, dict):
+                v = {f: x for f, x in v.items() if f not in bad.get(k, ())}
             if v is None or merged.get(k) is None:
                 merged[k] = v  # null removes an inherited section
             else:
                 merged[k] = OmegaConf.to_container(OmegaConf.merge(merged[k], v), resolve=False)
-    sources = [(layer.file, layer.raw) for layer in layers] + [(OVERRIDES, over)]
-    out = []
-    for k, v in merged.items():
-        if v is None:
-            continue
-        try:
-            checks = build_section(k, v or {}).check()
-        except Exception:  # noqa: BLE001  (only more problems to report; never a crash)
-            continue
-        out += [Problem(_set_by(f"{k}.{key}", sources, layers[-1].file), f"{k}.{key}",
-                        message, allowed) for key, message, allowed in checks]
-    return out
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def _guess_name(spec: Any, layers: list[_Layer]) -> str:

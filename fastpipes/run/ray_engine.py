@@ -182,7 +182,10 @@ def run_on_ray(job: Job, pending: list[Item], take: Callable[[ItemResult], None]
     if started_here:
         say(f"joining the Ray cluster at {address}" if address else
             "starting a local Ray (shut down after the job)")
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+        # "local": a new Ray of our own even where an earlier `ray start` left its address
+        # file in /tmp/ray (address=None would join that cluster, or fail if it is gone)
+        ray.init(address=address or "local", include_dashboard=False,
+                 logging_level=logging.WARNING,
                  **({} if address else {"num_cpus": os.cpu_count()}))
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:

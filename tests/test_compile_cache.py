@@ -68,12 +68,16 @@ def test_second_process_hits_the_cache_and_bundle_survives_a_lost_inductor_dir(t
 
 
 def test_warm_start_with_frozen_weights_computes_with_the_new_weights(tmp_path):
-    """freezing makes weights constants of the graph: a cache hit for a model of the same
-    structure but other weights must still compute with its own weights."""
+    """freezing makes weights constants of the graph: a second process with a model of the
+    same structure but other weights must compute with its own weights. In torch 2.13 a
+    really frozen graph bypasses both the FX-graph and the AOTAutograd caches (each process
+    compiles again); this test pins that, so a torch that starts caching frozen graphs is
+    noticed and the claim about the new weights is then checked on a hit."""
     first = _start(tmp_path, seed=0, freezing=True)
     other = _start(tmp_path, seed=1, freezing=True)
-    assert first["extra"]["compile_cache"]["model"]["fxgraph_cache_miss"] >= 1
-    assert other["extra"]["compile_cache"]["model"]["fxgraph_cache_hit"] >= 1
+    for run in (first, other):
+        info = run["extra"]["compile_cache"]["model"]
+        assert info.get("fxgraph_cache_bypass", 0) >= 1 and "fxgraph_cache_hit" not in info
     assert first["err"] < 1e-5 and other["err"] < 1e-5  # each vs its own eager output
 
 

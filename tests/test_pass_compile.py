@@ -98,6 +98,25 @@ def test_verbose_false_compiles_without_a_word(capsys):
     assert compile_time_s(model) > 0 and capsys.readouterr().err == ""
 
 
+def test_freezing_really_freezes_and_restores_the_global_flag():
+    """options.freezing alone reaches Inductor but not Dynamo (torch 2.13): the pass sets the
+    global flag around each call, so the weights become constants of the graph (an in-place
+    weight change after the first call is not seen: that is what freezing means) and the
+    flag is off again outside the call."""
+    from torch._inductor import config
+
+    model, x = mlp(2)
+    with torch.no_grad():
+        ref = model(x)
+    fastpipes.accelerate(model, {"compile": {"options": {"freezing": True}, "cache": False}})
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-5)
+        assert config.freezing is False
+        model[2].bias.add_(1.0)  # a graph input would see this; a frozen constant does not
+        torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-5)
+    assert config.freezing is False
+
+
 def test_fallback_eager_turns_a_compile_failure_into_a_visible_warning():
     torch.manual_seed(0)
     model, x = Breaks(), torch.randn(2, 8)

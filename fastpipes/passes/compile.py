@@ -12,8 +12,11 @@ gives ``options`` (e.g. ``{freezing: true}``), the mode's own Inductor options
 passed, so ``mode: max-autotune`` + ``options: {freezing: true}`` means both.
 ``eager``/``aot_eager`` (debugging backends) ignore mode and options; the report says so.
 
-No process-wide Inductor or Dynamo config is changed: per-compile ``options`` are scoped to
-this compiled call by torch itself, so an FP32 reference in the same process is untouched.
+No process-wide Inductor or Dynamo config is changed outside a compiled call: per-compile
+``options`` are scoped to this compiled call by torch itself, so an FP32 reference in the
+same process is untouched. One exception is scoped here instead: ``freezing: true`` also
+sets the global ``torch._inductor.config.freezing`` during each call of the compiled
+component (Dynamo reads only the global flag; see :func:`_freezing_scope`).
 
 Fast start (``cache: true``, the default): the first call runs with Inductor's on-disk caches
 (FX graphs, AOTAutograd entries, generated kernels) pointed at the fastpipes cache directory
@@ -205,6 +208,32 @@ def compile_kwargs(cfg: CompileConfig) -> dict[str, Any]:
     return kw
 
 
+def _freezing_scope(compiled):
+    """`compiled` with Inductor's process-wide ``freezing`` flag on during each call, and
+    restored after it.
+
+    ``torch.compile(options={"freezing": True})`` alone does not freeze in torch 2.13: Dynamo
+    decides whether parameters become graph constants (``is_parameter_freezing()``) from the
+    global ``torch._inductor.config.freezing`` while it traces, before the per-compile
+    options reach Inductor, so the parameters stay graph inputs and nothing is folded or
+    prepacked (measured on SAM vit_b: autocast weight casts in every call, plain ``addmm``
+    instead of oneDNN's packed BF16 linear). Set around every call, not only the first, so a
+    recompile (a new input shape) freezes too; the flag is read and written directly (a few
+    microseconds) rather than through ``config.patch`` (tens, per call).
+    """
+    from torch._inductor import config
+
+    def call(*args, **kwargs):
+        before = config.freezing
+        config.freezing = True
+        try:
+            return compiled(*args, **kwargs)
+        finally:
+            config.freezing = before
+
+    return call
+
+
 def _call_of(module: nn.Module, component: str = "module"):
     """The function torch.compile traces for `module`.
 
@@ -246,6 +275,8 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
             # torch.compile pops keys from `options`: each component gets its own copy
             compiled = torch.compile(_call_of(module, name), **{**kw, **(
                 {"options": dict(kw["options"])} if "options" in kw else {})})
+            if kw.get("options", {}).get("freezing"):
+                compiled = _freezing_scope(compiled)
             cache = (CompileCache.for_component(name, module, kw, where)
                      if where and (cfg.cache or where.temporary) else None)
             module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,

@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import fastpipes
-from fastpipes.pipelines.base import relative_error
+from fastpipes.fidelity import relative_error
 from fastpipes.sam.inputs import decode_masks, mask_iou, sam_inputs, smooth_images
 from fastpipes.sam.pipeline import build_sam
 

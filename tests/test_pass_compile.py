@@ -117,6 +117,26 @@ def test_freezing_really_freezes_and_restores_the_global_flag():
     assert config.freezing is False
 
 
+def test_a_frozen_recipe_asking_for_the_other_prepacking_is_warned(monkeypatch):
+    """Inductor keeps the weight prepacking of the process's first frozen compile: a recipe
+    asking for the other one is told it will not get it (nothing is compiled here)."""
+    from fastpipes.passes import compile as compile_pass
+
+    monkeypatch.setattr(compile_pass, "_FIRST_FROZEN", {"prepack": True})
+    model, _ = mlp()
+    off = {"compile": {"options": {"freezing": True, "cpp.weight_prepack": False}}}
+    report = fastpipes.accelerate(model, off)
+    assert any("cpp.weight_prepack=false will not take effect" in w and "weight_prepack=true"
+               in w for w in report.warnings), report.warnings
+    for same in ({"compile": {"options": {"freezing": True}}},
+                 {"compile": {"options": {"freezing": False, "cpp.weight_prepack": False}}}):
+        model, _ = mlp()
+        assert not fastpipes.accelerate(model, same).warnings  # asks for what it gets
+    monkeypatch.setattr(compile_pass, "_FIRST_FROZEN", {})  # nothing frozen yet: no warning
+    model, _ = mlp()
+    assert not fastpipes.accelerate(model, off).warnings
+
+
 def test_fallback_eager_turns_a_compile_failure_into_a_visible_warning():
     torch.manual_seed(0)
     model, x = Breaks(), torch.randn(2, 8)

@@ -64,7 +64,8 @@ from fastpipes.registry import did_you_mean
 
 # Inductor options whose name and type are known here: recipes that set only these (e.g.
 # freezing) are checked without importing Inductor, which an aot_inductor start never needs
-BOOL_OPTIONS = {"freezing", "max_autotune", "epilogue_fusion", "coordinate_descent_tuning"}
+BOOL_OPTIONS = {"freezing", "max_autotune", "epilogue_fusion", "coordinate_descent_tuning",
+                "cpp.weight_prepack"}
 
 
 class CompileMode(str, Enum):
@@ -208,7 +209,32 @@ def compile_kwargs(cfg: CompileConfig) -> dict[str, Any]:
     return kw
 
 
-def _freezing_scope(compiled):
+# whether the first frozen graph this process compiled had oneDNN weight prepacking: Inductor
+# sets its freezing passes up once per process, with that compile's ``cpp.weight_prepack``,
+# and every later frozen compile gets the same (measured: 16 packed Linear layers of tiny SAM
+# under sam_bf16 compiled first, 0 under sam_bf16 after a weight_prepack: false recipe)
+_FIRST_FROZEN: dict[str, bool] = {}
+
+
+def _prepack(options: dict[str, Any]) -> bool:
+    """The ``cpp.weight_prepack`` a compile with `options` asks for (Inductor's default: on)."""
+    from torch._inductor import config
+
+    return bool(options.get("cpp.weight_prepack", config.cpp.weight_prepack))
+
+
+def _prepack_warning(options: dict[str, Any]) -> str | None:
+    """Why a frozen compile with `options` will not get the weight prepacking it asks for."""
+    first, asked = _FIRST_FROZEN.get("prepack"), _prepack(options)
+    if first is None or first == asked:
+        return None
+    return (f"options.cpp.weight_prepack={str(asked).lower()} will not take effect: this process "
+            f"already compiled a frozen graph with weight_prepack={str(first).lower()}, and "
+            "Inductor sets its freezing passes up once per process; run this recipe in a new "
+            "process (fastpipes bench runs each recipe in its own)")
+
+
+def _freezing_scope(compiled, prepack: bool):
     """`compiled` with Inductor's process-wide ``freezing`` flag on during each call, and
     restored after it.
 
@@ -224,6 +250,7 @@ def _freezing_scope(compiled):
     from torch._inductor import config
 
     def call(*args, **kwargs):
+        _FIRST_FROZEN.setdefault("prepack", prepack)
         before = config.freezing
         config.freezing = True
         try:
@@ -276,7 +303,9 @@ def apply(ctx: PassContext, cfg: CompileConfig) -> None:
             compiled = torch.compile(_call_of(module, name), **{**kw, **(
                 {"options": dict(kw["options"])} if "options" in kw else {})})
             if kw.get("options", {}).get("freezing"):
-                compiled = _freezing_scope(compiled)
+                compiled = _freezing_scope(compiled, _prepack(kw["options"]))
+                if why := _prepack_warning(kw["options"]):
+                    ctx.warn(why)
             cache = (CompileCache.for_component(name, module, kw, where)
                      if where and (cfg.cache or where.temporary) else None)
             module._compiled_call_impl = FirstCall(module, compiled, name, ctx.report,

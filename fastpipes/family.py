@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from fastpipes.errors import FastpipesError
 from fastpipes.pipelines.base import Adapter, register_adapter
-from fastpipes.recipe.schema import FAMILY_COMPONENTS
+from fastpipes.recipe.schema import FAMILY_COMPONENTS, FAMILY_WORKLOADS
 from fastpipes.registry import Registry
 
 
@@ -54,6 +54,9 @@ class FamilyDescription:
     bench: str | None = None  # "module:Class" of its Workload (fastpipes/<name>/bench.py)
     run: str | None = None  # "module:Class" of its run Job (fastpipes/<name>/run.py)
     command: str = ""  # its sub-command of bench / run when not `name` (generic: "toy")
+    # its benchmark's workloads (``--workload``), the default first; recipes name the one
+    # they are made for (``workload:``); empty: one workload, no option
+    workloads: tuple[str, ...] = ()
 
     @property
     def cli_name(self) -> str:
@@ -69,6 +72,7 @@ def register_family(family: FamilyDescription) -> FamilyDescription:
         f"{family.adapter.__name__}.family is {family.adapter.family!r}, not {family.name!r}"
     FAMILIES.add(family.name, family)
     FAMILY_COMPONENTS.add(family.name, family.components)
+    FAMILY_WORKLOADS.add(family.name, family.workloads)
     register_adapter(family.adapter)
     return family
 

@@ -119,6 +119,21 @@ def test_plan_runs_unmet_recipes_only_when_asked(tmp_path, monkeypatch):
     assert named[2].failed and "missing_recipe" in named[2].reason
 
 
+def test_plan_runs_by_default_the_recipes_made_for_the_workload_measured():
+    """`bench sam` runs the encoder recipes, `bench sam --workload click` the click ones;
+    the others are listed as not run, with the workload they are made for."""
+    for workload, made_for, other in ((None, "sam_fp32_fast", "sam_fp32_click"),
+                                      ("click", "sam_fp32_click", "sam_fp32_fast")):
+        planned = {p.name: p for p in plan("sam", None, info=detect(), workload=workload)}
+        assert planned[made_for].run, planned[made_for].reason
+        assert not planned[other].run and "made for --workload" in planned[other].reason
+        everything = {p.name: p for p in plan("sam", None, run_all=True, info=detect(),
+                                              workload=workload)}
+        assert everything[other].run
+    named = plan("sam", ["sam_fp32_click"], info=detect())
+    assert named[1].run and not named[1].reason
+
+
 def test_unknown_family_and_bad_counts_are_errors():
     from fastpipes.errors import BenchmarkError
 

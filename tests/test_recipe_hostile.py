@@ -74,6 +74,18 @@ def test_a_component_the_family_does_not_have_fails_validation(tmp_path):
     assert problems[0].file == "<overrides>" and "did you mean 'image_encoder'?" in msg
 
 
+def test_a_workload_the_family_does_not_have_fails_validation(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text("family: sam\nworkload: clik\nmemory_format: {}\n")
+    msg, problems = problems_of(str(path))
+    assert [p.key for p in problems] == ["workload"], msg
+    assert "unknown sam workload 'clik' (did you mean 'click'?)" in msg and "encoder, click" in msg
+    msg, problems = problems_of({"workload": "click", "memory_format": {}})
+    assert [p.key for p in problems] == ["workload"] and "generic recipes have no" in msg
+    assert load_recipe("sam_bf16_click_aot").workload == "click"  # inherited from its base
+    assert load_recipe("sam_bf16").workload is None
+
+
 def test_generic_recipes_name_any_component():
     assert load_recipe({"compile": {"components": ["whatever"]}}).section("compile")
 

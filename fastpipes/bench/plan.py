@@ -11,7 +11,7 @@ from fastpipes.errors import FastpipesError
 from fastpipes.hardware import detect, unmet_requirements, wrong_device
 from fastpipes.recipe.load import available, load_recipe
 from fastpipes.family import with_hook
-from fastpipes.recipe.schema import GENERIC
+from fastpipes.recipe.schema import FAMILY_WORKLOADS, GENERIC
 
 AUTO = "auto"  # --recipes auto: accelerate(pipe, "auto") searched inside the worker
 
@@ -71,15 +71,26 @@ def _plan_one(spec: Any, family: str, overrides: list[str], info: Any, device: s
     return planned
 
 
+def _other_workload(recipe_workload: str | None, family: str, workload: str | None) -> str:
+    """The workload a recipe is made for when it is not the benchmark's `workload` (both
+    default to the family's first), else ""."""
+    family = _recipe_family(family)
+    known = FAMILY_WORKLOADS.get(family) if family in FAMILY_WORKLOADS else ()
+    default = known[0] if known else None
+    made_for = recipe_workload or default
+    return made_for if made_for != (workload or default) else ""
+
+
 def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = (),
          run_all: bool = False, info: Any = None, device: str = "cpu",
-         baseline: bool = True) -> list[Planned]:
+         baseline: bool = True, workload: str | None = None) -> list[Planned]:
     """The baseline plus the recipes to run, in order (the baseline row stays, marked not
     run, when `baseline` is False).
 
     Named recipes always run (marked when this machine misses their ``requires``). With no
-    names: every built-in recipe of `family`; those whose ``requires`` are unmet are listed
-    as not run unless `run_all`.
+    names: every built-in recipe of `family`; those whose ``requires`` are unmet, and those
+    made for another benchmark `workload` than this one (a recipe's ``workload:``, e.g. SAM's
+    click recipes), are listed as not run unless `run_all`.
     """
     info = info or detect()
     overrides = list(overrides)
@@ -91,12 +102,18 @@ def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = 
     else:
         for name, path in sorted(available().items()):
             try:
-                rec_family = load_recipe(path).family
+                rec = load_recipe(path)
             except FastpipesError:
                 continue  # a broken unrelated recipe must not stop this benchmark
-            if _family_matches(rec_family, family):
-                out.append(_plan_one(str(path), family, overrides, info, device,
-                                     named=run_all))
+            if not _family_matches(rec.family, family):
+                continue
+            planned = _plan_one(str(path), family, overrides, info, device, named=run_all)
+            other = _other_workload(rec.workload, family, workload)
+            if other and planned.run and not run_all:
+                planned.run = False
+                planned.reason = (f"not run: made for --workload {other} (name it in --recipes "
+                                  "or pass --all to run it)")
+            out.append(planned)
     seen: dict[str, int] = {}
     for p in out:  # one recipe twice (e.g. a YAML and its copy) must stay two rows
         seen[p.name] = seen.get(p.name, 0) + 1

@@ -155,7 +155,8 @@ def run_benchmark(
     """
     spec = check_arguments(spec, iters, warmup, threads, max_time, baseline)
     info, threads, overrides = detect(), threads or torch.get_num_threads(), list(overrides)
-    planned = plan(spec.family, recipes, overrides, run_all, info, spec.device, baseline)
+    planned = plan(spec.family, recipes, overrides, run_all, info, spec.device, baseline,
+                   workload=spec.options.get("workload"))
     configs = [_row(p) for p in planned]
     wd, owned = make_workdir(workdir)
     Path(wd / "reference.pt").unlink(missing_ok=True)  # only this run's baseline is a reference

@@ -72,13 +72,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="family model name (e.g. vit_b) or a local path")
     p.add_argument("--recipes", help="comma-separated built-in names, YAML paths or 'auto' "
                                      "(default: this family's built-in recipes this machine "
-                                     "can run)")
+                                     "can run, made for the --workload measured)")
     p.add_argument("--ablate", metavar="RECIPE",
                    help="also run RECIPE with each of its passes dropped in turn, and each pass "
                         "alone: which pass earns its keep on this machine")
     p.add_argument("--all", action="store_true", dest="run_all",
                    help="with no --recipes: also run recipes whose hardware requirements this "
-                        "machine misses (marked in the table)")
+                        "machine misses (marked in the table) and those made for another "
+                        "--workload")
     p.add_argument("--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    dest="overrides", help="override applied to every recipe, e.g. "
                                           "compile.mode=max-autotune (repeatable)")

@@ -15,8 +15,8 @@ import typing
 from fastpipes.passes.base import PASSES
 from fastpipes.passes.order import PASS_ORDER
 from fastpipes.families import ADAPTERS
-from fastpipes.recipe.schema import (FAMILY_COMPONENTS, SECTIONS, PrecisionClass, RecipeHeader,
-                                     Requires)
+from fastpipes.recipe.schema import (FAMILY_COMPONENTS, FAMILY_WORKLOADS, SECTIONS,
+                                     PrecisionClass, RecipeHeader, Requires)
 from fastpipes.recipe.validate import type_name
 
 
@@ -60,7 +60,10 @@ def generate() -> str:
         "key, or of a key and a section around it (`compile=3` with `compile.mode=default`); "
         "and, in a recipe that names its `family`, a `components` entry that family does not "
         "have (" + "; ".join(f"{f}: {', '.join(c)}" for f, c in FAMILY_COMPONENTS.items() if c)
-        + "). A file that is not a recipe at all (not a mapping, or none of its keys a recipe "
+        + "), or a `workload` it has no benchmark for ("
+        + "; ".join(f"{f}: {', '.join(w)}" for f, w in FAMILY_WORKLOADS.items() if w)
+        + "; `fastpipes bench FAMILY` without `--recipes` runs the recipes made for the "
+        "`--workload` it measures, the first one by default). A file that is not a recipe at all (not a mapping, or none of its keys a recipe "
         "key) is named as such; nothing of its content is shown.",
         "",
         "## Header", "", *_table(RecipeHeader), "",

@@ -26,7 +26,7 @@ from fastpipes.errors import Problem, RecipeError, RecipeNotFoundError
 from fastpipes.recipe.read import read_yaml, safe_load
 from fastpipes.recipe.schema import GENERIC, HEADER_KEYS, SECTIONS, RecipeHeader, Recipe
 from fastpipes.recipe.validate import (INTERPOLATION, build, build_section,
-                                       check_components, check_interpolation,
+                                       check_components, check_interpolation, check_workload,
                                        check_recipe_mapping, check_size, not_a_recipe)
 from fastpipes.registry import did_you_mean
 
@@ -274,11 +274,13 @@ def load_recipe(
     problems = [Problem(_set_by(f"{k}.{key}", sources, leaf), f"{k}.{key}", message, allowed)
                 for k, sec in sections.items() for key, message, allowed in sec.check()]
     problems += [Problem(_set_by(key.split("[")[0], sources, leaf), key, message, allowed)
-                 for key, message, allowed in check_components(header.family, sections)]
+                 for key, message, allowed in check_components(header.family, sections)
+                + check_workload(header.family, header.workload)]
     if problems:
         raise RecipeError(problems, recipe=name)
     return Recipe(name=name, description=header.description, family=header.family,
-                  requires=header.requires, low_memory=header.low_memory, sections=sections,
+                  requires=header.requires, low_memory=header.low_memory,
+                  workload=header.workload, sections=sections,
                   source=leaf, chain=tuple(layer.file for layer in reversed(layers)), raw=data)
 
 

@@ -30,6 +30,8 @@ GENERIC = "generic"  # the family of recipes that fit any model (any ``torch.nn.
 # one place. A recipe that names its family is checked against it when it loads, so
 # `components: [nope]` fails `recipes validate`, not accelerate().
 FAMILY_COMPONENTS: Registry[tuple[str, ...] | None] = Registry("pipeline family")
+# family -> its benchmark workloads (``fastpipes bench FAMILY --workload``), the default first
+FAMILY_WORKLOADS: Registry[tuple[str, ...]] = Registry("pipeline family")
 
 
 class PrecisionClass(str, Enum):
@@ -90,6 +92,10 @@ class RecipeHeader:
     # or quantize then never holds a model's old and new weights at once (costs writing the
     # replaced weights once to a private temporary file)
     low_memory: bool = False
+    # the benchmark workload the recipe is made for (its family's ``--workload``, e.g. SAM's
+    # click); null: the family's default workload. ``fastpipes bench`` with no --recipes runs
+    # the recipes made for the workload it measures
+    workload: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,7 @@ class Recipe:
     family: str = GENERIC  # a registered family (FAMILY_COMPONENTS)
     requires: Requires = field(default_factory=Requires)
     low_memory: bool = False
+    workload: str | None = None  # made for this benchmark workload; None: the default one
     sections: dict[str, Section] = field(default_factory=dict)
     source: str = "<api>"  # the file it was loaded from
     chain: tuple[str, ...] = ()  # the inheritance chain, leaf first

@@ -20,8 +20,8 @@ from typing import Any, Union
 
 from fastpipes.bounds import TYPE_WORDS, fits_type
 from fastpipes.errors import Problem
-from fastpipes.recipe.schema import (FAMILY_COMPONENTS, HEADER_KEYS, SECTIONS, RecipeHeader,
-                                     Section)
+from fastpipes.recipe.schema import (FAMILY_COMPONENTS, FAMILY_WORKLOADS, HEADER_KEYS, SECTIONS,
+                                     RecipeHeader, Section)
 from fastpipes.registry import did_you_mean
 
 
@@ -231,6 +231,21 @@ def check_components(family: str, sections: dict[str, Section]
                 out.append((f"{name}.components[{i}]", f"unknown {family} component "
                             f"{_show(comp)}{did_you_mean(comp, known)}", ", ".join(known)))
     return out
+
+
+def check_workload(family: str, workload: str | None) -> list[tuple[str, str, str]]:
+    """(key, message, allowed) when `workload` is not one of `family`'s benchmark workloads
+    (FAMILY_WORKLOADS, filled by the family descriptions)."""
+    if workload is None:
+        return []
+    known = FAMILY_WORKLOADS.get(family) if family in FAMILY_WORKLOADS else ()
+    if not known:
+        return [("workload", f"{family} recipes have no benchmark workloads to choose from",
+                 "leave workload out")]
+    if workload not in known:
+        return [("workload", f"unknown {family} workload {_show(workload)}"
+                             f"{did_you_mean(workload, known)}", ", ".join(known))]
+    return []
 
 
 def what_a_recipe_is() -> str:

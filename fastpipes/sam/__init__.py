@@ -24,4 +24,5 @@ FAMILY = FamilyDescription(
     name="sam", help="Segment Anything: image encoder + prompt encoder + mask decoder",
     build=build, adapter=SamAdapter,
     components=("image_encoder", "prompt_encoder", "mask_decoder"),
-    bench="fastpipes.sam.bench:SamWorkload", run="fastpipes.sam.run:SamJob")
+    bench="fastpipes.sam.bench:SamWorkload", run="fastpipes.sam.run:SamJob",
+    workloads=("encoder", "click"))

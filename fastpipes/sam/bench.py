@@ -10,6 +10,7 @@ import torch
 
 from fastpipes.bench.workloads.base import Workload
 from fastpipes.family import BuildSpec
+from fastpipes.sam import FAMILY
 from fastpipes.sam.click import PROMPTS, ClickMixin
 from fastpipes.errors import BenchmarkError, InputError
 from fastpipes.sam.inputs import sam_inputs, smooth_images
@@ -33,7 +34,7 @@ class SamWorkload(Workload):
                "prompt": (str, f"the click's prompt: {', '.join(PROMPTS)} (default point; "
                                "--workload click)"),
                "multimask": (bool, "click with 3 masks (true, default) or 1 (--workload click)")}
-    WORKLOADS = ("encoder", "click")
+    WORKLOADS = FAMILY.workloads
 
     def __new__(cls, spec):
         if cls is SamWorkload and spec.options.get("workload") == "click":

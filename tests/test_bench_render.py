@@ -243,3 +243,21 @@ def test_extra_metrics_are_shown_with_their_ratio_to_fp32(result):
 
 def test_no_extra_metrics_no_extras_section(result):
     assert "Extra metrics" not in markdown(result)
+
+
+def test_extra_metrics_show_timings_and_rates_as_speedups_over_fp32(result):
+    """A time's speedup is FP32's over ours, a rate's ours over FP32's: both read 'higher is
+    faster' (tokens/s were once shown as seconds, with the ratio upside down)."""
+    from fastpipes.bench.render import extras_markdown, extras_rows
+
+    base, fast = result.configs[0], result.configs[1]
+    base.extra = {"ttft_s": 0.8, "decode_tokens_per_s": 4.0, "weight_bytes_per_token": 4e9}
+    fast.extra = {"ttft_s": 0.4, "decode_tokens_per_s": 12.0, "weight_bytes_per_token": 1e9,
+                  "accelerate_s": 13.0}
+    rows = {r[0]: r[1:] for r in extras_rows(result)}
+    assert rows["ttft_s"][:2] == ["800.0 ms (1.00x)", "400.0 ms (2.00x)"]
+    assert rows["decode_tokens_per_s"][0].startswith("4") and "/s (1.00x)" in rows["decode_tokens_per_s"][0]
+    assert rows["decode_tokens_per_s"][1].endswith("/s (3.00x)")
+    assert " s" not in rows["decode_tokens_per_s"][1] and rows["accelerate_s"][0] == "-"
+    assert "(" not in rows["weight_bytes_per_token"][1]  # not a time: no ratio
+    assert "speedup over FP32 eager, higher is faster" in extras_markdown(result)

@@ -180,7 +180,11 @@ def markdown(r: BenchResult) -> str:
 
 
 def _extra_value(key: str, value: float, base: float | None) -> str:
-    """A timing (``*_ms`` / ``*_s``) with its ratio to the baseline's; other metrics plain."""
+    """A timing (``*_ms`` / ``*_s``) or a rate (``*_per_s``) with how many times faster than
+    the baseline it is; other metrics plain."""
+    if key.endswith("_per_s"):  # a rate: higher is faster, so the ratio is ours over FP32's
+        text = f"{fmt_num(value)}/s"
+        return text + (f" ({value / base:.2f}x)" if base and base > 0 else "")
     if key.endswith("_ms"):
         text = fmt_time(value / 1e3)
     elif key.endswith("_s"):
@@ -194,8 +198,8 @@ def _extra_value(key: str, value: float, base: float | None) -> str:
 
 def extras_rows(r: BenchResult) -> list[list[str]]:
     """[metric, value per configuration...] for the extra metrics the workload measured
-    (e.g. a SAM click's parts, SDXL's VAE decode), each timing with FP32 eager's time over
-    its own in brackets (higher is faster); [] when no row has any."""
+    (e.g. a SAM click's parts, SDXL's VAE decode), each timing or rate with its speedup over
+    FP32 eager in brackets (higher is faster); [] when no row has any."""
     shown = [c for c in r.configs if c.ok]
     base = next((c for c in shown if c.baseline), None)
     keys = sorted({k for c in shown for k in c.extra})
@@ -208,7 +212,7 @@ def extras_markdown(r: BenchResult) -> str:
     rows = extras_rows(r)
     if not rows:
         return ""
-    out = ["", "Extra metrics (in brackets: FP32 eager's time over this row's):", "",
+    out = ["", "Extra metrics (in brackets: speedup over FP32 eager, higher is faster):", "",
            "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     return "\n".join(out) + "\n"
@@ -221,7 +225,7 @@ def extras_table(r: BenchResult):
     rows = extras_rows(r)
     if not rows:
         return None
-    t = Table(title="extra metrics (in brackets: FP32 eager's time over this row's)",
+    t = Table(title="extra metrics (in brackets: speedup over FP32 eager, higher is faster)",
               title_justify="left")
     for i, name in enumerate(rows[0]):
         t.add_column(name, justify="left" if i == 0 else "right")

@@ -13,6 +13,10 @@ compiled for the example's shapes, and a call with other shapes is refused with 
 saying so; ``shapes: dynamic`` compiles them for any shape (slower per call). SAM's prompt
 encoder and mask decoder are always dynamic (the number of prompts varies).
 
+Llama (component ``model``) is converted into one stateful model, its KV cache kept inside
+OpenVINO, and its ``generate`` (greedy) and ``forward`` replaced
+(fastpipes.passes.openvino_llama).
+
 Converted models are cached in the ``openvino/`` cache part (fastpipes.passes.openvino_cache):
 a second accelerate() of the same weights reads them instead of converting. All components
 are converted and compiled before any ``forward`` is replaced: a failure leaves the pipeline

@@ -85,7 +85,7 @@ def test_streamer_and_eos_follow_transformers(pair):
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda m, ids: m.generate(ids, do_sample=True), "decodes greedily"),
+    (lambda m, ids: m.generate(ids, do_sample=True, temperature=0.8), "decodes greedily"),
     (lambda m, ids: m.generate(ids, num_beams=4), "decodes greedily"),
     (lambda m, ids: m.generate(ids, num_return_sequences=2), "not num_return_sequences"),
     (lambda m, ids: m.generate(ids, attention_mask=torch.tensor([[0] + [1] * 11] * 2)),

@@ -162,12 +162,6 @@ def _token_ids(value: Any) -> list[int]:
 
 def _check_call(model: nn.Module, input_ids: Any, attention_mask: Any, kwargs: dict) -> None:
     """Refuse, saying what is allowed, what the converted model does not do."""
-    unknown = sorted(set(kwargs) - set(GENERATE_ARGS))
-    if unknown:
-        raise InputError(f"openvino: the converted Llama's generate takes "
-                         f"{', '.join(GENERATE_ARGS)}; not {', '.join(unknown)}. Greedy "
-                         "decoding only: for other generation options use a native recipe "
-                         "(llama_woq_int4)")
     sample = kwargs.get("do_sample")
     if sample is None:
         sample = bool(getattr(model.generation_config, "do_sample", False))
@@ -175,6 +169,12 @@ def _check_call(model: nn.Module, input_ids: Any, attention_mask: Any, kwargs: d
         raise InputError("openvino: the converted Llama decodes greedily: call generate with "
                          "do_sample=False and num_beams=1 (this model's generation_config "
                          "may ask for sampling), or use a native recipe to sample")
+    unknown = sorted(set(kwargs) - set(GENERATE_ARGS))
+    if unknown:
+        raise InputError(f"openvino: the converted Llama's generate takes "
+                         f"{', '.join(GENERATE_ARGS)}; not {', '.join(unknown)}. Greedy "
+                         "decoding only: for other generation options use a native recipe "
+                         "(llama_woq_int4)")
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[1] < 1:
         raise InputError("openvino: generate needs input_ids as a tensor [batch, prompt tokens]")
     if attention_mask is not None and not bool((attention_mask == 1).all()):

@@ -174,7 +174,9 @@ def test_auto_row_and_second_start_of_compiling_recipes():
 @pytest.mark.parametrize("recipe, second_start", [
     (None, False), ("auto", True), ({"memory_format": {}}, False),
     ({"compile": {}}, True), ({"compile": {"enabled": False}}, False),
-    ({"kv_cache": {"compile_decode": True}}, True), ({"kv_cache": {}}, False)])
+    ({"kv_cache": {"compile_decode": True}}, True), ({"kv_cache": {}}, False),
+    ({"openvino": {"components": ["model"]}}, True),
+    ({"openvino": {"components": ["model"], "cache": False}}, False)])
 def test_which_recipes_get_a_second_start(recipe, second_start):
     from fastpipes.bench.plan import compiles
 

@@ -185,22 +185,20 @@ def test_bad_fields_are_refused_before_the_model_is_touched(section, message):
 
 
 @needs_openvino
-def test_other_passes_on_a_converted_component_and_llama_are_refused():
+def test_other_passes_on_a_converted_component_are_refused():
     sam = get_workload(WorkloadSpec("sam", size="tiny")).build()
     with pytest.raises(PreflightError, match="precision would change image_encoder"):
         fastpipes.accelerate(sam, {"family": "sam", "precision": {"dtype": "bfloat16"},
                                    "openvino": {"components": ["image_encoder"]}})
-    llama = get_workload(WorkloadSpec("llama", size="tiny")).build()
-    name = next(iter(fastpipes.pipelines.base.find_adapter(llama).components()))
-    with pytest.raises(PreflightError, match="Llama is not converted by this pass"):
-        fastpipes.accelerate(llama, {"openvino": {"components": [name]}})
+    # (Llama: tests/test_pass_openvino_llama.py)
 
 
 def test_builtin_recipes_that_use_openvino_say_they_need_it():
     from fastpipes.recipe.load import available
 
     names = [n for n in available() if load_recipe(n).section("openvino") is not None]
-    assert {"sam_openvino_bf16", "sam_openvino_int8", "sdxl_openvino"} <= set(names)
+    assert {"sam_openvino_bf16", "sam_openvino_int8", "sdxl_openvino", "llama_openvino_int4",
+            "llama_openvino_int8", "llama_openvino_f32"} <= set(names)
     assert all(load_recipe(n).requires.openvino for n in names)
 
 

@@ -124,12 +124,15 @@ def plan(family: str, recipes: Iterable[Any] | None, overrides: Iterable[str] = 
 
 def compiles(recipe: dict | str | None) -> bool:
     """Whether a second start can be faster: the recipe compiles (a compile section, or a
-    compiled decode step), or is auto."""
+    compiled decode step), converts to OpenVINO with its cache (the second start reads the
+    converted model), or is auto."""
     if recipe == AUTO:
         return True
     if not isinstance(recipe, Mapping):
         return False
     compile_ = recipe.get("compile")
     kv = recipe.get("kv_cache") or {}
+    ov = recipe.get("openvino")
     return ((isinstance(compile_, Mapping) and compile_.get("enabled", True))
-            or bool(kv.get("enabled", True) and kv.get("compile_decode")))
+            or bool(kv.get("enabled", True) and kv.get("compile_decode"))
+            or (isinstance(ov, Mapping) and bool(ov.get("enabled", True) and ov.get("cache", True))))

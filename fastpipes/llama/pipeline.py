@@ -298,7 +298,10 @@ def heldout_metrics(reference: dict, view: dict) -> dict[str, float]:
 
 def decode_weight_bytes(model: nn.Module) -> int:
     """Bytes of weights one decode step reads: every tensor once, but of the input
-    embedding only one row (unless the lm_head reads it as its weight)."""
+    embedding only one row (unless the lm_head reads it as its weight). A model whose decode
+    runs elsewhere (the openvino pass) says its own (``fastpipes_decode_weight_bytes``)."""
+    if getattr(model, "fastpipes_decode_weight_bytes", None) is not None:
+        return int(model.fastpipes_decode_weight_bytes)
     emb = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
     seen, total = set(), 0

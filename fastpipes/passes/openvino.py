@@ -13,6 +13,10 @@ compiled for the example's shapes, and a call with other shapes is refused with 
 saying so; ``shapes: dynamic`` compiles them for any shape (slower per call). SAM's prompt
 encoder and mask decoder are always dynamic (the number of prompts varies).
 
+Llama (component ``model``) is converted into one stateful model, its KV cache kept inside
+OpenVINO, and its ``generate`` (greedy) and ``forward`` replaced
+(fastpipes.passes.openvino_llama).
+
 Converted models are cached in the ``openvino/`` cache part (fastpipes.passes.openvino_cache):
 a second accelerate() of the same weights reads them instead of converting. All components
 are converted and compiled before any ``forward`` is replaced: a failure leaves the pipeline
@@ -33,6 +37,7 @@ import torch.nn as nn
 from fastpipes.cache import open_part
 from fastpipes.errors import CacheError, FastpipesError
 from fastpipes.openvino_probe import import_nncf, import_openvino
+from fastpipes.passes import openvino_llama as llama_ov
 from fastpipes.passes import openvino_sam as sam_ov
 from fastpipes.passes.base import PassContext, register_pass
 from fastpipes.passes.openvino_cache import entry_name, load, save
@@ -43,10 +48,12 @@ from fastpipes.recipe.schema import PrecisionClass, Section
 # component -> how it is converted; "generic": the component's own call, flattened
 KINDS = {"image_encoder": "generic", "unet": "generic", "vae_decoder": "generic",
          "prompt_encoder": "sam_prompt_v1", "mask_decoder": "sam_decoder_v1"}
-LLAMA_WHY = ("Llama is not converted by this pass: its generate needs a stateful KV-cache "
-             "model (optimum-intel's export), and optimum-intel would replace torch 2.13 with "
-             "a CUDA torch 2.14 and transformers with 5.x in this environment; use "
-             "llama_woq_int4 (docs/passes/openvino.md)")
+LLAMA_KINDS = {"model": llama_ov.KIND}  # the decoder, its KV cache as OpenVINO state
+
+
+def component_kind(family: str, name: str) -> str | None:
+    """How component `name` of a `family` pipeline is converted (None: it is not)."""
+    return (LLAMA_KINDS if family == "llama" else KINDS).get(name)
 
 
 class OvPrecision(str, Enum):
@@ -78,7 +85,8 @@ class OpenvinoConfig(Section):
         out = []
         if not self.components:
             out.append(("components", "name the components to convert",
-                        "SAM: image_encoder, prompt_encoder, mask_decoder; SDXL: unet, vae_decoder"))
+                        "SAM: image_encoder, prompt_encoder, mask_decoder; SDXL: unet, vae_decoder; "
+                        "Llama: model"))
         if self.group_size not in (32, 64, 128, 256):
             out.append(("group_size", f"int4 group_size {self.group_size} is not supported",
                         "32, 64, 128, 256"))
@@ -104,11 +112,11 @@ class OpenvinoConfig(Section):
             out.append(target.problem("openvino", f"OpenVINO runs on the CPU here; the "
                                       f"pipeline is on {target.adapter.device()}", "a CPU pipeline"))
         for name in self.components:
-            if name in target.adapter.components() and name not in KINDS:
+            if name in target.adapter.components() and component_kind(family, name) is None:
+                allowed = LLAMA_KINDS if family == "llama" else KINDS
                 out.append(target.problem(
-                    "openvino.components",
-                    LLAMA_WHY if family == "llama" else f"component {name!r} is not converted "
-                    "by the openvino pass", ", ".join(KINDS)))
+                    "openvino.components", f"component {name!r} is not converted by the "
+                    "openvino pass", ", ".join(allowed)))
         out += _shared_components(target, self.components)
         return out
 
@@ -216,8 +224,8 @@ def _converted(ctx: PassContext, cfg: OpenvinoConfig, ov: Any, name: str, traced
     """(the OpenVINO model of `traced`, its output template, how it was had) from the cache
     or a conversion."""
     root = _cache_root(ctx, cfg)
-    stem = entry_name(name, KINDS[name], traced, example, ctx.hardware, cfg.weights.value,
-                      cfg.group_size)
+    stem = entry_name(name, component_kind(ctx.adapter.family, name), traced, example,
+                      ctx.hardware, cfg.weights.value, cfg.group_size)
     if root is not None:
         model, meta, why = load(ov, root, stem)
         if why:
@@ -226,7 +234,8 @@ def _converted(ctx: PassContext, cfg: OpenvinoConfig, ov: Any, name: str, traced
             return (model, _output_template(traced, example, meta),
                     f"read from the cache ({stem})")
     start = time.perf_counter()
-    model = convert(ov, traced, example)
+    model = (llama_ov.export(ov, traced, example) if isinstance(traced, llama_ov.KVDecoder)
+             else convert(ov, traced, example))
     if cfg.weights is not OvWeights.none:
         model = compress(import_nncf()[0], model, cfg.weights.value, cfg.group_size)
     seconds = time.perf_counter() - start
@@ -242,6 +251,8 @@ def apply(ctx: PassContext, cfg: OpenvinoConfig) -> None:
     ov, why = import_openvino()
     if ov is None:  # the preflight refused this
         raise FastpipesError(f"openvino pass: {why}")
+    if ctx.adapter.family == "llama":
+        return _apply_llama(ctx, cfg, ov)
     comps = ctx.adapter.components()
     generic = [n for n in cfg.components if KINDS[n] == "generic"]
     calls = _captured(ctx, generic) if generic else {}
@@ -257,3 +268,18 @@ def apply(ctx: PassContext, cfg: OpenvinoConfig) -> None:
     for name, forward, note in ready:
         comps[name].forward = forward  # an instance attribute: the snapshot undoes it
         ctx.change(name, note)
+
+
+def _apply_llama(ctx: PassContext, cfg: OpenvinoConfig, ov: Any) -> None:
+    """The decoder as one stateful model (fastpipes.passes.openvino_llama), its KV cache
+    kept in the cache precision the hint names; generate and forward then call it."""
+    model = ctx.adapter.components()["model"]
+    traced = llama_ov.KVDecoder(model)
+    ov_model, _, how = _converted(ctx, cfg, ov, "model", traced, llama_ov.example(model))
+    kv = {"KV_CACHE_PRECISION": cfg.precision.value}
+    run = llama_ov.StatefulRunner(compile_model(ov, ov_model, cfg.precision.value, None, kv))
+    llama_ov.install(model, run, llama_ov.weight_bytes(ov_model, model))
+    ctx.change("model", f"{how}; compiled for {cfg.precision.value} (KV cache "
+               f"{cfg.precision.value}, dynamic shapes)" +
+               (f", nncf {cfg.weights.value} weights" if cfg.weights.value != "none" else "") +
+               "; generate is greedy, forward reads whole sequences")

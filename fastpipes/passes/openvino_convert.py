@@ -199,12 +199,14 @@ def shared_core(ov: Any) -> Any:
     return ov.Core()
 
 
-def compile_model(ov: Any, model: Any, precision: str, static_shapes: list | None) -> Any:
+def compile_model(ov: Any, model: Any, precision: str, static_shapes: list | None,
+                  extra: dict | None = None) -> Any:
     """Compile for the CPU with `precision` ("bf16"/"f32") as the inference precision, one
-    stream (latency), torch's thread count; `static_shapes` fixes the input shapes."""
+    stream (latency), torch's thread count; `static_shapes` fixes the input shapes; `extra`
+    adds properties (a stateful Llama's KV_CACHE_PRECISION)."""
     if static_shapes is not None:
         model = model.clone()
         model.reshape({p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, static_shapes)})
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-              "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(torch.get_num_threads())}
+              "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(torch.get_num_threads()), **(extra or {})}
     return shared_core(ov).compile_model(model, "CPU", config)

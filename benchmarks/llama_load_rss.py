@@ -4,6 +4,8 @@ cache (cold: quantizes while loading, writes the cache), then one with the cache
 
     export FASTPIPES_CACHE_DIR=/tmp/h-llama-cache
     PYTHONPATH=$PWD python benchmarks/llama_load_rss.py --save /tmp/h-llama-1b   # once: random 1B
+    # the 7B shape, written shard by shard in BF16 (13.5 GB on disk; never whole in memory):
+    # ... --save /tmp/h7b/llama-7b --shape llama-2-7b --save-dtype bfloat16
     PYTHONPATH=$PWD python benchmarks/llama_load_rss.py --dir /tmp/h-llama-1b \\
         --recipes llama_woq_int4,llama_woq_int8
 
@@ -61,6 +63,8 @@ def child(path: str, recipe: str) -> None:
         "accelerate_s": t_acc - t_load, "first_token_s": stamps[1] - t_acc,
         "first_token_at": stamps[1], "generate_s": t_gen - t_acc,
         "new_tokens": out.shape[1] - ids.shape[1],
+        # tokens after the first over their time (streamer stamps; eager decode here)
+        "decode_tok_s": (len(stamps) - 2) / (stamps[-1] - stamps[1]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "generate_faults": [after.ru_majflt - before.ru_majflt, after.ru_minflt - before.ru_minflt],
         "generate_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
@@ -100,10 +104,26 @@ def clear_weights(recipe: str) -> None:
         f.unlink()
 
 
+def save(path: str, shape: str, dtype: str) -> None:
+    import resource
+
+    import torch
+
+    from fastpipes.llama.random_dir import save_random_llama
+    t0 = time.time()
+    save_random_llama(shape, path, getattr(torch, dtype))
+    size = sum(f.stat().st_size for f in Path(path).iterdir())
+    print(f"{shape} ({dtype}) written to {path} in {time.time() - t0:.1f} s: {size / 1e9:.2f} GB "
+          f"on disk, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dir", default="/tmp/h-llama-1b")
-    p.add_argument("--save", help="save build_llama('llama-3.2-1b') random weights here, then exit")
+    p.add_argument("--save", help="write build_llama(SHAPE)'s random weights here (shard by "
+                   "shard: llama/random_dir.py), then exit")
+    p.add_argument("--shape", default="llama-3.2-1b", help="the named shape --save writes")
+    p.add_argument("--save-dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--recipes", default="llama_woq_int4,llama_woq_int8")
     p.add_argument("--starts", default="cold,warm")
     p.add_argument("--child", nargs=2, metavar=("DIR", "RECIPE"), help=argparse.SUPPRESS)
@@ -111,11 +131,9 @@ def main() -> None:
     if a.child:
         return child(*a.child)
     if a.save:
-        from fastpipes.llama.pipeline import build_llama
-        build_llama("llama-3.2-1b").save_pretrained(a.save)
-        return
+        return save(a.save, a.shape, a.save_dtype)
     print("| recipe | start | import | load | accelerate | first token | new process to first "
-          "token | peak RSS | load avg before/after |\n|---|---|---|---|---|---|---|---|---|")
+          "token | decode | peak RSS | load avg before/after |\n|---|---|---|---|---|---|---|---|---|---|")
     for recipe in a.recipes.split(","):
         for start in a.starts.split(","):
             if start == "cold":
@@ -123,7 +141,8 @@ def main() -> None:
             r = run(a.dir, recipe, start)
             print(f"| {recipe} | {start} | {r['import_s']:.1f} s | {r['load_s']:.1f} s | "
                   f"{r['accelerate_s']:.1f} s | {r['first_token_s']:.2f} s | "
-                  f"{r['new_process_to_first_token_s']:.1f} s | {r['peak_rss_mb']:,.0f} MB | "
+                  f"{r['new_process_to_first_token_s']:.1f} s | {r['decode_tok_s']:.2f} tok/s | "
+                  f"{r['peak_rss_mb']:,.0f} MB | "
                   f"{r['load_before']} / {r['load_after']} |", flush=True)
             print(f"<!-- {json.dumps(r)} -->", flush=True)
 

@@ -175,3 +175,32 @@ def test_a_cache_file_of_another_int4_packing_is_quantized_again(saved, tmp_path
         assert torch.equal(first(IDS).logits, again(IDS).logits)
     assert getattr(load_quantized_causal_lm(saved, section, cache_dir=tmp_path),
                    ATTR)["how"].startswith("loaded from")  # rewritten with this packing
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_a_bf16_sharded_directory_with_an_untied_lm_head(tmp_path, monkeypatch, dtype):
+    """What the llama-2-7b shape's directory is (BF16 files, several shards, lm_head its own
+    tensor): the same model as from_pretrained in FP32 + the quantize pass; the embedding
+    and norms are FP32, lm_head is quantized from its own weight."""
+    from fastpipes.llama import pipeline
+    from fastpipes.llama.random_dir import save_random_llama
+
+    monkeypatch.setitem(pipeline.LLAMA_SHAPES, "tiny-untied",
+                        {**pipeline.LLAMA_SHAPES["tiny"], "tie_word_embeddings": False})
+    d = tmp_path / "m"
+    save_random_llama("tiny-untied", d, torch.bfloat16, seed=5, shard_bytes=200_000)
+    assert len(list(d.glob("*.safetensors"))) > 2
+    section = {"dtype": dtype, "group_size": 32}
+    ref = build_llama(str(d))  # from_pretrained, FP32
+    fastpipes.accelerate(ref, {"quantize": section})
+    got = load_quantized_causal_lm(d, section, cache_dir=tmp_path)
+    assert got.model.embed_tokens.weight.dtype == torch.float32
+    assert got.model.norm.weight.dtype == torch.float32
+    assert hasattr(got.lm_head, "scales_and_zeros" if dtype == "int4" else "scales")
+    assert "lm_head" in getattr(got, ATTR)["layers"]
+    with torch.no_grad():
+        assert torch.allclose(ref(IDS).logits, got(IDS).logits, atol=1e-5, rtol=1e-5)
+    warm = load_quantized_causal_lm(d, section, cache_dir=tmp_path)
+    assert getattr(warm, ATTR)["how"].startswith("loaded from")
+    with torch.no_grad():
+        assert torch.equal(got(IDS).logits, warm(IDS).logits)

@@ -165,3 +165,15 @@ def test_a_section_of_the_wrong_type_gets_no_value_checks(tmp_path):
     """)
     assert sorted(p.key for p in problems) == ["attention", "quantize.group_size",
                                                 "quantize.min_features", "quantize.mode"], msg
+
+
+def test_a_dotted_inductor_option_can_be_overridden_from_the_command_line():
+    """`--set compile.options.cpp.weight_prepack=true` arrives nested ({cpp: {...}}); it is the
+    same option as the recipe's dotted `cpp.weight_prepack`, and the override wins."""
+    assert load_recipe("sam_bf16").section("compile").options == {
+        "freezing": True, "cpp.weight_prepack": False}
+    over = load_recipe("sam_bf16", ["compile.options.cpp.weight_prepack=true"])
+    assert over.section("compile").options == {"freezing": True, "cpp.weight_prepack": True}
+    with pytest.raises(RecipeError, match=r"compile.options.cpp.weight_prepak: unknown Inductor "
+                                          r"option \(did you mean 'cpp.weight_prepack'\?\)"):
+        load_recipe("sam_bf16", ["compile.options.cpp.weight_prepak=true"])

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -101,6 +102,11 @@ class CompileConfig(Section):
     fallback: CompileFallback = CompileFallback.error
     cache: bool = True  # persist compiled artifacts in the fastpipes cache: fast second start
 
+    def __post_init__(self):
+        # Inductor's option names are dotted (cpp.weight_prepack), so an override such as
+        # compile.options.cpp.weight_prepack=true arrives as a nested mapping: flatten it
+        object.__setattr__(self, "options", _flat_options(self.options))
+
     def preflight(self, target) -> list[Problem]:
         if self.backend is not CompileBackend.ipex:
             return []
@@ -151,6 +157,20 @@ class CompileConfig(Section):
                 out.append((f"options.{key}", f"wrong type: {shown}",
                             _type_text(config.get_type(name))))
         return out
+
+
+def _flat_options(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`options` with nested mappings as dotted names (``{"cpp": {"weight_prepack": True}}``
+    -> ``{"cpp.weight_prepack": True}``); of two spellings of one name the later wins, as
+    an override comes after the recipe it overrides."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat_options(dict(value), f"{name}."))
+        else:
+            out[name] = value
+    return out
 
 
 def _fits(tp: Any, value: Any) -> bool:

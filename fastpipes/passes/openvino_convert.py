@@ -208,5 +208,6 @@ def compile_model(ov: Any, model: Any, precision: str, static_shapes: list | Non
         model = model.clone()
         model.reshape({p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, static_shapes)})
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-              "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(torch.get_num_threads()), **(extra or {})}
+              "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(torch.get_num_threads()),
+              **(extra or {})}
     return shared_core(ov).compile_model(model, "CPU", config)

@@ -178,10 +178,19 @@ def convert(ov: Any, module: nn.Module, example: tuple[torch.Tensor, ...]) -> An
 
 
 def compress(nncf: Any, model: Any, weights: str, group_size: int) -> Any:
-    """nncf's data-free weight compression: int8 (per channel) or int4 (group-wise)."""
+    """nncf's data-free weight compression: int8 (per channel) or int4 (group-wise).
+
+    int4: a layer whose input size is not a multiple of `group_size` (a Llama down_proj of
+    704 inputs at 128) gets the largest power of two >= 32 that divides it (nncf's ADJUST;
+    704 -> 64), else int8. nncf's default refuses the whole model instead; the native
+    quantize pass pads such a layer's groups."""
     mode = {"int8": nncf.CompressWeightsMode.INT8_ASYM,
             "int4": nncf.CompressWeightsMode.INT4_SYM}[weights]
-    extra = {"group_size": group_size, "ratio": 1.0} if weights == "int4" else {}
+    extra = {}
+    if weights == "int4":
+        extra = {"group_size": group_size, "ratio": 1.0,
+                 "advanced_parameters": nncf.AdvancedCompressionParameters(
+                     group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST)}
     return nncf.compress_weights(model, mode=mode, **extra)
 
 

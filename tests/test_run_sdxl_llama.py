@@ -128,3 +128,40 @@ def test_sdxl_small_is_small_by_default_and_run_options_say_their_defaults(capsy
     text = " ".join(capsys.readouterr().out.split())
     assert "denoising steps per image (default 30" in text
     assert "256 for small" in text
+
+
+def test_sampling_with_an_openvino_recipe_is_refused_before_any_work(tmp_path, capsys,
+                                                                     monkeypatch):
+    """The OpenVINO Llama decodes greedily: `run llama --sample --recipe llama_openvino_int4`
+    failed at warm-up, after building and converting the model. Now the argument check
+    refuses it, saying what is allowed; greedy with it and sampling natively still pass."""
+    pytest.importorskip("transformers")
+    import fastpipes.run.jobs
+    from fastpipes.errors import InputError
+    from fastpipes.llama.run import LlamaJob
+
+    def no_model(*a, **k):
+        raise AssertionError("the pipeline was built before the refusal")
+
+    monkeypatch.setattr(fastpipes.run.jobs, "Worker", no_model)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    out = tmp_path / "out"
+    args = ["run", "llama", "--prompts", str(prompts), "--model", "tiny", "--random-weights",
+            "--sample", "--recipe", "llama_openvino_int4", "--out", str(out), "--quiet"]
+    assert main(args) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--recipe llama_openvino_int4 with --sample" in err
+    assert "decodes greedily only" in err and "without --sample (greedy)" in err
+    assert "--sample with a native recipe (e.g. llama_woq_int4)" in err
+    assert not out.exists()  # nothing was run, not even the output directory made
+
+    base = dict(out=str(out), prompts=str(prompts), model="tiny", random_weights=True)
+    LlamaJob(**base, recipe="llama_openvino_int4").check()  # greedy: allowed
+    LlamaJob(**base, recipe="llama_woq_int4", sample=True).check()  # native: samples
+    user = tmp_path / "mine.yaml"  # a recipe of one's own that converts the decoder
+    user.write_text("family: llama\nopenvino: {components: [model], precision: f32}\n")
+    with pytest.raises(InputError, match="decodes greedily only"):
+        LlamaJob(**base, recipe=str(user), sample=True).check()
+    LlamaJob(**base, recipe="llama_openvino_int4", sample=True,  # the pass switched off
+             overrides=("openvino.enabled=false",)).check()

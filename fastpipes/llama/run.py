@@ -19,6 +19,8 @@ import torch
 from fastpipes.bounds import BOUNDS, check_float, check_int, read_capped
 from fastpipes.errors import InputError
 from fastpipes.llama.pipeline import LLAMA_SHAPES, load_tokenizer
+from fastpipes.passes import openvino_llama as llama_ov
+from fastpipes.passes.openvino import converts_llama
 from fastpipes.run.base import Flag, Item, Job, job_recipe
 from fastpipes.run.jobs import RunSummary, run_job
 from fastpipes.run.outdir import OutDir, atomic_write_lines
@@ -95,6 +97,29 @@ class LlamaJob(Job):
                   extra=_context_note(context))
         check_float("temperature", self.temperature, "--temperature")  # also when greedy:
         check_float("top_p", self.top_p, "--top-p")  # a NaN given is a mistake either way
+        self._check_recipe_decodes()
+
+    def _check_recipe_decodes(self) -> None:
+        """A recipe that runs the decoder in OpenVINO decodes greedily: --sample with it is
+        refused here, not at warm-up after the conversion. What the converted generate
+        takes is said once, by fastpipes.passes.openvino_llama.refusal."""
+        recipe = job_recipe(self)  # a bad recipe fails here as in run_job
+        if recipe == "auto" or not converts_llama(recipe):
+            return
+        why = llama_ov.refusal(self.generate_options())
+        if why:
+            flags = f"--recipe {self.recipe}" + (" with --sample" if self.sample else "")
+            raise InputError(f"{flags}: this recipe runs the Llama decoder in OpenVINO, and "
+                             f"{why}. Allowed: this recipe without "
+                             "--sample (greedy), or --sample with a native recipe (e.g. "
+                             "llama_woq_int4). Nothing was run")
+
+    def generate_options(self) -> dict[str, Any]:
+        """How this job decodes: the options every ``generate`` call of it gets."""
+        options: dict[str, Any] = {"do_sample": self.sample}
+        if self.sample:
+            options.update(temperature=self.temperature, top_p=self.top_p)
+        return options
 
     def context(self) -> int:
         """The model's max_position_embeddings (from its shape or config.json), read
@@ -184,9 +209,7 @@ class LlamaJob(Job):
         ids = enc["input_ids"].to(self.device)  # [1, P]
         mask = enc["attention_mask"].to(self.device)
         model = pipe.model
-        kwargs: dict[str, Any] = {"do_sample": self.sample}
-        if self.sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        kwargs = self.generate_options()
         pad = pipe.tokenizer.pad_token_id
         if pad is None:  # Llama 3 has none; its generation config lists several eos ids
             pad = model.generation_config.pad_token_id

@@ -56,6 +56,14 @@ def component_kind(family: str, name: str) -> str | None:
     return (LLAMA_KINDS if family == "llama" else KINDS).get(name)
 
 
+def converts_llama(recipe: Any) -> bool:
+    """Whether `recipe` (a loaded Recipe) has the openvino pass replace a Llama's
+    ``generate`` by the converted model's (greedy only: llama_ov.refusal says what it takes)."""
+    section = recipe.section("openvino")
+    return section is not None and any(component_kind("llama", name) == llama_ov.KIND
+                                       for name in section.components)
+
+
 class OvPrecision(str, Enum):
     bf16 = "bf16"
     f32 = "f32"

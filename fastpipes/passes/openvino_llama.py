@@ -160,21 +160,36 @@ def _token_ids(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
 
 
-def _check_call(model: nn.Module, input_ids: Any, attention_mask: Any, kwargs: dict) -> None:
-    """Refuse, saying what is allowed, what the converted model does not do."""
+def refusal(kwargs: dict, sample_default: bool = False) -> str | None:
+    """What the converted Llama's ``generate`` does not do of a call with options `kwargs`
+    (None: it takes them), said as a fact its callers add their way out to: the one
+    statement of what it does (greedy, one beam, the options in GENERATE_ARGS).
+    `sample_default`: what the model's generation_config says when `kwargs` do not.
+    ``fastpipes run llama`` asks it before any work (fastpipes.llama.run).
+
+    >>> refusal({"do_sample": True, "temperature": 0.8})
+    'the converted Llama decodes greedily only (do_sample=False, num_beams=1)'
+    """
     sample = kwargs.get("do_sample")
     if sample is None:
-        sample = bool(getattr(model.generation_config, "do_sample", False))
+        sample = sample_default
     if sample or (kwargs.get("num_beams") or 1) != 1:
-        raise InputError("openvino: the converted Llama decodes greedily: call generate with "
-                         "do_sample=False and num_beams=1 (this model's generation_config "
-                         "may ask for sampling), or use a native recipe to sample")
+        return "the converted Llama decodes greedily only (do_sample=False, num_beams=1)"
     unknown = sorted(set(kwargs) - set(GENERATE_ARGS))
     if unknown:
-        raise InputError(f"openvino: the converted Llama's generate takes "
-                         f"{', '.join(GENERATE_ARGS)}; not {', '.join(unknown)}. Greedy "
-                         "decoding only: for other generation options use a native recipe "
-                         "(llama_woq_int4)")
+        return (f"the converted Llama's generate takes {', '.join(GENERATE_ARGS)}; not "
+                f"{', '.join(unknown)} (greedy decoding only)")
+    return None
+
+
+def _check_call(model: nn.Module, input_ids: Any, attention_mask: Any, kwargs: dict) -> None:
+    """Refuse, saying what is allowed, what the converted model does not do."""
+    why = refusal(kwargs, bool(getattr(model.generation_config, "do_sample", False)))
+    if why:
+        raise InputError(f"openvino: {why}: call generate with do_sample=False and "
+                         "num_beams=1 and only those options (this model's generation_config "
+                         "may ask for sampling), or use a native recipe (llama_woq_int4) to "
+                         "sample or for other generation options")
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[1] < 1:
         raise InputError("openvino: generate needs input_ids as a tensor [batch, prompt tokens]")
     if attention_mask is not None and not bool((attention_mask == 1).all()):

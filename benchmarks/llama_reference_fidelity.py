@@ -3,12 +3,15 @@
     PYTHONPATH=$PWD python benchmarks/llama_reference_fidelity.py --windows 64 \
         --variant 'llama_woq_int8:quantize.act_dtype=float32' \
         --variant 'llama_woq_int4:quantize.include_lm_head=false'
+    PYTHONPATH=$PWD python benchmarks/llama_reference_fidelity.py \
+        --recipes llama_woq_int8,llama_woq_int4,llama_openvino_int8,llama_openvino_int4
 
 Builds trained-tiny on first use (python -m fastpipes.llama.reference build),
 reads `--windows` non-overlapping 256-byte windows of its held-out text and compares, per
 recipe (each on a fresh FP32 copy), teacher-forced top-1 agreement with FP32 and held-out
 perplexity. No timing: the numbers do not depend on how busy the machine is.
-A variant is `recipe:override[,override...]`.
+A variant is `recipe:override[,override...]`. OpenVINO recipes convert without the cache
+(openvino.cache=false), so every run measures a fresh conversion.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ RECIPES = ["llama_woq_int8", "llama_woq_int4", "llama_int8_dynamic", "llama_bf16
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--windows", type=int, default=64)
+    ap.add_argument("--recipes", default=",".join(RECIPES),
+                    help="comma-separated recipes (default: %(default)s)")
     ap.add_argument("--variant", action="append", default=[])
     args = ap.parse_args()
     path = reference_dir("trained-tiny")
@@ -41,10 +46,12 @@ def main() -> None:
           f"{tokens[:, 1:].numel()} positions")
     print("| recipe | overrides | top-1 agreement | perplexity | change | mean abs logit error |")
     print("|---|---|---|---|---|---|")
-    runs = [(r, []) for r in RECIPES]
+    runs = [(r, []) for r in args.recipes.split(",") if r]
     runs += [(v.split(":")[0], v.split(":", 1)[1].split(",")) for v in args.variant]
     for recipe, overrides in runs:
         model = build_llama(str(path))
+        if recipe.startswith("llama_openvino"):
+            overrides = [*overrides, "openvino.cache=false"]
         fastpipes.accelerate(model, recipe, overrides=overrides)
         out = teacher_forced(model, tokens)
         ppl = perplexity(out, tokens)

@@ -66,3 +66,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def trained_small(tmp_path_factory):
+    """A reference Llama trained here for 150 small steps (seconds), once per session:
+    sharp enough logits for top-1 agreement to mean something, vocab 272 (the int4 lm_head
+    has a tail block). (path, held-out windows [16, 64])."""
+    pytest.importorskip("transformers")
+    from fastpipes.llama import reference as ref
+
+    spec = ref.ReferenceSpec(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=176,
+                             context=64, steps=150, batch=8, train_bytes=256 << 10,
+                             heldout_bytes=32 << 10)
+    path = tmp_path_factory.mktemp("ref") / "prompt-test"
+    ref.build_reference(spec, path, progress=False)
+    return path, ref.heldout_batches(ref.heldout_tokens(path), 64, n=16)  # [16, 64]: 1024 rows

@@ -145,3 +145,51 @@ def test_int8_recipe_in_the_benchmark_reports_its_own_weight_bytes_and_timings()
     extra = wl.extra_metrics(pipe, wl.inputs(pipe))
     assert extra["ttft_s"] > 0 and extra["decode_tokens_per_s"] > 0
     assert extra["weight_bytes_per_token"] < fp32_bytes / 3  # int8 weights, f32 norms
+
+
+def _judged(path, batches, recipe):
+    """(top-1 agreement, perplexity change %, the bars of the recipe's class) of `recipe`
+    against the unmodified FP32 model, teacher-forced on held-out windows `batches`."""
+    from fastpipes.hardware import detect, unmet_requirements
+    from fastpipes.llama.pipeline import LLAMA_BARS
+    from fastpipes.llama.reference import perplexity, teacher_forced, top1_agreement
+    from fastpipes.recipe.load import load_recipe
+
+    rec = load_recipe(recipe)
+    unmet = unmet_requirements(rec.requires, detect(), "cpu")
+    if unmet:
+        pytest.skip(f"{recipe} is refused on this machine: {unmet}")
+    fp32 = teacher_forced(build_llama(str(path)), batches)
+    model = build_llama(str(path))
+    report = fastpipes.accelerate(model, recipe, overrides=["openvino.cache=false"])
+    out = teacher_forced(model, batches)
+    change = 100 * (perplexity(out, batches) / perplexity(fp32, batches) - 1)
+    return top1_agreement(fp32, out), change, LLAMA_BARS[report.precision_class]
+
+
+@pytest.mark.skipif(import_nncf()[0] is None, reason="nncf does not import")
+@pytest.mark.parametrize("recipe", ["llama_openvino_int8", "llama_openvino_int4"])
+def test_int_recipes_keep_a_trained_model_within_their_class_bars(trained_small, recipe):
+    """Random weights give flat logits: on a model trained here (conftest.trained_small;
+    its down_proj of 176 inputs is no multiple of int4's group of 128: nncf's default
+    refused the whole conversion) each recipe as shipped meets the top-1 and perplexity
+    bars of its class, the ones the native llama_woq_int8/int4 are judged by.
+    Measured (avx512-bf16): int8 0.9951 / -0.03%, int4 0.9844 / +0.44%."""
+    top1, change, (top1_bar, ppl_bar) = _judged(*trained_small, recipe)
+    assert top1_bar.holds(top1) and ppl_bar.holds(abs(change)), (recipe, top1, change)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(import_nncf()[0] is None, reason="nncf does not import")
+@pytest.mark.parametrize("recipe", ["llama_openvino_int8", "llama_openvino_int4"])
+def test_int_recipes_keep_trained_tiny_within_their_class_bars(recipe):
+    """The same on the reference model trained-tiny (trained on first use: ~12 min on 2
+    cores), 64 held-out windows of 256 bytes: where the BF16 hint put llama_openvino_int8
+    at top-1 0.967, under its bar of 0.98 (now f32: 0.994). Measured (avx512-bf16): int8
+    0.9944 / -0.01%, int4 0.9639 / +0.16%; llama_woq_int8 0.9916, llama_woq_int4 0.9605."""
+    from fastpipes.llama.reference import heldout_batches, heldout_tokens, reference_dir
+
+    path = reference_dir("trained-tiny", progress=False)
+    top1, change, (top1_bar, ppl_bar) = _judged(path, heldout_batches(heldout_tokens(path),
+                                                                      256, 64), recipe)
+    assert top1_bar.holds(top1) and ppl_bar.holds(abs(change)), (recipe, top1, change)

@@ -133,22 +133,8 @@ def test_the_decode_step_compiles_in_one_graph_with_no_detection_in_forward(monk
     torch._dynamo.reset()
 
 
-@pytest.fixture(scope="module")
-def trained_small(tmp_path_factory):
-    """A reference Llama trained here for 150 small steps (seconds): sharp enough logits
-    for top-1 agreement to mean something, vocab 272 (the int4 lm_head has a tail block)."""
-    pytest.importorskip("transformers")
-    from fastpipes.llama import reference as ref
-
-    spec = ref.ReferenceSpec(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=176,
-                             context=64, steps=150, batch=8, train_bytes=256 << 10,
-                             heldout_bytes=32 << 10)
-    path = tmp_path_factory.mktemp("ref") / "prompt-test"
-    ref.build_reference(spec, path, progress=False)
-    return path, ref.heldout_batches(ref.heldout_tokens(path), 64, n=16)  # [16, 64]: 1024 rows
-
-
-# trains a small model: ~5 s on a quiet 2-core machine (2 min under load 7)
+# trained_small (conftest.py) trains a small model once per session: ~5 s on a quiet
+# 2-core machine (2 min under load 7)
 @pytest.mark.parametrize("dtype,gs", [("int8", 128), ("int4", 32)])
 def test_the_prompt_path_keeps_a_trained_model_within_its_class_bars(trained_small, dtype, gs,
                                                                       monkeypatch):

@@ -16,6 +16,7 @@ from fastpipes.bench import WorkloadSpec, run_benchmark
 from fastpipes.bench.outputs import check_outputs, write_outputs
 from fastpipes.bench.plan import plan
 from fastpipes.bench.render import extras_table, profiles, table
+from fastpipes.cli import SUBCOMMANDS
 from fastpipes.errors import BenchmarkError, FastpipesError
 from fastpipes.family import resolve, with_hook
 from fastpipes.hardware import check_device
@@ -115,7 +116,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers) -> None:
     """Add ``bench`` with one sub-command per family (the cli/main.py contract)."""
-    bench = subparsers.add_parser("bench", help="benchmark recipes against FP32 eager",
+    bench = subparsers.add_parser("bench", help=SUBCOMMANDS["bench"],
                                   description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     families = bench.add_subparsers(dest="family", metavar="FAMILY", required=True)

@@ -16,11 +16,12 @@ import sys
 
 from fastpipes.cache import PARTS, cache_dir, usage
 from fastpipes.cache_clear import clear
+from fastpipes.cli import SUBCOMMANDS
 from fastpipes.errors import CacheError
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("cache", help="show or clear the fastpipes cache",
+    p = subparsers.add_parser("cache", help=SUBCOMMANDS["cache"],
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -23,6 +23,11 @@ def run_cli(argv, monkeypatch, capsys) -> tuple[int, str]:
     (["--recipes", ""], "--recipes '': names nothing"),
     (["--recipes", ",,,"], "--recipes ',,,': names nothing"),
     (["--recipes", " , "], "--recipes ' , ': names nothing"),
+    # an empty item among names is a typo (or an unset variable), not to be dropped quietly
+    (["--recipes", "generic_fp32_fast,,generic_bf16"],
+     "--recipes 'generic_fp32_fast,,generic_bf16': item 2 of 3 is empty"),
+    (["--recipes", "generic_bf16,"], "--recipes 'generic_bf16,': item 2 of 2 is empty"),
+    (["--recipes", " ,generic_bf16"], "--recipes ' ,generic_bf16': item 1 of 2 is empty"),
     (["--ablate", ""], "--ablate '': names nothing"),
     (["--model", ""], "--model '': names nothing"),
     (["--json", ""], "--json '': an empty path; give a file name, or leave out --json"),

@@ -150,9 +150,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _empty_arguments(args: argparse.Namespace) -> list[str]:
     """A problem for each option given an empty value (``--recipes ''``, ``--recipes ,,,``,
-    ``--model ''``): leaving the option out picks the default; an empty value is a mistake
-    (an unset shell variable), and running the default set instead would hide it. Output
-    paths are checked with the others (bench/outputs.py)."""
+    ``--model ''``) or an empty item of --recipes (``a,,b``, ``a,``): leaving the option out
+    picks the default; an empty value is a mistake (an unset shell variable), and running the
+    default set, or the other items, instead would hide it. Output paths are checked with the
+    others (bench/outputs.py)."""
     out = []
     for flag, value, allowed in (
             ("--recipes", args.recipes, "comma-separated recipe names, YAML paths or 'auto' "
@@ -164,6 +165,10 @@ def _empty_arguments(args: argparse.Namespace) -> list[str]:
             ("--device", args.device, "cpu, cuda, cuda:1 ...")):
         if value is not None and not value.replace(",", "").strip():
             out.append(f"{flag} {value!r}: names nothing; allowed: {allowed}")
+        elif flag == "--recipes" and value is not None:  # 'a,,b' is a typo, not 'a,b'
+            out += [f"--recipes {value!r}: item {i} of {value.count(',') + 1} is empty; "
+                    f"allowed: {allowed}"
+                    for i, item in enumerate(value.split(","), 1) if not item.strip()]
     return out
 
 
@@ -182,7 +187,7 @@ def _problems(args: argparse.Namespace, outputs: dict[str, str | None]) -> list[
 def _recipes(args: argparse.Namespace) -> tuple[list[str] | None, list[str]]:
     """The recipes of --recipes and --ablate (None: the family's built-in ones), each loaded
     first, and the problems found (a typo must not cost an FP32 baseline run first)."""
-    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
+    recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
     if args.ablate:
         try:
             base = load_recipe(args.ablate, args.overrides)

@@ -16,8 +16,9 @@ from fastpipes.bench import WorkloadSpec, run_benchmark
 from fastpipes.bench.outputs import check_outputs, write_outputs
 from fastpipes.bench.plan import plan
 from fastpipes.bench.render import extras_table, profiles, table
+from fastpipes.bounds import BOUNDS, check_int
 from fastpipes.cli import SUBCOMMANDS
-from fastpipes.errors import BenchmarkError, FastpipesError
+from fastpipes.errors import BenchmarkError, FastpipesError, InputError
 from fastpipes.family import resolve, with_hook
 from fastpipes.hardware import check_device
 from fastpipes.recipe.ablate import ablations
@@ -43,18 +44,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _int_at_least(low: int):
-    """An argparse type: an integer >= `low`."""
+def _bounded(name: str):
+    """An argparse type: a whole number within ``BOUNDS[name]`` (fastpipes/bounds.py), the
+    one table every size and count a user gives is checked against."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text}")
-        return value
+            value = text  # check_int names it: "... must be a whole number from 1 to ..."
+        try:
+            return check_int(name, value)
+        except InputError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-    parse.__name__ = f"integer >= {low}"  # how argparse names the type in its messages
+    parse.__name__ = BOUNDS[name].allowed()  # how argparse names the type in its messages
     return parse
 
 
@@ -86,14 +89,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
                                           "compile.mode=max-autotune (repeatable)")
     p.add_argument("--option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="any family workload option (WorkloadSpec.options), repeatable")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iters", type=_int_at_least(1), default=5, help="timed runs (default 5)")
-    p.add_argument("--warmup", type=_int_at_least(0), default=1,
+    p.add_argument("--batch-size", type=_bounded("batch_size"), default=1)
+    p.add_argument("--seed", type=_bounded("seed"), default=0)
+    p.add_argument("--iters", type=_bounded("iters"), default=5, help="timed runs (default 5)")
+    p.add_argument("--warmup", type=_bounded("warmup"), default=1,
                    help="warm-up runs after the first call (default 1)")
-    p.add_argument("--threads", type=_int_at_least(1), help="torch threads in every worker "
-                                                            "(default: torch's default, the "
-                                                            "physical cores)")
+    p.add_argument("--threads", type=_bounded("threads"), help="torch threads in every worker "
+                                                               "(default: torch's default, the "
+                                                               "physical cores)")
     p.add_argument("--max-time", type=_positive_float, metavar="SECONDS",
                    help="wall-clock limit per configuration; a worker over it is killed and "
                         "reported as cut")

@@ -108,6 +108,11 @@ BOUNDS: dict[str, Bound] = {b.name: b for b in (
     Bound("prompt_chars", 1, 100_000, "characters of one prompt line"),
     Bound("actors", 1, 1024, "Ray actors"),
     Bound("cpus_per_actor", 0, 1024, "CPUs per Ray actor", integer=False, lo_open=True),
+    # fastpipes bench
+    Bound("batch_size", 1, 1024, "inputs per timed call (SAM's published runs use 16)"),
+    Bound("iters", 1, 10_000, "timed calls per configuration"),
+    Bound("warmup", 0, 1000, "warm-up calls after the first one"),
+    Bound("threads", 1, 1024, "torch threads in each worker"),
 )}
 
 

@@ -267,13 +267,3 @@ def _frames(error: BaseException) -> Iterator[types.FrameType]:
             tb = tb.tb_next
         stack += [e.__cause__, e.__context__]
 
-
-def usage() -> dict[str, dict]:
-    """Per part: path, number of files and bytes on disk (missing parts count zero)."""
-    out = {}
-    for part, what in PARTS.items():
-        path = part_dir(part)
-        files = [p for p in path.rglob("*") if p.is_file() and p.name != MARKER] if path.exists() else []
-        out[part] = {"path": str(path), "what": what, "files": len(files),
-                     "bytes": sum(p.stat().st_size for p in files)}
-    return out

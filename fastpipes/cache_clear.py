@@ -1,4 +1,5 @@
-"""``fastpipes cache clear``: remove what fastpipes created in its cache, and nothing else.
+"""``fastpipes cache clear``: remove what fastpipes created in its cache, and nothing else
+(and ``cache info``: count only that, :func:`usage`).
 
 ``FASTPIPES_CACHE_DIR`` can name any directory, ``$HOME`` included, where ``models/`` or
 ``auto/`` may be the user's own. So clear decides what is fastpipes' own, entry by entry:
@@ -18,6 +19,7 @@
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -89,6 +91,17 @@ def _common(p: Path) -> bool:
     return _plain_file(p) and (p.name == MARKER or p.name.startswith(".fastpipes-probe-"))
 
 
+def _split(part: str, path: Path) -> tuple[list[Path], list[Path]]:
+    """(what fastpipes made, the other entries) of part directory `path` (a plain one)."""
+    if (path / MARKER).is_file():
+        return [path], []  # fastpipes made this directory: all of it is the cache's
+    entries = sorted(path.iterdir())
+    others = [e for e in entries if not (_common(e) or OWN[part](e))]
+    if not others:
+        return [path], []  # an older fastpipes' part: nothing in it but its own
+    return [e for e in entries if e not in others], others
+
+
 def plan_clear(parts: list[str] | None = None) -> tuple[list[Path], list[str]]:
     """(paths fastpipes may remove, 'path: why it is kept' for the rest) of `parts`."""
     remove, keep = [], []
@@ -101,15 +114,11 @@ def plan_clear(parts: list[str] | None = None) -> tuple[list[Path], list[str]]:
             continue
         elif not path.is_dir():
             keep.append(f"{path}: a file, not a cache part fastpipes made")
-        elif (path / MARKER).is_file():
-            remove.append(path)  # fastpipes made this directory: all of it is the cache's
         else:
-            entries = sorted(path.iterdir())
-            others = [e for e in entries if not (_common(e) or OWN[part](e))]
+            ours, others = _split(part, path)
+            remove += ours
             if not others:
-                remove.append(path)  # an older fastpipes' part: nothing in it but its own
                 continue
-            remove += [e for e in entries if e not in others]
             shown = ", ".join(e.name for e in others[:5]) + (
                 f" and {len(others) - 5} more" if len(others) > 5 else "")
             keep.append(f"{path}: {len(others)} entr{'y' if len(others) == 1 else 'ies'} "
@@ -147,3 +156,34 @@ def clear(parts: list[str] | None = None) -> list[Path]:
             lines.append(f"removed: {', '.join(map(str, removed))}")
         raise CacheError("\n".join(lines))
     return removed
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    """The regular files in `paths` and under its directories (no symbolic link followed),
+    markers left out."""
+    out = [p for p in paths if _plain_file(p) and p.name != MARKER]
+    for top in filter(_plain_dir, paths):
+        for root, _, names in os.walk(top):  # os.walk follows no directory link
+            out += [f for f in (Path(root, n) for n in names)
+                    if _plain_file(f) and f.name != MARKER]
+    return out
+
+
+def usage() -> dict[str, dict]:
+    """Per part: its path, what it holds, and the files and bytes fastpipes made there (what
+    ``cache clear`` removes); ``others``: the entries there fastpipes did not make (a
+    $FASTPIPES_CACHE_DIR that is $HOME may have a models/ of yours), neither counted nor
+    removed. A missing part counts zero."""
+    out = {}
+    for part, what in PARTS.items():
+        path = part_dir(part)
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            ours, others = [], [path]
+        elif path.is_dir():
+            ours, others = _split(part, path)
+        else:
+            ours, others = [], []
+        files = _files(ours)
+        out[part] = {"path": str(path), "what": what, "files": len(files),
+                     "bytes": sum(f.stat().st_size for f in files), "others": len(others)}
+    return out

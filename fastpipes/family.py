@@ -63,7 +63,7 @@ class FamilyDescription:
         return self.command or self.name
 
 
-FAMILIES: Registry[FamilyDescription] = Registry("pipeline family")
+FAMILIES: Registry[FamilyDescription] = Registry("pipeline family", filled_by="fastpipes.families")
 
 
 def register_family(family: FamilyDescription) -> FamilyDescription:

@@ -23,6 +23,11 @@ def run_cli(argv, monkeypatch, capsys) -> tuple[int, str]:
     (["--recipes", ""], "--recipes '': names nothing"),
     (["--recipes", ",,,"], "--recipes ',,,': names nothing"),
     (["--recipes", " , "], "--recipes ' , ': names nothing"),
+    # an empty item among names is a typo (or an unset variable), not to be dropped quietly
+    (["--recipes", "generic_fp32_fast,,generic_bf16"],
+     "--recipes 'generic_fp32_fast,,generic_bf16': item 2 of 3 is empty"),
+    (["--recipes", "generic_bf16,"], "--recipes 'generic_bf16,': item 2 of 2 is empty"),
+    (["--recipes", " ,generic_bf16"], "--recipes ' ,generic_bf16': item 1 of 2 is empty"),
     (["--ablate", ""], "--ablate '': names nothing"),
     (["--model", ""], "--model '': names nothing"),
     (["--json", ""], "--json '': an empty path; give a file name, or leave out --json"),
@@ -61,3 +66,22 @@ def test_a_directory_made_by_someone_else_is_never_removed(tmp_path):
     mine.mkdir()
     problems = check_outputs({"plot": str(mine / "x.xyz")})
     assert problems and mine.is_dir()
+
+
+@pytest.mark.parametrize("flag, name", [("--batch-size", "batch_size"), ("--iters", "iters"),
+                                        ("--warmup", "warmup"), ("--threads", "threads"),
+                                        ("--seed", "seed")])
+def test_counts_are_bounded_by_the_bounds_table(flag, name, capsys):
+    """Each count's limits come from fastpipes/bounds.py (docs/run.md's table), as `run`'s do."""
+    from fastpipes.bounds import BOUNDS
+
+    b = BOUNDS[name]
+    parser = argparse.ArgumentParser(prog="fastpipes")
+    bench.add_parser(parser.add_subparsers(dest="command", required=True))
+    for bad in (b.lo - 1, b.hi + 1):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "toy", flag, str(int(bad))])
+        err = capsys.readouterr().err
+        assert f"argument {flag}: {name} must be {b.allowed()} ({b.why}), got {int(bad)}" in err
+    for good in (b.lo, b.hi):
+        assert getattr(parser.parse_args(["bench", "toy", flag, str(int(good))]), name) == good

@@ -30,11 +30,19 @@ def test_family_options_land_in_the_workload_spec():
     (["--max-time", "soon"], "expected a number of seconds"),
     (["--set", "novalue"], "expected key=value"),
     (["--size", "huge"], "invalid choice"),
-    (["--batch-size", "0"], "must be an integer >= 1, got 0"),
-    (["--threads", "-1"], "must be an integer >= 1, got -1"),
-    (["--iters", "0"], "must be an integer >= 1, got 0"),
-    (["--warmup", "-1"], "must be an integer >= 0, got -1"),
-    (["--iters", "2.5"], "expected an integer"),
+    # the counts are checked against fastpipes/bounds.py, as `fastpipes run`'s are
+    (["--batch-size", "0"], "argument --batch-size: batch_size must be a whole number from 1 "
+                            "to 1,024 (inputs per timed call"),
+    (["--batch-size", "100000"], "batch_size must be a whole number from 1 to 1,024"),
+    (["--threads", "-1"], "threads must be a whole number from 1 to 1,024 (torch threads in "
+                          "each worker), got -1"),
+    (["--iters", "0"], "iters must be a whole number from 1 to 10,000 (timed calls per "
+                       "configuration), got 0"),
+    (["--iters", "1000000"], "got 1000000"),
+    (["--warmup", "-1"], "warmup must be a whole number from 0 to 1,000"),
+    (["--seed", str(2**70)], "seed must be a whole number from 0 to"),
+    (["--iters", "2.5"], "iters must be a whole number from 1 to 10,000 (timed calls per "
+                         "configuration), got '2.5'"),
 ])
 def test_bad_arguments_are_rejected(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -237,8 +245,9 @@ def test_the_next_bench_sweeps_work_directories_of_dead_owners(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_time": float("nan")}, "max_time must be a finite number"),
-    ({"threads": -1}, "threads must be >= 1"),
-    ({"iters": 0}, "iters must be >= 1"),
+    ({"threads": -1}, "threads must be a whole number from 1 to 1,024"),
+    ({"iters": 0}, "iters must be a whole number from 1 to 10,000"),
+    ({"warmup": 10**6}, "warmup must be a whole number from 0 to 1,000"),
 ])
 def test_bad_numbers_are_refused_before_any_worker(kwargs, message):
     from fastpipes.bench import WorkloadSpec, run_benchmark
@@ -254,7 +263,7 @@ def test_batch_size_zero_and_a_missing_gpu_are_refused():
     from fastpipes.bench import WorkloadSpec, run_benchmark
     from fastpipes.errors import BenchmarkError
 
-    with pytest.raises(BenchmarkError, match="batch size must be >= 1"):
+    with pytest.raises(BenchmarkError, match="batch_size must be a whole number from 1"):
         run_benchmark(WorkloadSpec("toy", size="tiny", batch_size=0), progress=False)
     if not torch.cuda.is_available():
         with pytest.raises(BenchmarkError, match="CPU-only build|sees no CUDA device"):

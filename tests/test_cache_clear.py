@@ -1,9 +1,12 @@
 """`fastpipes cache clear` removes only what fastpipes created (issue 22): a cache directory
-that is the user's $HOME keeps the user's models/ and auto/."""
+that is the user's $HOME keeps the user's models/ and auto/; `cache info` counts only what
+fastpipes created too."""
+import json
+
 import pytest
 
 from fastpipes import cache
-from fastpipes.cache_clear import clear
+from fastpipes.cache_clear import clear, usage
 from fastpipes.cli.main import main
 from fastpipes.errors import CacheError
 
@@ -39,6 +42,22 @@ def test_cache_clear_in_home_keeps_the_users_files_and_says_so(home, capsys):
     assert ".fastpipes-cache" in err and "Traceback" not in err
 
 
+def test_cache_info_in_home_counts_only_what_fastpipes_made(home, capsys):
+    (cache.open_part("auto") / f"{KEY}.json").write_text("{}")  # a decision fastpipes wrote
+    (home / "models" / "my-llama" / "weights.bin").write_bytes(b"w" * 1000)  # the user's
+    (home / "openvino").symlink_to(home / "models")  # a link: not a part fastpipes made
+    assert main(["cache", "info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["auto"]["files"], data["auto"]["bytes"], data["auto"]["others"]) == (1, 2, 1)
+    assert (data["models"]["files"], data["models"]["bytes"], data["models"]["others"]) == (0, 0, 2)
+    assert (data["openvino"]["files"], data["openvino"]["others"]) == (0, 1)
+    assert (data["inductor"]["files"], data["inductor"]["others"]) == (0, 0)  # not there
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert f"and 2 entries fastpipes did not create in {home / 'models'} (not counted" in out
+    assert (home / "models" / "my-llama" / "weights.bin").exists()  # info only counts
+
+
 def test_clearing_one_part_the_user_owns_is_refused(home, capsys):
     with pytest.raises(CacheError, match="models: 2 entries fastpipes did not create"):
         clear(["models"])
@@ -65,7 +84,7 @@ def test_what_fastpipes_makes_carries_its_marker(tmp_path, monkeypatch):
     assert (root / cache.MARKER).is_file() and (part / cache.MARKER).is_file()
     (part / "anything-the-user-put-here").write_text("x")  # inside a directory fastpipes made
     assert clear() == [part]
-    assert cache.usage()["artifacts"]["files"] == 0
+    assert usage()["artifacts"]["files"] == 0
 
 
 def test_an_older_fastpipes_cache_without_markers_is_cleared_whole(tmp_path, monkeypatch):

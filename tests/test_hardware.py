@@ -82,3 +82,24 @@ def test_check_device_explains_what_is_unusable(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert check_device("cuda") is None and check_device("cuda:1") is None
     assert "there is no cuda:2: this machine has 2 CUDA device(s)" in check_device("cuda:2")
+
+
+def test_package_probes_run_side_by_side_and_land_on_their_own_package(monkeypatch):
+    import threading
+
+    from fastpipes import hardware
+
+    seen = set()
+
+    def probe(module):
+        seen.add(threading.get_ident())
+        return module != "diffusers", f"probed {module}"
+
+    monkeypatch.setattr(hardware, "_probe_import", probe)
+    monkeypatch.setattr(hardware.metadata, "version", lambda dist: "2.8.0")
+    infos = hardware.packages(probe=True)
+    assert [p.name for p in infos] == [dist for dist, _ in hardware.OPTIONAL_PACKAGES]
+    for info, (_, module) in zip(infos, hardware.OPTIONAL_PACKAGES):
+        assert info.importable == (module != "diffusers")
+        assert info.error.endswith(f"probed {module}")  # IPEX's says more before it
+    assert threading.get_ident() not in seen  # in a pool, not one after another here

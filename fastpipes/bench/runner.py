@@ -30,7 +30,8 @@ from fastpipes.bench.processes import Interrupted, make_workdir, remove_workdir,
 from fastpipes.bench.progress import make_progress
 from fastpipes.bench.result import CUT, FAILED, NOT_RUN, BenchResult, ConfigResult, RunStatus
 from fastpipes.bench.workloads import WORKLOADS, WorkloadSpec, get_workload
-from fastpipes.errors import BenchmarkError
+from fastpipes.bounds import check_int
+from fastpipes.errors import BenchmarkError, InputError
 from fastpipes.hardware import check_device, detect
 from fastpipes.recipe.load import shown_source
 
@@ -44,14 +45,16 @@ def check_arguments(spec: WorkloadSpec, iters: int, warmup: int, threads: int | 
     problems = []
     if spec.family not in WORKLOADS:
         raise BenchmarkError(f"unknown family {spec.family!r}; allowed: {', '.join(WORKLOADS)}")
-    if iters < 1 or warmup < 0:
-        problems.append(f"iters must be >= 1 and warmup >= 0 (got {iters}, {warmup})")
-    if threads is not None and threads < 1:
-        problems.append(f"threads must be >= 1, got {threads}")
+    counts = {"iters": iters, "warmup": warmup, "batch_size": spec.batch_size, "seed": spec.seed}
+    if threads is not None:  # None: torch's default
+        counts["threads"] = threads
+    for name, value in counts.items():  # the bounds of fastpipes/bounds.py, as the CLI's
+        try:
+            check_int(name, value)
+        except InputError as e:
+            problems.append(str(e))
     if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
         problems.append(f"max_time must be a finite number of seconds > 0, got {max_time}")
-    if spec.batch_size < 1:
-        problems.append(f"batch size must be >= 1, got {spec.batch_size}")
     why = check_device(spec.device)
     if why:
         problems.append(why)

@@ -16,7 +16,9 @@ from fastpipes.bench import WorkloadSpec, run_benchmark
 from fastpipes.bench.outputs import check_outputs, write_outputs
 from fastpipes.bench.plan import plan
 from fastpipes.bench.render import extras_table, profiles, table
-from fastpipes.errors import BenchmarkError, FastpipesError
+from fastpipes.bounds import BOUNDS, check_int
+from fastpipes.cli import SUBCOMMANDS
+from fastpipes.errors import BenchmarkError, FastpipesError, InputError
 from fastpipes.family import resolve, with_hook
 from fastpipes.hardware import check_device
 from fastpipes.recipe.ablate import ablations
@@ -42,18 +44,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _int_at_least(low: int):
-    """An argparse type: an integer >= `low`."""
+def _bounded(name: str):
+    """An argparse type: a whole number within ``BOUNDS[name]`` (fastpipes/bounds.py), the
+    one table every size and count a user gives is checked against."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text}")
-        return value
+            value = text  # check_int names it: "... must be a whole number from 1 to ..."
+        try:
+            return check_int(name, value)
+        except InputError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-    parse.__name__ = f"integer >= {low}"  # how argparse names the type in its messages
+    parse.__name__ = BOUNDS[name].allowed()  # how argparse names the type in its messages
     return parse
 
 
@@ -85,14 +89,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
                                           "compile.mode=max-autotune (repeatable)")
     p.add_argument("--option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="any family workload option (WorkloadSpec.options), repeatable")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iters", type=_int_at_least(1), default=5, help="timed runs (default 5)")
-    p.add_argument("--warmup", type=_int_at_least(0), default=1,
+    p.add_argument("--batch-size", type=_bounded("batch_size"), default=1)
+    p.add_argument("--seed", type=_bounded("seed"), default=0)
+    p.add_argument("--iters", type=_bounded("iters"), default=5, help="timed runs (default 5)")
+    p.add_argument("--warmup", type=_bounded("warmup"), default=1,
                    help="warm-up runs after the first call (default 1)")
-    p.add_argument("--threads", type=_int_at_least(1), help="torch threads in every worker "
-                                                            "(default: torch's default, the "
-                                                            "physical cores)")
+    p.add_argument("--threads", type=_bounded("threads"), help="torch threads in every worker "
+                                                               "(default: torch's default, the "
+                                                               "physical cores)")
     p.add_argument("--max-time", type=_positive_float, metavar="SECONDS",
                    help="wall-clock limit per configuration; a worker over it is killed and "
                         "reported as cut")
@@ -115,7 +119,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers) -> None:
     """Add ``bench`` with one sub-command per family (the cli/main.py contract)."""
-    bench = subparsers.add_parser("bench", help="benchmark recipes against FP32 eager",
+    bench = subparsers.add_parser("bench", help=SUBCOMMANDS["bench"],
                                   description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     families = bench.add_subparsers(dest="family", metavar="FAMILY", required=True)
@@ -149,9 +153,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _empty_arguments(args: argparse.Namespace) -> list[str]:
     """A problem for each option given an empty value (``--recipes ''``, ``--recipes ,,,``,
-    ``--model ''``): leaving the option out picks the default; an empty value is a mistake
-    (an unset shell variable), and running the default set instead would hide it. Output
-    paths are checked with the others (bench/outputs.py)."""
+    ``--model ''``) or an empty item of --recipes (``a,,b``, ``a,``): leaving the option out
+    picks the default; an empty value is a mistake (an unset shell variable), and running the
+    default set, or the other items, instead would hide it. Output paths are checked with the
+    others (bench/outputs.py)."""
     out = []
     for flag, value, allowed in (
             ("--recipes", args.recipes, "comma-separated recipe names, YAML paths or 'auto' "
@@ -163,6 +168,10 @@ def _empty_arguments(args: argparse.Namespace) -> list[str]:
             ("--device", args.device, "cpu, cuda, cuda:1 ...")):
         if value is not None and not value.replace(",", "").strip():
             out.append(f"{flag} {value!r}: names nothing; allowed: {allowed}")
+        elif flag == "--recipes" and value is not None:  # 'a,,b' is a typo, not 'a,b'
+            out += [f"--recipes {value!r}: item {i} of {value.count(',') + 1} is empty; "
+                    f"allowed: {allowed}"
+                    for i, item in enumerate(value.split(","), 1) if not item.strip()]
     return out
 
 
@@ -181,7 +190,7 @@ def _problems(args: argparse.Namespace, outputs: dict[str, str | None]) -> list[
 def _recipes(args: argparse.Namespace) -> tuple[list[str] | None, list[str]]:
     """The recipes of --recipes and --ablate (None: the family's built-in ones), each loaded
     first, and the problems found (a typo must not cost an FP32 baseline run first)."""
-    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
+    recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
     if args.ablate:
         try:
             base = load_recipe(args.ablate, args.overrides)

@@ -1,6 +1,6 @@
 """``fastpipes cache``: where the caches live, how big they are, and clearing them.
 
-    fastpipes cache info              # per part: path, files, size
+    fastpipes cache info              # per part: path, files, size (of fastpipes' own)
     fastpipes cache clear             # everything: the next start compiles and searches anew
     fastpipes cache clear inductor    # only compiled artifacts
 
@@ -14,13 +14,14 @@ import argparse
 import json
 import sys
 
-from fastpipes.cache import PARTS, cache_dir, usage
-from fastpipes.cache_clear import clear
+from fastpipes.cache import PARTS, cache_dir
+from fastpipes.cache_clear import clear, usage
+from fastpipes.cli import SUBCOMMANDS
 from fastpipes.errors import CacheError
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("cache", help="show or clear the fastpipes cache",
+    p = subparsers.add_parser("cache", help=SUBCOMMANDS["cache"],
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -49,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"fastpipes cache: {cache_dir()}  (set FASTPIPES_CACHE_DIR to move it)")
         for part, d in data.items():
             print(f"  {part:<10} {d['files']:>6} files {_size(d['bytes']):>10}  {d['what']}")
+            if d["others"]:  # FASTPIPES_CACHE_DIR may hold your files too: not counted
+                print(f"  {'':<10} and {d['others']} entr{'y' if d['others'] == 1 else 'ies'} "
+                      f"fastpipes did not create in {d['path']} (not counted, never cleared)")
         return 0
     unknown = [p for p in args.parts if p not in PARTS]
     if unknown:

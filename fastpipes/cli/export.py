@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 
+from fastpipes.cli import SUBCOMMANDS
 from fastpipes.errors import InputError
 from fastpipes.sam.onnx_export import OPSET, export_sam_onnx
 from fastpipes.sam.pipeline import SAM_SHAPES
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="write a pipeline's parts as ONNX",
+    p = subparsers.add_parser("export", help=SUBCOMMANDS["export"],
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 
-from fastpipes.bench.limits import measure_limits
+from fastpipes.cli import SUBCOMMANDS
 from fastpipes.hardware import TIERS, detect
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("info", help="what this machine can do (tier, ISA, native bf16, "
-                                    "threads, packages)")
+    p = sub.add_parser("info", help=SUBCOMMANDS["info"])
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--measure", action="store_true",
                    help="also measure the GEMM ceiling of each native precision and the copy "
@@ -24,7 +23,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     info = detect(probe_packages=True)
-    limits = measure_limits("cpu") if args.measure else None
+    limits = None
+    if args.measure:
+        from fastpipes.bench.limits import measure_limits  # not for `info --help`: torch
+
+        limits = measure_limits("cpu")
     if args.json:
         data = info.to_dict()
         if limits is not None:

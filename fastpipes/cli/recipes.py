@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from fastpipes.cli import SUBCOMMANDS
 from fastpipes.errors import FastpipesError, RecipeError
 from fastpipes.files import atomic_file
 from fastpipes.hardware import detect, ipex_unavailable, unmet_requirements, wrong_device
@@ -16,7 +17,7 @@ from fastpipes.recipe.schema import FAMILY_COMPONENTS, GENERIC
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("recipes", help="list, show, validate or start recipes")
+    p = sub.add_parser("recipes", help=SUBCOMMANDS["recipes"])
     rs = p.add_subparsers(dest="recipes_command", metavar="ACTION", required=True)
     ls = rs.add_parser("list", help="built-in and FASTPIPES_RECIPE_PATH recipes")
     families = FAMILY_COMPONENTS.names()  # an unknown family is an error, not an empty table

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from fastpipes.cli import SUBCOMMANDS
 from fastpipes.cli.bench import key_value
 from fastpipes.errors import InputError
 from fastpipes.family import resolve, with_hook
@@ -72,7 +73,7 @@ def _common(p: argparse.ArgumentParser, model_help: str) -> None:
 def add_parser(subparsers) -> None:
     """Add ``run`` with one sub-command per family with a run job (the cli/main.py contract):
     the family's own flags (``Job.FLAGS``) and then the common ones."""
-    run = subparsers.add_parser("run", help="run an accelerated pipeline over your inputs",
+    run = subparsers.add_parser("run", help=SUBCOMMANDS["run"],
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     fams = run.add_subparsers(dest="family", metavar="FAMILY", required=True)

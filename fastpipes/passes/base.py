@@ -51,7 +51,7 @@ class PassSpec:
     summary: str
 
 
-PASSES: Registry[PassSpec] = Registry("pass")
+PASSES: Registry[PassSpec] = Registry("pass", filled_by="fastpipes.passes")
 
 
 def register_pass(name: str, config: type[Section], summary: str):

@@ -142,7 +142,8 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
-ADAPTERS: Registry[type[Adapter]] = Registry("pipeline adapter")
+# filled by the family descriptions (fastpipes/families.py); the first read imports them
+ADAPTERS: Registry[type[Adapter]] = Registry("pipeline adapter", filled_by="fastpipes.families")
 
 
 def register_adapter(cls: type[Adapter]) -> type[Adapter]:

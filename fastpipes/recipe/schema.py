@@ -8,8 +8,8 @@ A recipe is a YAML mapping with a few header keys and one section per pass::
     attention: {backend: sdpa}     # a section, typed by the pass that registered it
     compile: {mode: max-autotune}
 
-Pass sections are registered by the passes into :data:`SECTIONS` (importing ``fastpipes``
-imports every pass), so the list of allowed keys lives in exactly one place; the ``auto``
+Pass sections are registered by the passes into :data:`SECTIONS` (its first read imports
+every pass), so the list of allowed keys lives in exactly one place; the ``auto``
 section, which is not a pass, is declared here.
 """
 from __future__ import annotations
@@ -29,9 +29,11 @@ GENERIC = "generic"  # the family of recipes that fit any model (any ``torch.nn.
 # (fastpipes/family.py) as the passes fill SECTIONS, so the list of allowed families lives in
 # one place. A recipe that names its family is checked against it when it loads, so
 # `components: [nope]` fails `recipes validate`, not accelerate().
-FAMILY_COMPONENTS: Registry[tuple[str, ...] | None] = Registry("pipeline family")
+FAMILY_COMPONENTS: Registry[tuple[str, ...] | None] = Registry("pipeline family",
+                                                               filled_by="fastpipes.families")
 # family -> its benchmark workloads (``fastpipes bench FAMILY --workload``), the default first
-FAMILY_WORKLOADS: Registry[tuple[str, ...]] = Registry("pipeline family")
+FAMILY_WORKLOADS: Registry[tuple[str, ...]] = Registry("pipeline family",
+                                                       filled_by="fastpipes.families")
 
 
 class PrecisionClass(str, Enum):
@@ -119,7 +121,8 @@ class Section:
         return PrecisionClass.exact
 
 
-SECTIONS: Registry[type[Section]] = Registry("recipe section")
+# filled by the passes (each registers its section); the first read imports them all
+SECTIONS: Registry[type[Section]] = Registry("recipe section", filled_by="fastpipes.passes")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ Location: ``$FASTPIPES_CACHE_DIR``, else ``~/.cache/fastpipes``. Inside it:
                  one per compiled component, hot-loaded before its first call;
 - ``aoti/``      AOTInductor packages (``compile.backend: aot_inductor``: native code, no
                  weights), one per component and input shape, a SHA-256 file beside each;
-- ``openvino/``  components converted to OpenVINO IR (fastpipes.passes.openvino_cache).
+- ``openvino/``  components converted to OpenVINO IR (fastpipes.passes.openvino_cache);
+- ``kernels/``   fastpipes' C++ kernels built for this CPU (fastpipes.kernels.native).
 
 Everything here can be deleted at any time (``fastpipes cache clear``): the next start is
 then a cold one, nothing else changes. A directory fastpipes makes here holds :data:`MARKER`;
@@ -53,6 +54,7 @@ PARTS = {
     "models": "reference models trained here (python -m fastpipes.llama.reference)",
     "weights": "weight-only quantized layers of models loaded from a directory with a recipe",
     "openvino": "components converted to OpenVINO IR by the openvino pass",
+    "kernels": "fastpipes' C++ kernels built for this CPU (shared libraries)",
 }
 
 

@@ -82,6 +82,9 @@ OWN: dict[str, Callable[[Path], bool]] = {
     # converted components (fastpipes.passes.openvino_cache)
     "openvino": lambda p: _plain_file(p) and bool(
         re.fullmatch(r"[\w-]+-[0-9a-f]{20}(\.tmp)?\.(xml|bin|json)", p.name)),
+    # C++ kernels built for this CPU (fastpipes.kernels.native; files.temporary_name)
+    "kernels": lambda p: _plain_file(p) and bool(
+        re.fullmatch(r"\.?[\w-]+-[0-9a-f]{20}\.so(\.\d+\.tmp)?", p.name)),
 }
 assert set(OWN) == set(PARTS), "every cache part says what of it is fastpipes' own"
 

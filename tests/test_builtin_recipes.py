@@ -94,7 +94,7 @@ def test_auto_never_offers_bf16_matmul_recipes_without_native_bf16():
 CLASSES = {"generic_fp32_fast": "exact", "generic_bf16": "bf16", "sam_fp32_fast": "exact",
            "sam_bf16": "bf16", "sam_bf16_click": "bf16", "sam_int8_dynamic": "int8",
            "sam_fp32_click": "exact", "sam_bf16_click_cast": "bf16", "sam_bf16_aot": "bf16",
-           "sam_bf16_click_aot": "bf16",
+           "sam_bf16_click_aot": "bf16", "sam_bf16_native": "bf16",
            "sdxl_fp32_fast": "exact",
            "sdxl_bf16": "bf16", "sdxl_int8_dynamic": "int8", "llama_bf16": "bf16",
            "llama_woq_int8": "int8", "llama_int8_dynamic": "int8", "llama_woq_int4": "int4",

@@ -20,6 +20,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from fastpipes.kernels.relpos_flash import relpos_attention
+
 # sdpa(q, k, v, attn_mask=None, scale=None) -> out, all [B, N, L, C]: F.scaled_dot_product_attention
 # or another kernel with its calling convention (e.g. IPEX's flash attention)
 Sdpa = Callable[..., torch.Tensor]
@@ -98,19 +100,26 @@ def sdpa_rel_pos(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch
 def sam_attention(x: torch.Tensor, qkv: torch.nn.Module, proj: torch.nn.Module, num_heads: int,
                   scale: float, rel_pos_h: torch.Tensor | None, rel_pos_w: torch.Tensor | None,
                   block_size: int = 256, math: bool = False,
-                  sdpa: Sdpa = F.scaled_dot_product_attention) -> torch.Tensor:
-    """segment-anything ``Attention.forward`` with SDPA (or `sdpa`). x: [B, H, W, D] -> [B, H, W, D]."""
+                  sdpa: Sdpa = F.scaled_dot_product_attention,
+                  native: bool = False) -> torch.Tensor:
+    """segment-anything ``Attention.forward`` with SDPA (or `sdpa`, or with `native` the
+    kernel of :mod:`fastpipes.kernels.relpos_flash`). x: [B, H, W, D] -> [B, H, W, D]."""
     B, H, W, D = x.shape
     L = H * W
     # qkv: [3, B, N, L, C]
     t = qkv(x).reshape(B, L, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = t.unbind(0)
-    if rel_pos_h is None:
+    rel_h = rel_w = None
+    if rel_pos_h is not None:
+        rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, (H, W))
+    if native:  # [B, L, N, C] in BF16
+        out = relpos_attention(q, k, v, rel_h, rel_w, scale, W).to(q.dtype)
+        return proj(out.reshape(B, H, W, -1))
+    if rel_h is None:
         ctx = _math_only() if math else contextlib.nullcontext()
         with ctx:
             out = sdpa(q, k, v, scale=scale)
     else:
-        rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, (H, W))
         out = sdpa_rel_pos(q, k, v, rel_h, rel_w, block_size, scale=scale, math=math, sdpa=sdpa)
     # out: [B, N, L, C] -> [B, H, W, N*C]
     out = out.transpose(1, 2).reshape(B, H, W, -1)

@@ -25,7 +25,8 @@ def ipex_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None,
 class SamSdpaAttention(nn.Module):
     """Drop-in for segment_anything ``Attention``: x [B, H, W, D] -> [B, H, W, D]."""
 
-    def __init__(self, orig: nn.Module, block_size: int, math: bool = False, sdpa=None):
+    def __init__(self, orig: nn.Module, block_size: int, math: bool = False, sdpa=None,
+                 native: bool = False):
         super().__init__()
         self.num_heads = orig.num_heads
         self.scale = orig.scale
@@ -36,14 +37,17 @@ class SamSdpaAttention(nn.Module):
         self.block_size = block_size
         self.math = math
         self.sdpa = sdpa or F.scaled_dot_product_attention
+        self.native = native
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rel_h = self.rel_pos_h if self.use_rel_pos else None
         rel_w = self.rel_pos_w if self.use_rel_pos else None
         return sam_attention(x, self.qkv, self.proj, self.num_heads, self.scale, rel_h, rel_w,
-                             self.block_size, self.math, self.sdpa)
+                             self.block_size, self.math, self.sdpa, self.native)
 
     def extra_repr(self) -> str:
+        if self.native:
+            return f"heads={self.num_heads}, kernel=fastpipes relpos_attention (native)"
         return (f"heads={self.num_heads}, block_size={self.block_size}, math={self.math}, "
                 f"sdpa={self.sdpa.__name__}")
 
@@ -62,8 +66,11 @@ def handle(ctx, site, cfg) -> str:
         parent = component.get_submodule(parent_name) if parent_name else component
         assert getattr(parent, attr) is module, f"site {name} is stale"
         setattr(parent, attr, SamSdpaAttention(module, cfg.block_size, math=backend == "math",
-                                               sdpa=sdpa))
+                                               sdpa=sdpa, native=backend == "native"))
         swapped += 1
+    if backend == "native":
+        return (f"{swapped} rel-pos Attention -> fastpipes' native flash kernel "
+                "(AVX512-BF16, rel_h + rel_w added in the kernel, no mask; BF16)")
     blocks = f"block_size={cfg.block_size}" if cfg.block_size else "whole mask at once"
     return (f"{swapped} rel-pos Attention -> SDPA ({backend}), rel_h + rel_w additive mask, "
             f"{blocks}{note}")

@@ -1,0 +1,372 @@
+// fastpipes: flash attention for BF16 on CPUs with AVX512-BF16, with SAM's decomposed
+// relative-position bias added inside the kernel (no mask tensor).
+//
+//   out[b, i, n, :] = sum_j softmax_j(scale * q_i . k_j + rel_h[b, n, i, j / W]
+//                                      + rel_w[b, n, i, j % W]) v_j
+//
+// q, k, v: [B, N, L, C] BF16 with any batch / head / row strides (C contiguous); rel_h
+// [B, N, L, H] and rel_w [B, N, L, W] FP32 contiguous (or null: no bias); out [B, N, L, C]
+// BF16 with any batch / head / row strides. L = H * W.
+//
+// Per head, K is packed as [L/16][C/2][16][2] and V as [L/2][C][2] (the pair layout
+// vdpbf16ps reads); per tile of QB query rows, blocks of KB keys go through
+// S = Q K^T (vdpbf16ps), the online softmax in FP32 (bias, running max, exp, sum), P in
+// BF16, O += P V (vdpbf16ps). Keys are padded to a multiple of KB with zero K / V and a
+// -1e30 bias. Threads: std::thread, work items taken from an atomic counter.
+//
+// Built by fastpipes/kernels/native.py with -march=native; without AVX512-BF16 only the
+// portable path (scalar FP32, the same blocking and roundings) exists.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <cmath>
+#include <thread>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#include <immintrin.h>
+#define FP_FAST 1
+#else
+#define FP_FAST 0
+#endif
+
+namespace {
+
+typedef uint16_t bf16;
+constexpr int QB = 32;  // query rows per tile
+constexpr int KB = 64;  // keys per block
+constexpr float NEG = -1e30f;
+
+inline float bf2f(bf16 x) {
+  uint32_t u = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline bf16 f2bf(float f) {  // round to nearest even, as vcvtneps2bf16
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<bf16>(u >> 16);
+}
+
+struct Args {
+  const bf16 *q, *k, *v;
+  const float *rel_h, *rel_w;
+  bf16* out;
+  int64_t B, N, L, C, H, W;
+  int64_t qs[3], ks[3], vs[3], os[3];  // strides in elements: batch, head, row
+  float scale;
+  int64_t Cp, Lp;  // C rounded up to 16, L rounded up to KB
+};
+
+inline const bf16* row(const bf16* base, const int64_t* s, int64_t b, int64_t n, int64_t i) {
+  return base + b * s[0] + n * s[1] + i * s[2];
+}
+
+// Bias of keys [k0, k0 + KB) for query row i of head (b, n); -1e30 for padding keys.
+void bias_block(const Args& a, int64_t b, int64_t n, int64_t i, int64_t k0, float* bias) {
+  const int64_t end = std::min(k0 + KB, a.L);
+  if (!a.rel_h) {
+    for (int64_t j = k0; j < end; ++j) bias[j - k0] = 0.f;
+  } else {
+    const int64_t bn = b * a.N + n;
+    const float* rh = a.rel_h + (bn * a.L + i) * a.H;
+    const float* rw = a.rel_w + (bn * a.L + i) * a.W;
+    for (int64_t j = k0; j < end;) {
+      const int64_t kh = j / a.W, kw = j % a.W;
+      const int64_t cnt = std::min(a.W - kw, end - j);
+      const float h = rh[kh];
+      float* dst = bias + (j - k0);
+      for (int64_t t = 0; t < cnt; ++t) dst[t] = h + rw[kw + t];
+      j += cnt;
+    }
+  }
+  for (int64_t j = end; j < k0 + KB; ++j) bias[j - k0] = NEG;
+}
+
+struct Scratch {  // one per thread
+  std::vector<bf16> qt, p;
+  std::vector<float> s, o, m, l, bias;
+  explicit Scratch(int64_t Cp)
+      : qt(QB * Cp), p(QB * KB), s(QB * KB), o(QB * Cp), m(QB), l(QB), bias(KB) {}
+};
+
+// Softmax step of one row: s (KB scores, already scaled and biased) -> p (BF16), updates
+// the running max m and sum l; returns the factor the row's accumulator is rescaled by.
+float softmax_row_portable(float* s, bf16* p, float& m, float& l) {
+  float mx = m;
+  for (int j = 0; j < KB; ++j) mx = std::max(mx, s[j]);
+  const float alpha = std::exp(m - mx);
+  float sum = 0.f;
+  for (int j = 0; j < KB; ++j) {
+    const float e = std::exp(s[j] - mx);
+    sum += e;
+    p[j] = f2bf(e);
+  }
+  l = l * alpha + sum;
+  m = mx;
+  return alpha;
+}
+
+// ---- portable path: scalar, unpacked K / V (for CPUs without AVX512-BF16 and as a check)
+void tile_portable(const Args& a, Scratch& w, int64_t b, int64_t n, int64_t q0) {
+  const int64_t rows = std::min<int64_t>(QB, a.L - q0), C = a.C;
+  std::fill(w.o.begin(), w.o.end(), 0.f);
+  std::fill(w.m.begin(), w.m.end(), NEG);
+  std::fill(w.l.begin(), w.l.end(), 0.f);
+  for (int64_t k0 = 0; k0 < a.Lp; k0 += KB) {
+    const int64_t kend = std::min(k0 + KB, a.L);
+    for (int64_t i = 0; i < rows; ++i) {
+      const bf16* qi = row(a.q, a.qs, b, n, q0 + i);
+      float* s = w.s.data() + i * KB;
+      bias_block(a, b, n, q0 + i, k0, w.bias.data());
+      for (int64_t j = 0; j < KB; ++j) {
+        float dot = 0.f;
+        if (k0 + j < kend) {
+          const bf16* kj = row(a.k, a.ks, b, n, k0 + j);
+          for (int64_t c = 0; c < C; ++c) dot += bf2f(qi[c]) * bf2f(kj[c]);
+        }
+        s[j] = dot * a.scale + w.bias[j];
+      }
+      bf16* p = w.p.data() + i * KB;
+      const float alpha = softmax_row_portable(s, p, w.m[i], w.l[i]);
+      float* o = w.o.data() + i * a.Cp;
+      for (int64_t c = 0; c < C; ++c) o[c] *= alpha;
+      for (int64_t j = 0; j < kend - k0; ++j) {
+        const float pj = bf2f(p[j]);
+        const bf16* vj = row(a.v, a.vs, b, n, k0 + j);
+        for (int64_t c = 0; c < C; ++c) o[c] += pj * bf2f(vj[c]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    bf16* dst = a.out + b * a.os[0] + n * a.os[1] + (q0 + i) * a.os[2];
+    const float inv = 1.f / w.l[i];
+    for (int64_t c = 0; c < C; ++c) dst[c] = f2bf(w.o[i * a.Cp + c] * inv);
+  }
+}
+
+#if FP_FAST
+// ---- AVX512-BF16 path
+
+inline __m512 exp512(__m512 x) {  // |rel. error| < 2e-7; 0 below -100
+  const __m512 log2e = _mm512_set1_ps(1.44269504f);
+  const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-100.f));
+  const __m512 nf = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(nf, ln2hi, x);
+  r = _mm512_fnmadd_ps(nf, ln2lo, r);
+  __m512 p = _mm512_set1_ps(1.f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, nf);
+}
+
+inline __m512bh as_bh(__m512i x) { return (__m512bh)x; }
+
+inline __m512bh pair_at(const bf16* p) {  // (p[0], p[1]) in every 32-bit lane
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return as_bh(_mm512_set1_epi32(v));
+}
+
+// K [L, C] of one head -> kp [Lp/16][Cp/2][16][2]; V -> vp [Lp/2][Cp][2]; zero padded.
+void pack_head(const Args& a, int64_t b, int64_t n, bf16* kp, bf16* vp) {
+  std::memset(kp, 0, sizeof(bf16) * a.Lp * a.Cp);
+  std::memset(vp, 0, sizeof(bf16) * a.Lp * a.Cp);
+  const int64_t half = a.Cp / 2;
+  for (int64_t j = 0; j < a.L; ++j) {
+    const bf16* kj = row(a.k, a.ks, b, n, j);
+    const bf16* vj = row(a.v, a.vs, b, n, j);
+    bf16* kdst = kp + (j / 16) * half * 32 + (j % 16) * 2;
+    bf16* vdst = vp + (j / 2) * a.Cp * 2 + (j % 2);
+    for (int64_t c = 0; c < a.C; ++c) {
+      kdst[(c / 2) * 32 + (c % 2)] = kj[c];
+      vdst[c * 2] = vj[c];
+    }
+  }
+}
+
+// S [4 rows][KB] = Qt rows r0.. r0+3 times the KB keys from k0 (unscaled).
+inline void qk_4rows(const Args& a, const bf16* qt, const bf16* kp, int64_t k0, float* s) {
+  const int64_t half = a.Cp / 2;
+  __m512 acc[4][4];
+  for (int r = 0; r < 4; ++r)
+    for (int t = 0; t < 4; ++t) acc[r][t] = _mm512_setzero_ps();
+  const bf16* kb = kp + (k0 / 16) * half * 32;
+  for (int64_t cp = 0; cp < half; ++cp) {
+    __m512bh kv[4];
+    for (int t = 0; t < 4; ++t) kv[t] = as_bh(_mm512_loadu_si512(kb + (t * half + cp) * 32));
+    for (int r = 0; r < 4; ++r) {
+      const __m512bh qv = pair_at(qt + r * a.Cp + 2 * cp);
+      for (int t = 0; t < 4; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], qv, kv[t]);
+    }
+  }
+  for (int r = 0; r < 4; ++r)
+    for (int t = 0; t < 4; ++t) _mm512_storeu_ps(s + r * KB + t * 16, acc[r][t]);
+}
+
+// O [R rows][NC * 16] += P [R rows][KB] times V's KB keys from k0.
+template <int R, int NC>
+inline void pv_rows(int64_t Cp, const bf16* p, const bf16* vp, int64_t k0, float* o) {
+  __m512 acc[R][NC];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < NC; ++t) acc[r][t] = _mm512_loadu_ps(o + r * Cp + t * 16);
+  const bf16* vb = vp + (k0 / 2) * Cp * 2;
+  for (int jp = 0; jp < KB / 2; ++jp) {
+    __m512bh vv[NC];
+    for (int t = 0; t < NC; ++t) vv[t] = as_bh(_mm512_loadu_si512(vb + (jp * Cp + t * 16) * 2));
+    for (int r = 0; r < R; ++r) {
+      const __m512bh pv = pair_at(p + r * KB + 2 * jp);
+      for (int t = 0; t < NC; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], pv, vv[t]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < NC; ++t) _mm512_storeu_ps(o + r * Cp + t * 16, acc[r][t]);
+}
+
+template <int NC>
+void pv_tile(int64_t Cp, const bf16* p, const bf16* vp, int64_t k0, float* o) {
+  constexpr int R = NC <= 5 ? 4 : 2;
+  for (int r0 = 0; r0 < QB; r0 += R) pv_rows<R, NC>(Cp, p + r0 * KB, vp, k0, o + r0 * Cp);
+}
+
+typedef void (*PvFn)(int64_t, const bf16*, const bf16*, int64_t, float*);
+constexpr PvFn PV[8] = {pv_tile<1>, pv_tile<2>, pv_tile<3>, pv_tile<4>,
+                        pv_tile<5>, pv_tile<6>, pv_tile<7>, pv_tile<8>};
+
+float softmax_row_fast(float* s, const float* bias, float scale, bf16* p, float& m, float& l) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  __m512 x[KB / 16];
+  __m512 mx = _mm512_set1_ps(m);
+  for (int t = 0; t < KB / 16; ++t) {
+    x[t] = _mm512_fmadd_ps(_mm512_loadu_ps(s + t * 16), sc, _mm512_loadu_ps(bias + t * 16));
+    mx = _mm512_max_ps(mx, x[t]);
+  }
+  const float m_new = _mm512_reduce_max_ps(mx);
+  const __m512 mv = _mm512_set1_ps(m_new);
+  __m512 sum = _mm512_setzero_ps();
+  for (int t = 0; t < KB / 16; ++t) {
+    const __m512 e = exp512(_mm512_sub_ps(x[t], mv));
+    sum = _mm512_add_ps(sum, e);
+    const __m256bh h = _mm512_cvtneps_pbh(e);
+    std::memcpy(p + t * 16, &h, sizeof(h));
+  }
+  const float alpha = std::exp(m - m_new);
+  l = l * alpha + _mm512_reduce_add_ps(sum);
+  m = m_new;
+  return alpha;
+}
+
+void tile_fast(const Args& a, Scratch& w, int64_t b, int64_t n, int64_t q0, const bf16* kp,
+               const bf16* vp) {
+  const int64_t rows = std::min<int64_t>(QB, a.L - q0), Cp = a.Cp;
+  std::fill(w.qt.begin(), w.qt.end(), 0);
+  for (int64_t i = 0; i < rows; ++i)
+    std::memcpy(w.qt.data() + i * Cp, row(a.q, a.qs, b, n, q0 + i), sizeof(bf16) * a.C);
+  std::fill(w.o.begin(), w.o.end(), 0.f);
+  std::fill(w.m.begin(), w.m.end(), NEG);
+  std::fill(w.l.begin(), w.l.end(), 0.f);
+  std::fill(w.p.begin(), w.p.end(), 0);
+  const PvFn pv = PV[Cp / 16 - 1];
+  for (int64_t k0 = 0; k0 < a.Lp; k0 += KB) {
+    for (int r0 = 0; r0 < rows; r0 += 4)
+      qk_4rows(a, w.qt.data() + r0 * Cp, kp, k0, w.s.data() + r0 * KB);
+    for (int64_t i = 0; i < rows; ++i) {
+      bias_block(a, b, n, q0 + i, k0, w.bias.data());
+      const float alpha = softmax_row_fast(w.s.data() + i * KB, w.bias.data(), a.scale,
+                                           w.p.data() + i * KB, w.m[i], w.l[i]);
+      float* o = w.o.data() + i * Cp;
+      const __m512 al = _mm512_set1_ps(alpha);
+      for (int64_t c = 0; c < Cp; c += 16)
+        _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), al));
+    }
+    pv(Cp, w.p.data(), vp, k0, w.o.data());
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    bf16* dst = a.out + b * a.os[0] + n * a.os[1] + (q0 + i) * a.os[2];
+    const float inv = 1.f / w.l[i];
+    for (int64_t c = 0; c < a.C; ++c) dst[c] = f2bf(w.o[i * Cp + c] * inv);
+  }
+}
+#endif  // FP_FAST
+
+template <typename F>
+void parallel(int64_t items, int nthreads, F&& body) {
+  std::atomic<int64_t> next{0};
+  auto work = [&](int tid) {
+    for (int64_t it = next.fetch_add(1); it < items; it = next.fetch_add(1)) body(tid, it);
+  };
+  const int extra = static_cast<int>(std::min<int64_t>(nthreads, items)) - 1;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < extra; ++t) pool.emplace_back(work, t + 1);
+  work(0);
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace
+
+extern "C" {
+
+// 1 if this build has the AVX512-BF16 path.
+int fp_relpos_fast_available() { return FP_FAST; }
+
+// Returns 0 on success, 1 if C > 128 (the fast path's limit), 2 if `portable` is 0 and
+// this build has no fast path.
+int fp_relpos_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                        const float* rel_h, const float* rel_w, uint16_t* out,
+                        const int64_t* shape,    // B, N, L, C, H, W
+                        const int64_t* strides,  // q, k, v, out: batch, head, row (12)
+                        float scale, int nthreads, int portable) {
+  Args a{q, k, v, rel_h, rel_w, out, shape[0], shape[1], shape[2], shape[3], shape[4], shape[5],
+         {}, {}, {}, {}, scale, 0, 0};
+  for (int i = 0; i < 3; ++i) {
+    a.qs[i] = strides[i];
+    a.ks[i] = strides[3 + i];
+    a.vs[i] = strides[6 + i];
+    a.os[i] = strides[9 + i];
+  }
+  a.Cp = (a.C + 15) / 16 * 16;
+  a.Lp = (a.L + KB - 1) / KB * KB;
+  if (a.Cp > 128) return 1;
+  nthreads = std::max(1, nthreads);
+  const int64_t tiles = (a.L + QB - 1) / QB, heads = a.B * a.N;
+  std::vector<Scratch> scratch;
+  for (int t = 0; t < nthreads; ++t) scratch.emplace_back(a.Cp);
+  if (portable) {
+    parallel(heads * tiles, nthreads, [&](int tid, int64_t it) {
+      const int64_t bn = it / tiles;
+      tile_portable(a, scratch[tid], bn / a.N, bn % a.N, (it % tiles) * QB);
+    });
+    return 0;
+  }
+#if FP_FAST
+  const int64_t per_head = a.Lp * a.Cp;
+  bf16* kp = static_cast<bf16*>(std::aligned_alloc(64, sizeof(bf16) * per_head * heads * 2));
+  bf16* vp = kp + per_head * heads;
+  parallel(heads, nthreads, [&](int, int64_t bn) {
+    pack_head(a, bn / a.N, bn % a.N, kp + bn * per_head, vp + bn * per_head);
+  });
+  parallel(heads * tiles, nthreads, [&](int tid, int64_t it) {
+    const int64_t bn = it / tiles;
+    tile_fast(a, scratch[tid], bn / a.N, bn % a.N, (it % tiles) * QB, kp + bn * per_head,
+              vp + bn * per_head);
+  });
+  std::free(kp);
+  return 0;
+#else
+  return 2;
+#endif
+}
+
+}  // extern "C"

@@ -4,25 +4,18 @@ one warm-up, with a 4096^3 BF16 GEMM's rate in the same run as the ceiling (issu
 
     PYTHONPATH=$PWD python benchmarks/sam_attention_native.py
 """
-import time
-
 import torch
 
 from fastpipes.kernels.relpos_flash import relpos_attention
 from fastpipes.kernels.sam_attention import sdpa_rel_pos
+from fastpipes.timing import median_time
 
 SHAPES = {"vit_b global": (1, 12, 64, 64, 64), "vit_b windows": (25, 12, 14, 14, 64),
           "vit_h global": (1, 16, 64, 64, 80)}  # B, heads, H, W, head dim
 
 
 def median_s(fn, n: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[n // 2]
+    return median_time(fn, n)[0]
 
 
 def main() -> None:

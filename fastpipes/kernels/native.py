@@ -26,7 +26,9 @@ from fastpipes.errors import FastpipesError
 from fastpipes.files import atomic_file
 
 CSRC = Path(__file__).parent / "csrc"
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
+# -fopenmp: at run time the kernels share the libgomp.so.1 PyTorch has loaded (same soname),
+# so they use its thread pool instead of starting threads that compete with its spinning ones
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp")
 COMPILE_TIMEOUT_S = 300
 
 

@@ -12,7 +12,8 @@
 // vdpbf16ps reads); per tile of QB query rows, blocks of KB keys go through
 // S = Q K^T (vdpbf16ps), the online softmax in FP32 (bias, running max, exp, sum), P in
 // BF16, O += P V (vdpbf16ps). Keys are padded to a multiple of KB with zero K / V and a
-// -1e30 bias. Threads: std::thread, work items taken from an atomic counter.
+// -1e30 bias. Threads: OpenMP's pool (std::thread without OpenMP), work items taken from an
+// atomic counter.
 //
 // Built by fastpipes/kernels/native.py with -march=native; without AVX512-BF16 only the
 // portable path (scalar FP32, the same blocking and roundings) exists.
@@ -24,6 +25,9 @@
 #include <cmath>
 #include <thread>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 #include <immintrin.h>
@@ -38,6 +42,9 @@ typedef uint16_t bf16;
 constexpr int QB = 32;  // query rows per tile
 constexpr int KB = 64;  // keys per block
 constexpr float NEG = -1e30f;
+// tile x key-block steps (32 x 64 scores each) a thread must have before another is started:
+// about 0.1 ms of work at C = 64; below it, starting a thread costs more than it saves
+constexpr int64_t MIN_STEPS_PER_THREAD = 64;
 
 inline float bf2f(bf16 x) {
   uint32_t u = static_cast<uint32_t>(x) << 16;
@@ -301,17 +308,30 @@ void tile_fast(const Args& a, Scratch& w, int64_t b, int64_t n, int64_t q0, cons
 }
 #endif  // FP_FAST
 
+// body(thread, item) for items [0, items) on up to nthreads threads. With OpenMP these are
+// the threads of the process's OpenMP pool: libgomp.so.1 is the one PyTorch loaded, so no
+// thread is started per call and none of PyTorch's spins beside ours.
 template <typename F>
 void parallel(int64_t items, int nthreads, F&& body) {
   std::atomic<int64_t> next{0};
   auto work = [&](int tid) {
     for (int64_t it = next.fetch_add(1); it < items; it = next.fetch_add(1)) body(tid, it);
   };
-  const int extra = static_cast<int>(std::min<int64_t>(nthreads, items)) - 1;
+  const int n = static_cast<int>(std::min<int64_t>(nthreads, items));
+#ifdef _OPENMP
+  if (n > 1) {
+#pragma omp parallel num_threads(n)
+    work(omp_get_thread_num());
+    return;
+  }
+#else
   std::vector<std::thread> pool;
-  for (int t = 0; t < extra; ++t) pool.emplace_back(work, t + 1);
+  for (int t = 1; t < n; ++t) pool.emplace_back(work, t);
   work(0);
   for (auto& th : pool) th.join();
+  return;
+#endif
+  work(0);
 }
 
 }  // namespace
@@ -339,8 +359,10 @@ int fp_relpos_attention(const uint16_t* q, const uint16_t* k, const uint16_t* v,
   a.Cp = (a.C + 15) / 16 * 16;
   a.Lp = (a.L + KB - 1) / KB * KB;
   if (a.Cp > 128) return 1;
-  nthreads = std::max(1, nthreads);
   const int64_t tiles = (a.L + QB - 1) / QB, heads = a.B * a.N;
+  const int64_t steps = heads * tiles * (a.Lp / KB);
+  nthreads = static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>(nthreads, steps / MIN_STEPS_PER_THREAD)));
   std::vector<Scratch> scratch;
   for (int t = 0; t < nthreads; ++t) scratch.emplace_back(a.Cp);
   if (portable) {

@@ -38,7 +38,10 @@ def rel_err(got, want):
 
 @pytest.mark.parametrize("portable", PATHS)
 @pytest.mark.parametrize("B,N,H,W,C", [(1, 2, 8, 8, 64), (2, 3, 5, 7, 8), (1, 1, 9, 9, 80),
-                                       (1, 2, 3, 13, 24), (2, 2, 14, 14, 64)])
+                                       (1, 2, 3, 13, 24), (2, 2, 14, 14, 64),
+                                       # the fast path's other bias forms: W a multiple of
+                                       # 16 (one grid row per 16 keys), W > 16 (general)
+                                       (1, 2, 4, 32, 64), (1, 1, 17, 20, 16)])
 def test_matches_fp32_math(portable, B, N, H, W, C):
     torch.manual_seed(0)
     L = H * W
@@ -70,6 +73,21 @@ def test_fast_and_portable_paths_agree():
     fast = relpos_attention(q, k, v, rel_h, rel_w, 0.2, 10).float()
     slow = relpos_attention(q, k, v, rel_h, rel_w, 0.2, 10, portable=True).float()
     assert (fast - slow).abs().max().item() <= 2e-2  # one BF16 rounding of O(1) outputs
+
+
+@pytest.mark.parametrize("portable", PATHS)
+def test_large_bias_moves_the_running_max(portable):
+    # a bias growing along the keys makes each key block's max far above the last one's, so
+    # the running max (and with it O and the row sums) is rescaled many times per row
+    torch.manual_seed(3)
+    B, N, H, W, C = 1, 2, 12, 12, 32
+    L = H * W
+    q, k, v = (torch.randn(B, N, L, C).to(torch.bfloat16) for _ in range(3))
+    rel_h = torch.linspace(-40, 40, H).expand(B, N, L, H).contiguous()
+    rel_w = torch.randn(B, N, L, W) * 3
+    got = relpos_attention(q, k, v, rel_h, rel_w, C ** -0.5, W, portable=portable)
+    assert torch.isfinite(got.float()).all()
+    assert rel_err(got, math_reference(q, k, v, rel_h, rel_w, C ** -0.5)) <= 1e-2
 
 
 def upstream_attention(dim=64, heads=4, size=(8, 8)):

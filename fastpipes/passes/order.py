@@ -13,13 +13,15 @@ from fastpipes.recipe.schema import Recipe
 #  - quantize before precision: it reads FP32 weights and packs them; a later cast then
 #    leaves the packed int weights alone.
 #  - precision before memory_format: a dtype cast would otherwise re-lay out tensors.
+#  - prepack after precision and quantize: it packs the Linear layers they left as
+#    nn.Linear (quantized layers are other types), and compile then traces the packed ones.
 #  - kv_cache (static cache for generate) just before compile: shapes become static.
 #  - compile last: it must trace the final modules.
 #  - openvino after all: it converts FP32 components no other pass may touch (its preflight
 #    refuses overlaps), so its place only keeps it out of the others' way.
 PASS_ORDER: tuple[str, ...] = (
-    "ipex", "attention", "fuse_qkv", "quantize", "precision", "memory_format", "kv_cache",
-    "compile", "openvino",
+    "ipex", "attention", "fuse_qkv", "quantize", "precision", "memory_format", "prepack",
+    "kv_cache", "compile", "openvino",
 )
 
 

@@ -1,0 +1,125 @@
+"""prepack pass: Linear layers on oneDNN-packed BF16 weights give F.linear's BF16 result,
+follow in-place weight changes, survive pickling, run packed inside a frozen compiled graph
+whose FX-graph cache still hits, and are refused cleanly where oneDNN has no BF16."""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fastpipes
+from fastpipes.errors import FastpipesError
+from fastpipes.kernels import packed_linear
+from fastpipes.kernels.packed_linear import STATS, PackedLinear, linear_packed, why_unavailable
+
+pytestmark = pytest.mark.skipif(why_unavailable() is not None,
+                                reason=f"prepack unavailable: {why_unavailable()}")
+
+
+def bf16_linear(x, layer):
+    return F.linear(x.bfloat16(), layer.weight.bfloat16(), layer.bias.bfloat16())
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 32)).eval()
+
+
+def test_matches_bf16_linear_and_keeps_the_callers_dtype():
+    torch.manual_seed(0)
+    ref = nn.Linear(64, 48)
+    layer = PackedLinear(ref)
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        out = layer(x)
+        want = bf16_linear(x, ref)
+        assert out.dtype == torch.float32  # no autocast: the input's dtype, as nn.Linear
+        assert (out - want.float()).abs().max().item() <= 1e-2 * want.abs().max().item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer(x).dtype == torch.bfloat16  # as autocast's own linear
+    assert set(layer.state_dict()) == {"weight", "bias"}  # checkpoints load unchanged
+
+
+def test_follows_weights_changed_in_place():
+    a, b = nn.Linear(32, 16), nn.Linear(32, 16)
+    layer = PackedLinear(a)
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        before = layer(x)
+        layer.load_state_dict(b.state_dict())  # copies into the same parameters
+        after = layer(x)
+        assert (after - bf16_linear(x, b).float()).abs().max().item() <= 2e-2
+        assert (after - before).abs().max().item() > 0.1
+
+
+def test_a_weight_no_layer_owns_is_computed_unpacked():
+    ref = nn.Linear(32, 16)
+    x = torch.randn(3, 32)
+    n = STATS["unowned"]
+    with torch.no_grad():
+        out = linear_packed(x, ref.weight, ref.bias)
+    assert STATS["unowned"] == n + 1
+    assert torch.equal(out, bf16_linear(x, ref))
+
+
+def test_owner_is_forgotten_with_its_layer():
+    layer = PackedLinear(nn.Linear(8, 8))
+    ptr = layer.weight.data_ptr()
+    assert packed_linear._OWNERS[ptr]() is layer
+    del layer
+    assert ptr not in packed_linear._OWNERS
+
+
+def test_pickle_and_deepcopy_repack():
+    layer = PackedLinear(nn.Linear(16, 8))
+    x = torch.randn(2, 16)
+    with torch.no_grad():
+        want = layer(x)
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            n = STATS["packed"]
+            assert torch.equal(clone(x), want)
+            assert STATS["packed"] == n + 1  # the clone's own packed copy, not the fallback
+
+
+def test_pass_under_frozen_compile_runs_packed_and_stays_cacheable():
+    from torch._dynamo.utils import counters
+    recipe = {"precision": {"mode": "autocast", "dtype": "bfloat16"}, "prepack": {},
+              "compile": {"options": {"freezing": True, "cpp.weight_prepack": False}}}
+    ref, model = mlp(), mlp()
+    x = torch.randn(4, 64)
+    report = fastpipes.accelerate(model, recipe)
+    assert report.precision_class == "bf16"
+    assert any("2 Linear -> fastpipes::linear_packed" in c for c in report.record("prepack").changes)
+    with torch.no_grad():
+        want = ref(x)
+        n, unowned = STATS["packed"], STATS["unowned"]
+        got = model(x)  # compiles: Inductor freezes the weights into the graph
+        assert STATS["packed"] == n + 2 and STATS["unowned"] == unowned  # packed in the graph
+        assert ((got.float() - want).norm() / want.norm()).item() <= 2e-2
+        # the same graph compiled again (as in a new process) is read from Inductor's cache,
+        # which cpp.weight_prepack's MKLDNN constants would make it bypass
+        torch._dynamo.reset()
+        hits = counters["inductor"]["fxgraph_cache_hit"]
+        again = mlp()
+        fastpipes.accelerate(again, recipe)
+        assert torch.equal(again(x), got)
+        assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
+
+
+def test_refused_where_unavailable_leaves_the_model_alone(monkeypatch):
+    monkeypatch.setattr("fastpipes.passes.prepack.why_unavailable",
+                        lambda: "oneDNN has no BF16 kernels on this CPU")
+    model = mlp()
+    before = [type(m) for m in model.modules()]
+    with pytest.raises(FastpipesError, match="prepack is unavailable: oneDNN has no BF16"):
+        fastpipes.accelerate(model, {"prepack": {}})
+    assert [type(m) for m in model.modules()] == before
+
+
+def test_skipped_visibly_without_linear_layers():
+    report = fastpipes.accelerate(nn.Sequential(nn.Conv2d(3, 4, 3)), {"prepack": {}})
+    assert report.record("prepack").status.value == "skipped"

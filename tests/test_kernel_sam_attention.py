@@ -97,3 +97,33 @@ def test_another_sdpa_kernel_serves_every_block():
         assert (got - ref(x)).abs().max().item() <= 1e-5
     # 64 query rows in blocks of 48: two calls, each with its own rows of the mask
     assert shapes == [((2, 4, 48, 8), (2, 4, 48, 64)), ((2, 4, 16, 8), (2, 4, 16, 64))]
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_window_blocks_skip_padding_but_match_upstream(native):
+    # an 8x8 grid in windows of 3 is padded to 9x9 upstream; the swapped block runs qkv /
+    # proj on the 64 real tokens and fills the padding with qkv of a zero token (its bias)
+    import fastpipes
+    from fastpipes.kernels.relpos_flash import why_unavailable
+    from fastpipes.passes.attention_sites.sam import SamWindowBlock
+    from fastpipes.sam.pipeline import build_sam
+
+    if native and why_unavailable():
+        pytest.skip(f"native kernel unavailable: {why_unavailable()}")
+    ref, sam = build_sam("tiny", seed=0), build_sam("tiny", seed=0)
+    with torch.no_grad():
+        for blk in ref.image_encoder.blocks:  # random weights leave these at 0: make them count
+            blk.attn.qkv.bias.normal_(0, 1.0)
+            blk.attn.rel_pos_h.normal_(0, 0.5)
+            blk.attn.rel_pos_w.normal_(0, 0.5)
+    sam.load_state_dict(ref.state_dict())
+    assert [b.window_size for b in ref.image_encoder.blocks] == [3, 0, 3, 0]
+    report = fastpipes.accelerate(sam, {"attention": {"backend": "native" if native else "sdpa"}})
+    assert "2 window Blocks: qkv / proj on the image's tokens only" in report.record("attention").changes[0]
+    assert [type(b) is SamWindowBlock for b in sam.image_encoder.blocks] == [True, False, True, False]
+    assert set(sam.state_dict()) == set(ref.state_dict())
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        want, got = ref.image_encoder(x), sam.image_encoder(x).float()
+    err = ((got - want).norm() / want.norm()).item()
+    assert err <= (1e-2 if native else 1e-5)  # native: BF16 attention; sdpa: FP32 roundings

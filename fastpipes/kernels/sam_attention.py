@@ -104,23 +104,28 @@ def sam_attention(x: torch.Tensor, qkv: torch.nn.Module, proj: torch.nn.Module, 
                   native: bool = False) -> torch.Tensor:
     """segment-anything ``Attention.forward`` with SDPA (or `sdpa`, or with `native` the
     kernel of :mod:`fastpipes.kernels.relpos_flash`). x: [B, H, W, D] -> [B, H, W, D]."""
-    B, H, W, D = x.shape
+    return proj(attend(qkv(x), num_heads, scale, rel_pos_h, rel_pos_w, block_size, math, sdpa,
+                       native))
+
+
+def attend(t: torch.Tensor, num_heads: int, scale: float, rel_pos_h: torch.Tensor | None,
+           rel_pos_w: torch.Tensor | None, block_size: int = 256, math: bool = False,
+           sdpa: Sdpa = F.scaled_dot_product_attention, native: bool = False) -> torch.Tensor:
+    """The attention between ``qkv`` and ``proj``: t [B, H, W, 3 * D] (q, k, v by channel,
+    as segment-anything's qkv layer writes them) -> [B, H, W, D], heads concatenated."""
+    B, H, W, _ = t.shape
     L = H * W
-    # qkv: [3, B, N, L, C]
-    t = qkv(x).reshape(B, L, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+    t = t.reshape(B, L, 3, num_heads, -1).permute(2, 0, 3, 1, 4)  # [3, B, N, L, C]
     q, k, v = t.unbind(0)
     rel_h = rel_w = None
     if rel_pos_h is not None:
         rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, (H, W))
     if native:  # [B, L, N, C] in BF16
-        out = relpos_attention(q, k, v, rel_h, rel_w, scale, W).to(q.dtype)
-        return proj(out.reshape(B, H, W, -1))
+        return relpos_attention(q, k, v, rel_h, rel_w, scale, W).to(q.dtype).reshape(B, H, W, -1)
     if rel_h is None:
         ctx = _math_only() if math else contextlib.nullcontext()
         with ctx:
             out = sdpa(q, k, v, scale=scale)
     else:
         out = sdpa_rel_pos(q, k, v, rel_h, rel_w, block_size, scale=scale, math=math, sdpa=sdpa)
-    # out: [B, N, L, C] -> [B, H, W, N*C]
-    out = out.transpose(1, 2).reshape(B, H, W, -1)
-    return proj(out)
+    return out.transpose(1, 2).reshape(B, H, W, -1)  # [B, N, L, C] -> [B, H, W, N*C]

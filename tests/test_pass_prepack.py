@@ -123,3 +123,14 @@ def test_refused_where_unavailable_leaves_the_model_alone(monkeypatch):
 def test_skipped_visibly_without_linear_layers():
     report = fastpipes.accelerate(nn.Sequential(nn.Conv2d(3, 4, 3)), {"prepack": {}})
     assert report.record("prepack").status.value == "skipped"
+
+
+@pytest.mark.parametrize("section", [{"prepack": {}}, {"attention": {"backend": "native"}}])
+def test_aot_inductor_with_python_custom_ops_is_a_conflict(section):
+    from fastpipes.passes.order import conflicts
+    from fastpipes.recipe import load_recipe
+
+    recipe = load_recipe({**section, "compile": {"backend": "aot_inductor"}})
+    (problem,) = conflicts(recipe)
+    assert "which an AOTInductor package cannot call" in str(problem)
+    assert not conflicts(load_recipe({**section, "compile": {"backend": "inductor"}}))

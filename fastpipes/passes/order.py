@@ -31,11 +31,22 @@ def _get(recipe: Recipe, section: str, key: str, default=None):
     return getattr(value, "value", value)
 
 
+def _python_custom_ops(r: Recipe) -> str:
+    users = [what for what, used in (
+        ("attention.backend native", _get(r, "attention", "backend") == "native"),
+        ("prepack", r.section("prepack") is not None)) if used]
+    if _get(r, "compile", "backend") != "aot_inductor" or not users:
+        return ""
+    return (f"{' and '.join(users)} call fastpipes' Python custom ops, which an AOTInductor "
+            "package cannot call: use compile.backend inductor with them")
+
+
 # (description, predicate on the recipe -> message or "")
 CONFLICTS: list[tuple[str, Callable[[Recipe], str]]] = [
     ("ipex with torch.compile uses the ipex backend",
      lambda r: "ipex and compile.backend=ipex need the ipex pass enabled"
      if _get(r, "compile", "backend") == "ipex" and r.section("ipex") is None else ""),
+    ("aot_inductor cannot call Python custom ops", _python_custom_ops),
 ]
 
 

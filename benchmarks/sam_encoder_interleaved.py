@@ -25,6 +25,10 @@ def load() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
+def fmt(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1e3:.2f} ms"
+
+
 def timed(fn) -> tuple[float, torch.Tensor]:
     t0 = time.perf_counter()
     out = fn()
@@ -56,13 +60,13 @@ def main(model: str, rounds: int, specs: list[str]) -> None:
         for r in range(rounds):
             for name, sam in encoders.items():
                 times[name].append(timed(lambda: sam.image_encoder(x))[0])
-            print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+            print(f"round {r}: " + ", ".join(f"{k} {fmt(v[-1])}" for k, v in times.items())
                   + f" (load {load()})", flush=True)
     base = statistics.median(times["fp32_eager"])
     first_recipe = statistics.median(times[specs[0]]) if specs else base
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:50s} median {med:6.2f} s (min {min(ts):.2f}, max {max(ts):.2f})  "
+        print(f"{name:50s} median {fmt(med)} (min {fmt(min(ts))}, max {fmt(max(ts))})  "
               f"{base / med:4.2f}x FP32 eager  {first_recipe / med:4.2f}x {specs[0] if specs else ''}")
     for name in specs:
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import fastpipes
 from fastpipes.errors import FastpipesError
 from fastpipes.kernels import packed_linear
-from fastpipes.kernels.packed_linear import STATS, PackedLinear, linear_packed, why_unavailable
+from fastpipes.kernels.packed_linear import STATS, PackedLinear, why_unavailable
 
 pytestmark = pytest.mark.skipif(why_unavailable() is not None,
                                 reason=f"prepack unavailable: {why_unavailable()}")
@@ -61,7 +61,7 @@ def test_a_weight_no_layer_owns_is_computed_unpacked():
     x = torch.randn(3, 32)
     n = STATS["unowned"]
     with torch.no_grad():
-        out = linear_packed(x, ref.weight, ref.bias)
+        out = torch.ops.fastpipes.linear_packed(x, ref.weight, ref.bias)
     assert STATS["unowned"] == n + 1
     assert torch.equal(out, bf16_linear(x, ref))
 
@@ -87,7 +87,7 @@ def test_pickle_and_deepcopy_repack():
 
 def test_pass_under_frozen_compile_runs_packed_and_stays_cacheable():
     from torch._dynamo.utils import counters
-    recipe = {"precision": {"mode": "autocast", "dtype": "bfloat16"}, "prepack": {},
+    recipe = {"precision": {"mode": "autocast", "dtype": "bfloat16"}, "prepack": {"min_size": 0},
               "compile": {"options": {"freezing": True, "cpp.weight_prepack": False}}}
     ref, model = mlp(), mlp()
     x = torch.randn(4, 64)
@@ -110,6 +110,15 @@ def test_pass_under_frozen_compile_runs_packed_and_stays_cacheable():
         assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
 
 
+def test_small_layers_stay_nn_linear():
+    model = nn.Sequential(nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 8))  # 65536 and 2048
+    report = fastpipes.accelerate(model, {"prepack": {}})
+    assert [type(m) for m in model] == [PackedLinear, nn.GELU, nn.Linear]
+    assert report.record("prepack").changes == [
+        "model: 1 Linear -> fastpipes::linear_packed (BF16 weights packed by oneDNN, 0.1 MB); "
+        "1 with fewer than min_size=65536 weights left as nn.Linear"]
+
+
 def test_refused_where_unavailable_leaves_the_model_alone(monkeypatch):
     monkeypatch.setattr("fastpipes.passes.prepack.why_unavailable",
                         lambda: "oneDNN has no BF16 kernels on this CPU")
@@ -123,6 +132,9 @@ def test_refused_where_unavailable_leaves_the_model_alone(monkeypatch):
 def test_skipped_visibly_without_linear_layers():
     report = fastpipes.accelerate(nn.Sequential(nn.Conv2d(3, 4, 3)), {"prepack": {}})
     assert report.record("prepack").status.value == "skipped"
+    small = fastpipes.accelerate(nn.Sequential(nn.Linear(16, 8)), {"prepack": {}})
+    assert small.record("prepack").status.value == "skipped"
+    assert "at least min_size=65536 weights" in small.record("prepack").reason
 
 
 @pytest.mark.parametrize("section", [{"prepack": {}}, {"attention": {"backend": "native"}}])

@@ -22,6 +22,14 @@ from fastpipes.recipe.schema import PrecisionClass, Section
 @dataclass(frozen=True)
 class PrepackConfig(Section):
     components: list[str] = field(default_factory=list)  # [] = every component
+    # layers with fewer weight elements stay nn.Linear: each packed call costs ~15-20 us more
+    # in Python than F.linear, which small layers do not win back (benchmarks/RESULTS.md [N5])
+    min_size: int = 65536
+
+    def check(self) -> list[tuple[str, str, str]]:
+        if self.min_size < 0:
+            return [("min_size", f"must be >= 0, got {self.min_size}", "0 or a positive int")]
+        return []
 
     def numerics(self) -> PrecisionClass:
         return PrecisionClass.bf16  # the packed products run in BF16 whatever x's dtype
@@ -43,12 +51,15 @@ class PrepackConfig(Section):
 def apply(ctx: PassContext, cfg: PrepackConfig) -> None:
     total = 0
     for name, module in ctx.components("prepack", cfg.components).items():
-        swapped, nbytes = pack_linears(module)
+        swapped, nbytes, small = pack_linears(module, cfg.min_size)
+        smaller = (f"{small} with fewer than min_size={cfg.min_size} weights left as "
+                   "nn.Linear") if small else ""
         if not swapped:
-            ctx.change(name, "no nn.Linear layers: left as is")
+            ctx.change(name, smaller or "no nn.Linear layers: left as is")
             continue
         ctx.change(name, f"{swapped} Linear -> fastpipes::linear_packed (BF16 weights packed "
-                         f"by oneDNN, {nbytes / 2**20:.1f} MB)")
+                         f"by oneDNN, {nbytes / 2**20:.1f} MB)" + (f"; {smaller}" if small else ""))
         total += swapped
     if not total:
-        raise SkipPass("no selected component has nn.Linear layers")
+        raise SkipPass(f"no selected component has nn.Linear layers with at least "
+                       f"min_size={cfg.min_size} weights")

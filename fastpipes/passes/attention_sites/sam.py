@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastpipes.kernels.packed_linear import PackedLinear
 from fastpipes.kernels.sam_attention import attend, sam_attention
 from fastpipes.passes.attention_sites import SITE_HANDLERS
 
@@ -57,7 +58,7 @@ class SamSdpaAttention(nn.Module):
         t = self.qkv(x)  # [B, H, W, 3D]
         ph, pw = -H % ws, -W % ws
         if ph or pw:
-            pad_token = self.qkv(x.new_zeros(1, 1, 1, D))  # [1, 1, 1, 3D]
+            pad_token = self._pad_token(x, t.dtype)  # [1, 1, 1, 3D] or [3D]
             inside = torch.zeros(H + ph, W + pw, 1, dtype=torch.bool, device=x.device)
             inside[:H, :W] = True
             t = torch.where(inside, F.pad(t, (0, 0, 0, pw, 0, ph)), pad_token)
@@ -69,6 +70,14 @@ class SamSdpaAttention(nn.Module):
                      self.sdpa, self.native)  # [B * windows, ws, ws, D]
         out = out.reshape(B, Hp // ws, Wp // ws, ws, ws, -1).transpose(2, 3).reshape(B, Hp, Wp, -1)
         return self.proj(out[:, :H, :W])
+
+    def _pad_token(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """qkv of a zero token: a Linear's bias rounded to the output dtype (what its GEMM
+        writes for a zero row, FP32 sums), else the layer called on one zero token."""
+        bias = getattr(self.qkv, "bias", None)
+        if type(self.qkv) in (nn.Linear, PackedLinear) and isinstance(bias, torch.Tensor):
+            return bias.to(dtype)
+        return self.qkv(x.new_zeros(1, 1, 1, x.shape[-1]))
 
     def extra_repr(self) -> str:
         if self.native:

@@ -42,7 +42,8 @@ def test_import_fastpipes_never_imports_openvino():
 @needs_openvino
 @pytest.mark.parametrize("family,name,klass", [("sam", "sam_openvino_bf16", "bf16"),
                                                ("sam", "sam_openvino_int8", "int8"),
-                                               ("sdxl", "sdxl_openvino", "exact")])
+                                               ("sdxl", "sdxl_openvino", "exact"),
+                                               ("sdxl", "sdxl_openvino_int8", "int8")])
 def test_builtin_recipe_meets_its_class_bars_on_a_tiny_model(family, name, klass):
     report, fid, pipe = _fidelity(family, name)
     assert report.applied == ["openvino"] and report.precision_class == klass

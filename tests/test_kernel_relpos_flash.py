@@ -143,6 +143,22 @@ def test_library_is_built_once_into_the_cache(tmp_path, monkeypatch):
         native.library.cache_clear()
 
 
+def test_a_changed_header_builds_a_new_library(tmp_path, monkeypatch):
+    csrc = tmp_path / "csrc"
+    csrc.mkdir()
+    (csrc / "probe.cpp").write_text('#include "probe.h"\nextern "C" int probe() { return X; }\n')
+    monkeypatch.setenv("FASTPIPES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "CSRC", csrc)
+    try:
+        for value in (1, 2):
+            (csrc / "probe.h").write_text(f"#define X {value}\n")
+            native.library.cache_clear()
+            assert native.library("probe").probe() == value
+        assert len(list((tmp_path / "cache" / "kernels").glob("probe-*.so"))) == 2
+    finally:
+        native.library.cache_clear()
+
+
 def test_no_compiler_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     monkeypatch.setattr(native.shutil, "which", lambda name: None)

@@ -24,6 +24,7 @@ def test_wheel_ships_recipes_and_installed_package_finds_them(tmp_path):
     assert "fastpipes/llama/reference/__main__.py" in names
     # and so must the C++ source the native kernels are built from on first use
     assert "fastpipes/kernels/csrc/relpos_attention.cpp" in names
+    assert "fastpipes/kernels/csrc/relpos_portable.h" in names  # the .cpp includes it
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, env={**os.environ, "PIP_NO_INDEX": "1"})

@@ -1,8 +1,9 @@
 """fastpipes' own C++ kernels: built for this CPU on first use, cached, loaded with ctypes.
 
-A kernel's source lives in ``kernels/csrc/``. :func:`library` compiles it with the system
-C++ compiler (``$CXX``, else ``g++``/``c++``) and ``-O3 -march=native`` into the cache part
-``kernels/`` (once per source, compiler, flags and CPU: all four are in the file's key) and
+A kernel's source lives in ``kernels/csrc/`` (``<name>.cpp``, which may include the
+directory's ``.h`` files). :func:`library` compiles it with the system C++ compiler
+(``$CXX``, else ``g++``/``c++``) and ``-O3 -march=native`` into the cache part ``kernels/``
+(once per source, headers, compiler, flags and CPU: all are in the file's key) and
 loads it. A shared library is code, so the cache's trust rules apply as to every other part
 (:func:`fastpipes.cache.private_dir`, :func:`~fastpipes.cache.trusted_file`); the file is
 written atomically, so two processes building at once both end with a whole library.
@@ -84,7 +85,8 @@ def library(name: str) -> ctypes.CDLL:
     src = CSRC / f"{name}.cpp"
     cxx = compiler()
     try:
-        path = open_part("kernels") / f"{name}-{_key(src.read_bytes(), cxx)}.so"
+        source = src.read_bytes() + b"".join(h.read_bytes() for h in sorted(CSRC.glob("*.h")))
+        path = open_part("kernels") / f"{name}-{_key(source, cxx)}.so"
         if not path.exists():
             _build(src, path, cxx)
         return ctypes.CDLL(str(trusted_file(path)))

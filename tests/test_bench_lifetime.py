@@ -114,3 +114,17 @@ def test_the_pipe_fallback_ends_a_worker_when_its_writer_goes():
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             child.wait()
+
+
+def test_a_worker_killed_by_sigkill_is_reported_as_likely_out_of_memory():
+    import signal as sig
+
+    from fastpipes.bench.processes import death_reason
+
+    killed = death_reason(-sig.SIGKILL, "accelerate", ["[transformers] a warning"])
+    assert killed.startswith("worker died with exit code -9 during accelerate (killed by "
+                             "SIGKILL, which the benchmark did not send: most likely the "
+                             "kernel's out-of-memory killer; this machine has ")
+    assert killed.endswith(": [transformers] a warning")
+    crashed = death_reason(1, "timed", [])
+    assert crashed == "worker died with exit code 1 during timed"

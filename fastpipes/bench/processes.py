@@ -150,6 +150,18 @@ def _read_events(path: Path, offset: int) -> tuple[list[dict], int]:
     return events, offset + len(complete)
 
 
+def death_reason(returncode: int, phase: str, tail: list[str]) -> str:
+    """Why a worker that wrote no result died, for the result table. A SIGKILL that the
+    benchmark did not send (its --max-time cut is reported apart) is nearly always the
+    kernel's out-of-memory killer, which leaves nothing in the worker's own output."""
+    reason = f"worker died with exit code {returncode} during {phase}"
+    if returncode == -signal.SIGKILL:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        reason += (f" (killed by SIGKILL, which the benchmark did not send: most likely the "
+                   f"kernel's out-of-memory killer; this machine has {total:.0f} GB)")
+    return reason + (": " + " | ".join(tail) if tail else "")
+
+
 def run_worker(job: BenchJob, workdir: Path, max_time: float | None, on_event) -> dict:
     """Run one job in a fresh process; the result dict (status ok | failed | cut)."""
     tag = job.tag
@@ -194,7 +206,7 @@ def run_worker(job: BenchJob, workdir: Path, max_time: float | None, on_event) -
     if not result_path.exists():
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
         return {"status": FAILED, "wall_s": wall,
-                "reason": f"worker died with exit code {proc.returncode}: " + " | ".join(tail)}
+                "reason": death_reason(proc.returncode, phase, tail)}
     result = json.loads(result_path.read_text())
     result["wall_s"] = wall
     return result

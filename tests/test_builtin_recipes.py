@@ -101,7 +101,8 @@ CLASSES = {"generic_fp32_fast": "exact", "generic_bf16": "bf16", "sam_fp32_fast"
            "sam_cuda_bf16": "bf16", "sdxl_cuda_bf16": "bf16", "llama_cuda_bf16": "bf16",
            "llama_cuda_woq_int8": "int8", "llama_cuda_woq_int4": "int4",
            "llama_openvino_int4": "int4", "llama_openvino_int8": "int8",
-           "llama_openvino_f32": "exact"}
+           "llama_openvino_f32": "exact", "llama_bf16_packed": "bf16",
+           "sdxl_openvino_int8": "int8"}
 
 
 def test_every_builtin_recipe_has_its_derived_precision_class():

@@ -52,7 +52,7 @@ def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
     """Built-in recipes of `family`, then generic ones, whose requires are met and whose
     precision class is within ``cfg.max_class``, each group likeliest winner first (bases
     before the recipes that extend them); then
-    ``cfg.candidates`` in the order given."""
+    ``cfg.candidates`` in the order given; none named in ``cfg.exclude``."""
     ranked = []
     if cfg.builtin:
         builtin = builtin_dir().resolve()
@@ -71,7 +71,8 @@ def candidate_recipes(family: str, hardware: Any, cfg: AutoConfig,
                 # recipe (e.g. *_click) adds work aimed at another workload
                 ranked.append((rec.family != family, -prior, len(rec.chain), name))
     names = [name for *_, name in sorted(ranked)]
-    return names + [c for c in cfg.candidates if c not in names]
+    names += [c for c in cfg.candidates if c not in names]
+    return [n for n in names if n not in cfg.exclude]
 
 
 def _mmss(seconds: float) -> str:

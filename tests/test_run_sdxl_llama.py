@@ -165,3 +165,21 @@ def test_sampling_with_an_openvino_recipe_is_refused_before_any_work(tmp_path, c
         LlamaJob(**base, recipe=str(user), sample=True).check()
     LlamaJob(**base, recipe="llama_openvino_int4", sample=True,  # the pass switched off
              overrides=("openvino.enabled=false",)).check()
+
+
+def test_auto_with_sample_leaves_the_greedy_only_openvino_recipes_out(tmp_path):
+    from fastpipes.auto_order import candidate_recipes
+    from fastpipes.hardware import detect
+    from fastpipes.llama.run import LlamaJob
+    from fastpipes.recipe.load import load_recipe
+
+    base = dict(out=str(tmp_path / "out"), prompts="p", model="tiny", random_weights=True)
+    greedy = LlamaJob(**base).auto_overrides()
+    assert greedy == []  # greedy decoding: every recipe may be tried
+    sampled = LlamaJob(**base, sample=True, overrides=("auto.budget_s=60",)).auto_overrides()
+    assert sampled == ["auto.budget_s=60", "auto.exclude=[llama_openvino_f32,"
+                       "llama_openvino_int4,llama_openvino_int8]"]
+    cfg = load_recipe({"name": "auto", "auto": {}}, sampled).section("auto")
+    names = candidate_recipes("llama", detect(), cfg)
+    assert names and not any(n.startswith("llama_openvino") for n in names)
+    assert "llama_woq_int4" in names

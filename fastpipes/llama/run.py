@@ -114,6 +114,18 @@ class LlamaJob(Job):
                              "--sample (greedy), or --sample with a native recipe (e.g. "
                              "llama_woq_int4). Nothing was run")
 
+    def auto_overrides(self) -> list[str]:
+        """With recipe auto: the recipes whose converted generate refuses how this job
+        decodes (--sample: the greedy-only OpenVINO ones) are left out of the search, instead
+        of winning it and failing at warm-up."""
+        from fastpipes.recipe.load import available, load_recipe
+
+        options = self.generate_options()
+        refused = sorted(name for name in available() if load_recipe(name).family == "llama"
+                         and converts_llama(load_recipe(name)) and llama_ov.refusal(options))
+        return super().auto_overrides() + ([f"auto.exclude=[{','.join(refused)}]"]
+                                           if refused else [])
+
     def generate_options(self) -> dict[str, Any]:
         """How this job decodes: the options every ``generate`` call of it gets."""
         options: dict[str, Any] = {"do_sample": self.sample}

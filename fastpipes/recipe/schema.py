@@ -131,6 +131,9 @@ class AutoConfig(Section):
 
     budget_s: float = 300.0  # stop trying new candidates after this long (compile included)
     candidates: list[str] = field(default_factory=list)  # extra recipes (names or paths)
+    # recipes auto must not try (names as candidates would have them), e.g. the ones a job
+    # cannot use: `fastpipes run llama --sample` leaves out the greedy-only OpenVINO ones
+    exclude: list[str] = field(default_factory=list)
     builtin: bool = True  # also try the built-in recipes of the family whose requires are met
     iters: int = 3  # timed calls per candidate (median kept), after one warm-up call
     # the loosest precision class auto may pick; each candidate is judged by its own

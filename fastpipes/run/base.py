@@ -125,6 +125,11 @@ class Job:
         """What accelerate() is given (default: the pipeline itself)."""
         return pipe
 
+    def auto_overrides(self) -> list[str]:
+        """The overrides recipe="auto" gets: the job's own (auto.* settings) and what the
+        job rules out (default: nothing more)."""
+        return list(self.overrides)
+
     def modules(self, pipe: Any) -> dict[str, Any]:
         """The pipeline's torch modules by name, whose weights are checked finite after
         loading (default: what accelerate() is given, when that is a module)."""
@@ -243,7 +248,7 @@ class Worker:
             with step(f"accelerating with recipe {job.recipe!r}"):
                 recipe = job_recipe(job)
                 self.report = accelerate(job.target(self.pipe), recipe,
-                                         list(job.overrides) if job.recipe == "auto" else None,
+                                         job.auto_overrides() if job.recipe == "auto" else None,
                                          verbose=verbose)
             t3 = time.perf_counter()
             with step("warming up (a compiling recipe compiles here)"):

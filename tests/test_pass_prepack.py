@@ -70,6 +70,23 @@ def test_a_weight_no_layer_owns_is_computed_unpacked():
     assert torch.equal(out, bf16_linear(x, ref))
 
 
+def test_a_stale_owner_entry_is_not_used_for_another_tensor_at_its_address():
+    import weakref
+
+    layer = PackedLinear(nn.Linear(32, 16, bias=False))
+    other = torch.randn(16, 32)  # stands for a tensor allocated where layer's weight was
+    packed_linear._OWNERS[other.data_ptr()] = weakref.ref(layer)  # the stale entry
+    x = torch.randn(3, 32)
+    n = STATS["unowned"]
+    try:
+        with torch.no_grad():
+            out = torch.ops.fastpipes.linear_packed(x, other, None)
+    finally:
+        del packed_linear._OWNERS[other.data_ptr()]
+    assert STATS["unowned"] == n + 1  # not layer's packed weight
+    assert torch.equal(out, F.linear(x.bfloat16(), other.bfloat16()))
+
+
 def test_owner_is_forgotten_with_its_layer():
     layer = PackedLinear(nn.Linear(8, 8))
     ptr = layer.weight.data_ptr()

@@ -97,8 +97,10 @@ class PackedLinear(nn.Module):
 def _owner(weight: torch.Tensor, bias: torch.Tensor | None) -> PackedLinear | None:
     ref = _OWNERS.get(weight.data_ptr())
     layer = ref() if ref is not None else None
-    if layer is None or layer.weight.shape != weight.shape or (
-            (bias is None) != (layer.bias is None)) or (
+    # the owner's weight must still be at this address: one whose data was replaced (e.g.
+    # module.to(...)) leaves a stale entry, and the address may since hold another tensor
+    if layer is None or layer.weight.data_ptr() != weight.data_ptr() or (
+            layer.weight.shape != weight.shape) or ((bias is None) != (layer.bias is None)) or (
             bias is not None and bias.data_ptr() != layer.bias.data_ptr()):
         return None
     return layer

@@ -120,9 +120,11 @@ class LlamaJob(Job):
         of winning it and failing at warm-up."""
         from fastpipes.recipe.load import available, load_recipe
 
-        options = self.generate_options()
-        refused = sorted(name for name in available() if load_recipe(name).family == "llama"
-                         and converts_llama(load_recipe(name)) and llama_ov.refusal(options))
+        if llama_ov.refusal(self.generate_options()) is None:
+            return super().auto_overrides()
+        recipes = {name: load_recipe(name) for name in available()}
+        refused = sorted(name for name, rec in recipes.items()
+                         if rec.family == "llama" and converts_llama(rec))
         return super().auto_overrides() + ([f"auto.exclude=[{','.join(refused)}]"]
                                            if refused else [])
 
